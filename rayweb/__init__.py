@@ -1,0 +1,69 @@
+"""rayweb: Modal-style web endpoints served by Ray Serve on your own Ray cluster.
+
+Importing rayweb does not import Ray; only serving and compiling do.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from . import exception
+from .app import App
+from .decorators import (
+    asgi_app,
+    batched,
+    concurrent,
+    enter,
+    exit,
+    fastapi_endpoint,
+    method,
+    parameter,
+    web_endpoint,
+    web_server,
+    wsgi_app,
+)
+from .functions import Cls, Function
+from .image import Image
+from .secret import Secret
+
+if TYPE_CHECKING:
+    from .serving import ServeHandle
+
+__version__ = "0.1.0"
+__rayweb_alias__ = True  # lets rayweb._compat recognise itself standing in for `modal`
+
+
+def is_local() -> bool:
+    """False inside a rayweb replica, True everywhere else (Modal's ``modal.is_local``)."""
+    return os.environ.get("RAYWEB_IS_REMOTE") != "1"
+
+
+def serve(app: App, **kwargs: Any) -> ServeHandle:
+    """Serve ``app``'s web endpoints on Ray Serve; see :func:`rayweb.serving.serve`."""
+    from .serving import serve as _serve
+
+    return _serve(app, **kwargs)
+
+
+__all__ = [
+    "App",
+    "Cls",
+    "Function",
+    "Image",
+    "Secret",
+    "asgi_app",
+    "batched",
+    "concurrent",
+    "enter",
+    "exception",
+    "exit",
+    "fastapi_endpoint",
+    "is_local",
+    "method",
+    "parameter",
+    "serve",
+    "web_endpoint",
+    "web_server",
+    "wsgi_app",
+]

@@ -1,0 +1,390 @@
+"""``rayweb.App``: registers functions and classes, as ``modal.App`` does.
+
+``App.function`` and ``App.cls`` validate Modal's keyword arguments at decoration time and
+wrap the callable into a :class:`~rayweb.functions.Function` or :class:`~rayweb.functions.Cls`.
+Nothing here touches Ray: serving happens in ``rayweb.serving``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from typing_extensions import ParamSpec
+
+from .decorators import PartialFunction, _Flags
+from .exception import DeprecationError, InvalidError
+from .functions import Cls, Function, FunctionOptions
+from .image import Image
+from .secret import Secret
+from .spec import DEFAULT_TIMEOUT, ResourceSpec, ScalingSpec, parse_gpu
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+_RENAMED = {
+    "keep_warm": ("2025-02-24", "The `keep_warm` parameter has been renamed to `min_containers`."),
+    "concurrency_limit": (
+        "2025-02-24",
+        "The `concurrency_limit` parameter has been renamed to `max_containers`.",
+    ),
+    "container_idle_timeout": (
+        "2025-02-24",
+        "The `container_idle_timeout` parameter has been renamed to `scaledown_window`.",
+    ),
+    "allow_concurrent_inputs": (
+        "2025-04-09",
+        "The `allow_concurrent_inputs` parameter is deprecated. "
+        "Use the '@rayweb.concurrent' decorator instead.",
+    ),
+}
+
+# Accepted for compatibility with Modal scripts; they have no meaning on a Ray cluster.
+_NO_EFFECT = (
+    "cloud",
+    "region",
+    "routing_region",
+    "proxy",
+    "nonpreemptible",
+    "enable_memory_snapshot",
+    "block_network",
+    "restrict_modal_access",
+    "i6pn",
+    "ephemeral_disk",
+    "single_use_containers",
+    "experimental_options",
+    "schedule",
+    "volumes",
+    "network_file_systems",
+    "include_source",
+)
+
+
+class App:
+    """A group of functions and classes that are served and deployed together.
+
+    Example (``examples/fastapi_endpoint.py``)::
+
+        app = rayweb.App("api-service")
+
+        @app.function()
+        @rayweb.fastapi_endpoint()
+        def search(query: str, limit: int = 10) -> dict: ...
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+        image: Image | None = None,
+        secrets: Sequence[Secret] = (),
+        volumes: Mapping[str, Any] | None = None,
+        include_source: bool = True,
+    ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise InvalidError("Invalid value for `name`: Must be string.")
+        if image is not None and not isinstance(image, Image):
+            raise InvalidError("`image=` has to be a `rayweb.Image` object")
+        self.name = name
+        self.tags = dict(tags or {})
+        self.image = image
+        self.secrets = _check_secrets(secrets)
+        self.registered_functions: dict[str, Function[Any, Any]] = {}
+        self.registered_classes: dict[str, Cls] = {}
+        self.local_entrypoints: dict[str, Callable[..., Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"rayweb.App({self.name!r})"
+
+    @property
+    def web_endpoints(self) -> list[Function[Any, Any]]:
+        """Every web function and web method, in registration order."""
+        out = [f for f in self.registered_functions.values() if f.is_web]
+        for cls in self.registered_classes.values():
+            out.extend(cls.web_functions)
+        return out
+
+    def function(
+        self,
+        _warn_parentheses_missing: Any = None,
+        *,
+        image: Image | None = None,
+        env: Mapping[str, str | None] | None = None,
+        secrets: Collection[Secret] | None = None,
+        gpu: str | Sequence[str] | None = None,
+        cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: int | None = None,
+        timeout: int | None = DEFAULT_TIMEOUT,
+        startup_timeout: int | None = None,
+        retries: Any = None,
+        serialized: bool = False,
+        name: str | None = None,
+        max_inputs: int | None = None,
+        is_generator: bool | None = None,
+        **kwargs: Any,
+    ) -> Callable[[Callable[P, R] | PartialFunction[P, R]], Function[P, R]]:
+        """Register a function; put it above ``@rayweb.fastapi_endpoint()`` and friends."""
+        if _warn_parentheses_missing is not None:
+            raise InvalidError(
+                "Did you forget parentheses? Suggestion: `@app.function()`."
+            )
+        _check_kwargs("function", kwargs)
+        if max_inputs is not None and max_inputs != 1:
+            raise InvalidError(
+                "`max_inputs` only accepts 1 (one input per container); "
+                "use @rayweb.concurrent(max_inputs=...) for concurrency."
+            )
+        options = _options(
+            image=image, env=env, secrets=secrets, gpu=gpu, cpu=cpu, memory=memory,
+            min_containers=min_containers, max_containers=max_containers,
+            buffer_containers=buffer_containers, scaledown_window=scaledown_window,
+            timeout=timeout, startup_timeout=startup_timeout, serialized=serialized, name=name,
+        )  # fmt: skip
+
+        def wrapper(f: Callable[P, R] | PartialFunction[P, R]) -> Function[P, R]:
+            if isinstance(f, (Function, Cls)):
+                raise InvalidError("Cannot apply `@app.function` twice to the same object.")
+            if isinstance(f, PartialFunction):
+                raw, flags, params = f.raw_f, f.flags, f.params
+                if flags & (_Flags.ENTER | _Flags.EXIT | _Flags.METHOD):
+                    raise InvalidError(
+                        "Lifecycle and `@rayweb.method` decorators only apply to methods of an "
+                        "`@app.cls` class. Suggestion: move this function into a class."
+                    )
+                concurrency = f.concurrency()
+            else:
+                raw, params, concurrency = f, None, None
+            _check_function_target(raw, serialized)
+            web = params.web if params else None
+            if web is not None and retries is not None:
+                raise InvalidError("Web Functions do not support retries.")
+            tag = name or raw.__name__
+            if tag in self.registered_functions or tag in self.registered_classes:
+                warnings.warn(
+                    f"rayweb: {tag!r} is registered twice on app {self.name!r}; "
+                    "the later definition replaces the earlier one.",
+                    stacklevel=2,
+                )
+            function = Function(self, tag, raw, options, web=web, concurrency=concurrency)
+            self.registered_functions[tag] = function
+            return function
+
+        return wrapper
+
+    @overload
+    def cls(self, _warn_parentheses_missing: C) -> Any: ...
+    @overload
+    def cls(self, _warn_parentheses_missing: None = None, **kwargs: Any) -> Callable[[Any], Cls]: ...
+    def cls(
+        self,
+        _warn_parentheses_missing: Any = None,
+        *,
+        image: Image | None = None,
+        env: Mapping[str, str | None] | None = None,
+        secrets: Collection[Secret] | None = None,
+        gpu: str | Sequence[str] | None = None,
+        cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: int | None = None,
+        timeout: int | None = DEFAULT_TIMEOUT,
+        startup_timeout: int | None = None,
+        retries: Any = None,
+        serialized: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Register a class whose ``@enter`` runs once per replica and whose web methods
+        become endpoints. Put ``@rayweb.concurrent`` (if any) between it and ``class``."""
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("Did you forget parentheses? Suggestion: `@app.cls()`.")
+        _check_kwargs("cls", kwargs)
+        options = _options(
+            image=image, env=env, secrets=secrets, gpu=gpu, cpu=cpu, memory=memory,
+            min_containers=min_containers, max_containers=max_containers,
+            buffer_containers=buffer_containers, scaledown_window=scaledown_window,
+            timeout=timeout, startup_timeout=startup_timeout, serialized=serialized, name=None,
+        )  # fmt: skip
+
+        def wrapper(user_cls: Any) -> Cls:
+            if isinstance(user_cls, (Function, Cls)):
+                raise InvalidError("Cannot apply `@app.cls` twice to the same object.")
+            concurrency = None
+            if isinstance(user_cls, PartialFunction):
+                concurrency = user_cls.concurrency()
+                user_cls = user_cls.raw_f
+            if not inspect.isclass(user_cls):
+                raise TypeError("The @app.cls decorator must be used on a class.")
+            cls = Cls(self, user_cls, options, concurrency)
+            if retries is not None and cls.web_functions:
+                raise InvalidError("Web Functions do not support retries.")
+            self.registered_classes[cls.tag] = cls
+            return cls
+
+        return wrapper
+
+    def local_entrypoint(
+        self, _warn_parentheses_missing: Any = None, *, name: str | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Register a function to run locally (``rayweb run``); returned unchanged."""
+
+        def wrapper(f: Callable[P, R]) -> Callable[P, R]:
+            key = name or f.__name__
+            if key in self.local_entrypoints:
+                raise InvalidError(
+                    f"Duplicate local entrypoint name: {key}. Local entrypoint names must be unique."
+                )
+            self.local_entrypoints[key] = f
+            return f
+
+        return wrapper
+
+    def include(self, other: App, /, inherit_tags: bool = True) -> App:
+        """Add another app's functions and classes to this one."""
+        self.registered_functions.update(other.registered_functions)
+        self.registered_classes.update(other.registered_classes)
+        if inherit_tags:
+            self.tags = {**other.tags, **self.tags}
+        return self
+
+
+def _check_secrets(secrets: Any) -> tuple[Secret, ...]:
+    if secrets is None:
+        return ()
+    if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
+        raise InvalidError("`secrets=` has to be a list or tuple of `rayweb.Secret` objects")
+    return tuple(secrets)
+
+
+def _check_kwargs(decorator: str, kwargs: dict[str, Any]) -> None:
+    for key in kwargs:
+        if key in _RENAMED:
+            date, message = _RENAMED[key]
+            raise DeprecationError(f"Deprecated on {date}: {message}")
+    unknown = [k for k in kwargs if k not in _NO_EFFECT]
+    if unknown:
+        raise TypeError(f"App.{decorator}() got unexpected keyword argument(s): {', '.join(unknown)}")
+    ignored = [k for k, v in kwargs.items() if v not in (None, False, {}, [], ())]
+    if ignored:
+        warnings.warn(
+            f"rayweb: {', '.join(ignored)} has no effect on a Ray cluster and is ignored.",
+            stacklevel=3,
+        )
+
+
+def _check_function_target(raw: Any, serialized: bool) -> None:
+    if inspect.isclass(raw):
+        raise TypeError(
+            "The `@app.function` decorator cannot be used on a class. Please use `@app.cls` instead."
+        )
+    if not callable(raw):
+        raise InvalidError(f"`@app.function` must decorate a function, not {raw!r}.")
+    qualname = getattr(raw, "__qualname__", "")
+    if "<locals>" in qualname:
+        if not serialized:
+            raise InvalidError(
+                "The `@app.function` decorator must apply to functions in global scope, "
+                "unless `serialized=True` is set. Suggestion: move it to the module level, "
+                "or pass serialized=True."
+            )
+    elif "." in qualname:
+        raise InvalidError(
+            "The `@app.function` decorator cannot be used on class methods. Swap with "
+            "`@rayweb.method` or one of the Web Function decorators. Example: \n\n"
+            "```python\n@app.cls()\nclass MyClass:\n    @rayweb.method()\n"
+            "    def f(self, x):\n        ...\n```\n"
+        )
+
+
+def _number(name: str, value: Any, *, allow_tuple: bool) -> float | None:
+    if value is None:
+        return None
+    if allow_tuple and isinstance(value, tuple) and len(value) == 2:
+        value = value[0]  # Ray has no limits: the request is what it reserves
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidError(f"`{name}` must be a non-negative number, not {value!r}.")
+    return float(value)
+
+
+def _int_option(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidError(f"`{name}` must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidError(f"`{name}` must be non-negative, not {value}")
+    return value
+
+
+def _options(
+    *,
+    image: Image | None,
+    env: Mapping[str, str | None] | None,
+    secrets: Collection[Secret] | None,
+    gpu: str | Sequence[str] | None,
+    cpu: Any,
+    memory: Any,
+    min_containers: Any,
+    max_containers: Any,
+    buffer_containers: Any,
+    scaledown_window: Any,
+    timeout: Any,
+    startup_timeout: Any,
+    serialized: bool,
+    name: str | None,
+) -> FunctionOptions:
+    if image is not None and not isinstance(image, Image):
+        raise InvalidError("`image=` has to be a `rayweb.Image` object")
+    all_secrets = _check_secrets(list(secrets) if secrets is not None else None)
+    if env:
+        all_secrets += (Secret.from_dict(dict(env)),)
+    mins = _int_option("min_containers", min_containers)
+    maxs = _int_option("max_containers", max_containers)
+    if mins is not None and maxs is not None and mins > maxs:
+        raise InvalidError(f"`min_containers` ({mins}) cannot be greater than `max_containers` ({maxs})")
+    if maxs == 0:
+        raise InvalidError("`max_containers` must be at least 1.")
+    window = _int_option("scaledown_window", scaledown_window)
+    if window is not None and not 2 <= window <= 3600:
+        raise InvalidError("`scaledown_window` must be between 2 and 3600 (inclusive)")
+    if timeout is None:
+        raise InvalidError(
+            "The `timeout` parameter cannot be set to None: https://modal.com/docs/guide/timeouts"
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 86400:
+        raise InvalidError("`timeout` must be between 1 second and 24 hours (86400).")
+    if startup_timeout is not None and (
+        isinstance(startup_timeout, bool)
+        or not isinstance(startup_timeout, (int, float))
+        or startup_timeout <= 0
+    ):
+        raise InvalidError("`startup_timeout` must be a positive number of seconds.")
+    mem = _number("memory", memory, allow_tuple=True)
+    return FunctionOptions(
+        image=image,
+        secrets=all_secrets,
+        resources=ResourceSpec(
+            gpu=parse_gpu(gpu),
+            cpu=_number("cpu", cpu, allow_tuple=True),
+            memory=int(mem) if mem is not None else None,
+        ),
+        scaling=ScalingSpec(
+            min_containers=mins,
+            max_containers=maxs,
+            buffer_containers=_int_option("buffer_containers", buffer_containers),
+            scaledown_window=window,
+        ),
+        timeout=int(timeout),
+        startup_timeout=int(startup_timeout) if startup_timeout is not None else None,
+        serialized=serialized,
+        name=name,
+    )

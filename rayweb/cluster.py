@@ -1,0 +1,106 @@
+"""Start or join Ray, and start Serve's HTTP proxy, loopback-only by default.
+
+The embedded Ray that ``rayweb.serve`` starts listens on 127.0.0.1 only, reserves a bounded
+object store and stops with the process that started it (``stop_embedded``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_OBJECT_STORE_BYTES = 512 * 1024 * 1024
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ClusterState:
+    """What this process started, so that it stops exactly that and nothing else."""
+
+    started_ray: bool = False
+    started_serve: bool = False
+    http_host: str = DEFAULT_HOST
+    http_port: int = DEFAULT_PORT
+
+
+_state = ClusterState()
+
+
+def ensure_ray(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    object_store_memory: int | None = None,
+) -> bool:
+    """Connect to ``address``, or start an embedded loopback-only Ray. True if started here."""
+    # Must be set before Ray starts: Ray then binds and advertises 127.0.0.1 only.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"namespace": "rayweb", "logging_level": "WARNING"}
+    if address:
+        ray.init(address=address, **kwargs)
+        return False
+    ray.init(
+        num_cpus=num_cpus if num_cpus is not None else os.cpu_count() or 1,
+        num_gpus=num_gpus,
+        object_store_memory=object_store_memory or DEFAULT_OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        **kwargs,
+    )
+    _state.started_ray = True
+    return True
+
+
+def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """Start Serve's controller and HTTP proxy (head node only) if this cluster has none."""
+    from ray import serve
+
+    serve.start(
+        http_options={"host": host, "port": port},
+        proxy_location="HeadOnly",
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
+    )
+    _state.started_serve = True
+    _state.http_host, _state.http_port = host, port
+    return host, port
+
+
+def available_accelerators() -> set[str]:
+    """Accelerator types some node of the cluster has (``accelerator_type:X`` resources)."""
+    import ray
+
+    prefix = "accelerator_type:"
+    return {k[len(prefix) :] for k in ray.cluster_resources() if k.startswith(prefix)}
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def stop_embedded() -> None:
+    """Shut down Serve and Ray if this process started them; leave other clusters alone."""
+    import ray
+
+    if _state.started_ray and ray.is_initialized():
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+    _state.started_ray = False
+    _state.started_serve = False
+
+
+def url_host(host: str) -> str:
+    """The host to put in URLs: a wildcard bind address is reached on loopback."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

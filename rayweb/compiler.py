@@ -1,0 +1,228 @@
+"""The one bridge from rayweb specs to Ray Serve.
+
+``compile_endpoint`` is pure: it maps an :class:`~rayweb.spec.EndpointSpec` to Serve
+deployment options (DESIGN.md section 4) and the replica's payload. ``build_application``
+turns that into a Serve ``Application`` (importing Ray only there), so the mapping is
+unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .exception import InvalidError
+from .spec import CodeRef, EndpointSpec, GpuSpec, ReplicaPayload
+
+if TYPE_CHECKING:
+    from .app import App
+    from .functions import Function
+
+DEFAULT_NUM_CPUS = 0.1  # a whole CPU per replica starves a 2-core node
+DEFAULT_MAX_CONTAINERS = 10  # each replica is a process: cap what one burst can start
+DEFAULT_SCALEDOWN_WINDOW = 60  # seconds, Modal's default
+DEV_SUFFIX = "dev"
+BUFFER_POLICY = "rayweb.runtime.autoscaling:BufferedPolicy"
+
+
+@dataclass(frozen=True)
+class CompiledEndpoint:
+    """One Serve application: its name (= URL label), route prefix, options and payload."""
+
+    name: str
+    route_prefix: str
+    tag: str
+    deployment_options: dict[str, Any] = field(hash=False)
+    payload: ReplicaPayload = field(hash=False)
+
+
+def app_label(spec: EndpointSpec, *, dev: bool) -> str:
+    """The served label: ``rayweb serve`` adds ``-dev`` like ``modal serve``."""
+    return f"{spec.label}-{DEV_SUFFIX}" if dev else spec.label
+
+
+def choose_gpu(choices: Sequence[GpuSpec], available: Iterable[str] | None) -> GpuSpec | None:
+    """The first GPU choice the cluster has, else the first (an autoscaler may add it)."""
+    if not choices:
+        return None
+    if available is not None:
+        have = set(available)
+        for choice in choices:
+            if choice.accelerator is None or choice.accelerator in have:
+                return choice
+    return choices[0]
+
+
+def deployment_options(
+    spec: EndpointSpec, *, available_accelerators: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Serve deployment options for one endpoint (DESIGN.md section 4)."""
+    res, scaling = spec.resources, spec.scaling
+    actor: dict[str, Any] = {"num_cpus": res.cpu if res.cpu is not None else DEFAULT_NUM_CPUS}
+    gpu = choose_gpu(res.gpu, available_accelerators)
+    if gpu is not None:
+        actor["num_gpus"] = gpu.count
+        if gpu.accelerator:
+            actor["accelerator_type"] = gpu.accelerator
+    if res.memory is not None:
+        actor["memory"] = res.memory * 1024 * 1024
+    if spec.runtime_env:
+        actor["runtime_env"] = spec.runtime_env
+
+    max_inputs = spec.concurrency.max_inputs if spec.concurrency else 1
+    target = (spec.concurrency.target_inputs if spec.concurrency else None) or max_inputs
+    min_replicas = scaling.min_containers or 0
+    max_replicas = scaling.max_containers or max(DEFAULT_MAX_CONTAINERS, min_replicas)
+    autoscaling: dict[str, Any] = {
+        "min_replicas": min_replicas,
+        # Start one replica even when scaling to zero, so a broken @enter fails the deploy
+        # instead of the first request; it scales down after the scaledown window.
+        "initial_replicas": max(1, min_replicas),
+        "max_replicas": max_replicas,
+        "target_ongoing_requests": target,
+        "downscale_delay_s": float(scaling.scaledown_window or DEFAULT_SCALEDOWN_WINDOW),
+        "upscale_delay_s": 0.0,
+        "metrics_interval_s": 1.0,
+        "look_back_period_s": 5.0,
+    }
+    if scaling.buffer_containers:
+        autoscaling["policy"] = {
+            "policy_function": BUFFER_POLICY,
+            "policy_kwargs": {"buffer": scaling.buffer_containers},
+        }
+    return {
+        "name": spec.label,
+        "max_ongoing_requests": max_inputs,
+        "autoscaling_config": autoscaling,
+        "ray_actor_options": actor,
+        # Keep old replicas serving until new ones are ready (DESIGN.md section 7).
+        "max_surge_percent": 100,
+        "graceful_shutdown_timeout_s": float(min(spec.timeout, 30)),
+    }
+
+
+def code_ref(function: Function[Any, Any]) -> CodeRef:
+    """Where replicas find this function's code: by module when importable, else pickled."""
+    target: Any = function.cls if function.cls is not None else function
+    raw = function.cls.user_cls if function.cls is not None else function.raw_f
+    attr = function.tag.split(".", 1)[1] if function.cls is not None else None
+    module_name = getattr(raw, "__module__", None)
+    module = sys.modules.get(module_name or "")
+    qualname = getattr(raw, "__qualname__", "")
+    file = getattr(module, "__file__", None)
+    if (
+        function.options.serialized
+        or module is None
+        or module_name == "__main__"
+        or "<locals>" in qualname
+        or file is None
+    ):
+        from ray import cloudpickle
+
+        return CodeRef(qualname=qualname, pickled=cloudpickle.dumps(target), attr=attr)
+    return CodeRef(
+        qualname=qualname, module=module_name, sys_path=_import_root(file, module_name), attr=attr
+    )
+
+
+def _import_root(file: str, module_name: str | None) -> str:
+    """The sys.path entry from which ``module_name`` imports as ``file``."""
+    path = os.path.abspath(file)
+    depth = (module_name or "").count(".") + 1
+    if os.path.basename(path) == "__init__.py":
+        depth += 1
+    for _ in range(depth):
+        path = os.path.dirname(path)
+    return path
+
+
+def compile_endpoint(
+    function: Function[Any, Any],
+    *,
+    dev: bool = False,
+    available_accelerators: Iterable[str] | None = None,
+) -> CompiledEndpoint:
+    """Compile one web function or web method."""
+    spec = function.endpoint_spec()
+    if spec.web.kind == "web_server":
+        raise InvalidError(
+            f"{function.tag}: @rayweb.web_server endpoints are not supported by this version of "
+            "rayweb yet. Suggestion: serve the app with @rayweb.asgi_app() or @rayweb.wsgi_app()."
+        )
+    name = app_label(spec, dev=dev)
+    options = deployment_options(spec, available_accelerators=available_accelerators)
+    cls = function.cls
+    payload = ReplicaPayload(
+        label=name,
+        code=code_ref(function),
+        web=spec.web,
+        max_inputs=options["max_ongoing_requests"],
+        is_cls=cls is not None,
+        enter_methods=tuple(cls.enter_methods) if cls else (),
+        exit_methods=tuple(cls.exit_methods) if cls else (),
+        env=spec.env,
+    )
+    return CompiledEndpoint(name, f"/{name}", function.tag, options, payload)
+
+
+def compile_app(
+    app: App, *, dev: bool = False, available_accelerators: Iterable[str] | None = None
+) -> list[CompiledEndpoint]:
+    """Compile every web endpoint of ``app``; duplicate labels are an error."""
+    endpoints = [
+        compile_endpoint(f, dev=dev, available_accelerators=available_accelerators)
+        for f in app.web_endpoints
+    ]
+    owners: dict[str, str] = {}
+    for ep in endpoints:
+        if ep.name in owners:
+            raise InvalidError(
+                f"Duplicate URL label {ep.name!r}: used by both {owners[ep.name]} and {ep.tag}. "
+                "Suggestion: give one of them label='another-name'."
+            )
+        owners[ep.name] = ep.tag
+    if not endpoints:
+        raise InvalidError(
+            f"App {app.name!r} has no web endpoints to serve. Suggestion: decorate a function "
+            "with @app.function() above @rayweb.fastapi_endpoint() or @rayweb.asgi_app()."
+        )
+    return endpoints
+
+
+def build_application(endpoint: CompiledEndpoint) -> Any:
+    """The Serve ``Application`` for one compiled endpoint (imports Ray Serve)."""
+    from ray import serve
+
+    from .runtime.replica import RaywebReplica
+
+    deployment = serve.deployment(RaywebReplica).options(**endpoint.deployment_options)
+    return deployment.bind(endpoint.payload)
+
+
+def replicas_needed(options: dict[str, Any]) -> dict[str, float]:
+    """Resources one replica reserves, in Ray's resource names (for messages)."""
+    actor = options["ray_actor_options"]
+    need = {"CPU": actor.get("num_cpus", 0)}
+    if actor.get("num_gpus"):
+        need["GPU"] = actor["num_gpus"]
+    if actor.get("accelerator_type"):
+        need[f"accelerator_type:{actor['accelerator_type']}"] = 0.001
+    if actor.get("memory"):
+        need["memory"] = actor["memory"]
+    return {k: v for k, v in need.items() if v}
+
+
+__all__ = [
+    "CompiledEndpoint",
+    "app_label",
+    "build_application",
+    "choose_gpu",
+    "code_ref",
+    "compile_app",
+    "compile_endpoint",
+    "deployment_options",
+    "replicas_needed",
+]

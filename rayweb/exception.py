@@ -1,0 +1,63 @@
+"""rayweb's errors, named after Modal's so that ``except modal.exception.X`` keeps working.
+
+Hierarchy::
+
+    Error
+    ├── InvalidError          misuse caught at decoration or deploy time
+    ├── DeprecationError      a removed Modal name or argument
+    ├── NotFoundError         an app, object or secret that does not exist
+    └── ExecutionError        something failed while running on the cluster
+        ├── DeploymentError   an endpoint could not be brought up (user code raised, ...)
+        └── DeployTimeoutError a deploy waited too long (for example on missing GPUs)
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base class for every rayweb error."""
+
+
+class InvalidError(Error):
+    """A decorator, argument or object is used in a way rayweb (and Modal) rejects."""
+
+
+class DeprecationError(Error):
+    """A name or argument that Modal removed; the message says what replaced it."""
+
+
+class NotFoundError(Error):
+    """An app, deployment or named object does not exist."""
+
+
+class ExecutionError(Error):
+    """Something failed while the app was running or being deployed."""
+
+
+class DeploymentError(ExecutionError):
+    """An endpoint failed to start; ``user_traceback`` holds the user's own traceback."""
+
+    def __init__(self, message: str, user_traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.user_traceback:
+            return f"{base}\n\n{self.user_traceback.rstrip()}"
+        return base
+
+
+class DeployTimeoutError(ExecutionError, TimeoutError):
+    """A deploy did not finish in time; the message names what was still pending."""
+
+
+__all__ = [
+    "DeployTimeoutError",
+    "DeploymentError",
+    "DeprecationError",
+    "Error",
+    "ExecutionError",
+    "InvalidError",
+    "NotFoundError",
+]

@@ -1,0 +1,324 @@
+"""``Function`` and ``Cls``: what ``@app.function`` and ``@app.cls`` return.
+
+They hold the user's callable, the validated options and, once served, the web URL. They
+build the :class:`~rayweb.spec.EndpointSpec` of each web endpoint for the compiler.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from typing_extensions import ParamSpec
+
+from .decorators import _NO_DEFAULT, PARAMETER_TYPES, PartialFunction, _Flags, _Parameter
+from .exception import ExecutionError, InvalidError
+from .image import Image
+from .secret import Secret
+from .spec import (
+    DEFAULT_TIMEOUT,
+    ConcurrencySpec,
+    EndpointSpec,
+    ResourceSpec,
+    ScalingSpec,
+    WebSpec,
+    make_label,
+)
+
+if TYPE_CHECKING:
+    from .app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class FunctionOptions:
+    """The validated keyword arguments of ``@app.function`` / ``@app.cls``."""
+
+    image: Image | None = None
+    secrets: tuple[Secret, ...] = ()
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    scaling: ScalingSpec = field(default_factory=ScalingSpec)
+    timeout: int = DEFAULT_TIMEOUT
+    startup_timeout: int | None = None
+    serialized: bool = False
+    name: str | None = None
+
+
+class Function(Generic[P, R]):
+    """A function registered on an App (``@app.function``), or one web method of a Cls."""
+
+    def __init__(
+        self,
+        app: App,
+        tag: str,
+        raw_f: Callable[P, R],
+        options: FunctionOptions,
+        *,
+        web: WebSpec | None = None,
+        concurrency: ConcurrencySpec | None = None,
+        cls: Cls | None = None,
+    ) -> None:
+        self.app = app
+        self.tag = tag
+        self.raw_f = raw_f
+        self.options = options
+        self.web = web
+        self.concurrency = concurrency
+        self.cls = cls
+        self._web_url: str | None = None
+        if cls is None:
+            self.__doc__ = raw_f.__doc__
+            self.__name__ = getattr(raw_f, "__name__", tag)
+            self.__qualname__ = getattr(raw_f, "__qualname__", tag)
+            self.__module__ = getattr(raw_f, "__module__", __name__)
+
+    def __repr__(self) -> str:
+        return f"<rayweb.Function {self.tag!r} of App {self.app.name!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_web_url"] = None  # served URLs belong to the driver that served them
+        return state
+
+    @property
+    def is_web(self) -> bool:
+        return self.web is not None
+
+    @property
+    def label(self) -> str:
+        """The URL label, without the ``-dev`` suffix of ``rayweb serve``."""
+        if self.web is None:
+            raise InvalidError(f"{self.tag} is not a web endpoint, so it has no URL label.")
+        if self.web.label:
+            return self.web.label
+        return make_label(self.app.name, *self.tag.split("."))
+
+    def endpoint_spec(self) -> EndpointSpec:
+        """The compiler's input for this web endpoint (secrets resolved here, on the driver)."""
+        if self.web is None:
+            raise InvalidError(f"{self.tag} is not a web endpoint.")
+        env: dict[str, str] = {}
+        for secret in (*self.app.secrets, *self.options.secrets):
+            env.update(secret.resolve())
+        image = self.options.image or self.app.image
+        return EndpointSpec(
+            tag=self.tag,
+            label=self.label,
+            web=self.web,
+            resources=self.options.resources,
+            scaling=self.options.scaling,
+            concurrency=self.concurrency,
+            timeout=self.options.timeout,
+            startup_timeout=self.options.startup_timeout,
+            env=tuple(sorted(env.items())),
+            runtime_env=image.runtime_env() if image else {},
+        )
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function in this process, as Modal's ``.local()`` does."""
+        if self.cls is not None:
+            instance = self.cls._local_instance()
+            method = getattr(instance, self.tag.split(".")[-1])
+            return method(*args, **kwargs)  # type: ignore[no-any-return]
+        return self.raw_f(*args, **kwargs)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        if self.web is not None:
+            raise InvalidError(
+                "A webhook function cannot be invoked for remote execution with `.remote`. "
+                f"Invoke this function via its web url '{self._web_url or '<not served>'}' "
+                f"or call it locally: {self.tag}.local()"
+            )
+        raise InvalidError(
+            f"`{self.tag}.remote()` is not supported by rayweb: it serves web endpoints. "
+            f"Call it in this process with {self.tag}.local(), or expose it with "
+            "@rayweb.fastapi_endpoint()."
+        )
+
+    spawn = remote
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise InvalidError(
+            f"`{self.tag}` is a rayweb Function and cannot be called directly. "
+            f"Suggestion: {self.tag}.local(...) to run it here"
+            + (", or request its URL (get_web_url())." if self.web else ".")
+        )
+
+    def get_web_url(self) -> str:
+        """The URL of this endpoint while its app is served (``rayweb.serve`` or the CLI)."""
+        if self.web is None:
+            raise InvalidError(f"{self.tag} is not a web endpoint, so it has no URL.")
+        if self._web_url is None:
+            raise ExecutionError(
+                f"Function has not been hydrated with the metadata it needs to run on rayweb: "
+                f"{self.tag} has no URL until its app is served. Suggestion: "
+                "`with rayweb.serve(app):` or `rayweb serve file.py`."
+            )
+        return self._web_url
+
+    @property
+    def web_url(self) -> str | None:
+        return self._web_url
+
+    def _hydrate(self, url: str | None) -> None:
+        self._web_url = url
+
+
+class Cls:
+    """A class registered with ``@app.cls``: ``@enter``/``@exit`` hooks and web methods."""
+
+    def __init__(
+        self,
+        app: App,
+        user_cls: type,
+        options: FunctionOptions,
+        concurrency: ConcurrencySpec | None,
+    ) -> None:
+        self.app = app
+        self.user_cls = user_cls
+        self.options = options
+        self.concurrency = concurrency
+        self.tag = user_cls.__name__
+        self.__doc__ = user_cls.__doc__
+        self.__name__ = user_cls.__name__
+        self.__qualname__ = user_cls.__qualname__
+        self.__module__ = user_cls.__module__
+        self.enter_methods: list[str] = []
+        self.exit_methods: list[str] = []
+        self.functions: dict[str, Function[Any, Any]] = {}
+        self.parameters: dict[str, _Parameter] = {}
+        self._collect()
+
+    def __repr__(self) -> str:
+        return f"<rayweb.Cls {self.tag!r} of App {self.app.name!r}>"
+
+    def _collect(self) -> None:
+        problems: list[str] = []
+        name = self.user_cls.__name__
+        if self.user_cls.__init__ is not object.__init__:
+            problems.append(
+                f"rayweb class {name} cannot have a custom constructor (__init__) method. "
+                "Use @rayweb.enter() for setup code that runs once per replica, and "
+                "`attr: str = rayweb.parameter()` for parameters."
+            )
+        annotations = inspect.get_annotations(self.user_cls)
+        seen: set[str] = set()
+        for klass in self.user_cls.__mro__[:-1]:
+            for attr, value in vars(klass).items():
+                if attr in seen:
+                    continue
+                seen.add(attr)
+                if isinstance(value, _Parameter):
+                    self._add_parameter(attr, value, annotations, problems)
+                elif isinstance(value, PartialFunction):
+                    self._add_method(attr, value, problems)
+        if problems:
+            raise InvalidError("\n".join(problems))
+
+    def _add_parameter(
+        self, attr: str, value: _Parameter, annotations: dict[str, Any], problems: list[str]
+    ) -> None:
+        kind = annotations.get(attr)
+        if kind is None:
+            problems.append("All rayweb.parameter() specifications need to be type-annotated")
+        elif kind not in PARAMETER_TYPES:
+            problems.append(
+                f"Class parameter '{attr}': {getattr(kind, '__name__', kind)} is not a supported "
+                "rayweb.parameter() type. Use one of: int, str, bytes, bool"
+            )
+        self.parameters[attr] = value
+
+    def _add_method(self, attr: str, pf: PartialFunction[Any, Any], problems: list[str]) -> None:
+        if pf.flags & _Flags.CONCURRENT:
+            problems.append(
+                "The `@rayweb.concurrent` decorator cannot be used on methods; "
+                "decorate the class instead."
+            )
+        if pf.flags & _Flags.ENTER:
+            self.enter_methods.append(attr)
+        if pf.flags & _Flags.EXIT:
+            self.exit_methods.append(attr)
+        if pf.flags & (_Flags.WEB | _Flags.METHOD | _Flags.BATCHED):
+            self.functions[attr] = Function(
+                self.app,
+                f"{self.tag}.{attr}",
+                pf.raw_f,
+                self.options,
+                web=pf.params.web,
+                concurrency=self.concurrency,
+                cls=self,
+            )
+
+    def __getattr__(self, name: str) -> Function[Any, Any]:
+        functions = self.__dict__.get("functions", {})
+        if name in functions:
+            return functions[name]  # type: ignore[no-any-return]
+        raise AttributeError(f"{self.tag} has no rayweb method {name!r}")
+
+    @property
+    def web_functions(self) -> list[Function[Any, Any]]:
+        return [f for f in self.functions.values() if f.is_web]
+
+    def _instantiate(self, **params: Any) -> Any:
+        """Build the user's object without __init__, with parameter values set."""
+        unknown = set(params) - set(self.parameters)
+        if unknown:
+            raise InvalidError(f"{self.tag} has no parameter(s) {sorted(unknown)}.")
+        obj = self.user_cls.__new__(self.user_cls)
+        for attr, spec in self.parameters.items():
+            if attr in params:
+                value = params[attr]
+            elif spec.default is not _NO_DEFAULT:
+                value = spec.default
+            else:
+                raise InvalidError(f"{self.tag} needs a value for parameter {attr!r}.")
+            setattr(obj, attr, value)
+        return obj
+
+    def _local_instance(self, **params: Any) -> Any:
+        obj = self._instantiate(**params)
+        for attr in self.enter_methods:
+            getattr(obj, attr)()
+        return obj
+
+    def __call__(self, **params: Any) -> ClsInstance:
+        """``Model(param=...)``: an instance whose methods run here with ``.local()``."""
+        self._instantiate(**params)  # validate the parameters now
+        return ClsInstance(self, params)
+
+
+class ClsInstance:
+    """``Model(...)``: ``@enter`` runs on the first ``.local()`` call, as in a container."""
+
+    def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
+        self._cls = cls
+        self._params = params
+        self._obj: Any = None
+
+    def _object(self) -> Any:
+        if self._obj is None:
+            self._obj = self._cls._local_instance(**self._params)
+        return self._obj
+
+    def __getattr__(self, name: str) -> BoundMethod:
+        function = getattr(self._cls, name)
+        return BoundMethod(self, name, function)
+
+
+@dataclass(frozen=True)
+class BoundMethod:
+    """``Model().method``: call it here with ``.local()``, or ask for its URL."""
+
+    instance: ClsInstance
+    name: str
+    function: Function[Any, Any]
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.instance._object(), self.name)(*args, **kwargs)
+
+    def get_web_url(self) -> str:
+        return self.function.get_web_url()

@@ -1,0 +1,68 @@
+"""Find the user's code inside a replica, and report its failures readably."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from typing import Any
+
+from ..spec import CodeRef
+
+USER_ERROR_BEGIN = "--- rayweb user error ---"
+USER_ERROR_END = "--- end of rayweb user error ---"
+
+_HIDDEN_FRAMES = (
+    os.sep + os.path.join("rayweb", "runtime") + os.sep,
+    os.sep + os.path.join("ray", "") ,
+    os.sep + "asyncio" + os.sep,
+    os.sep + "concurrent" + os.sep,
+)
+
+
+def load_target(code: CodeRef) -> Any:
+    """Return the rayweb ``Function`` or ``Cls`` that ``code`` points at."""
+    if code.pickled is not None:
+        from ray import cloudpickle
+
+        return cloudpickle.loads(code.pickled)
+    from .._compat import install_modal_alias
+
+    install_modal_alias()
+    if code.sys_path and code.sys_path not in sys.path:
+        sys.path.insert(0, code.sys_path)
+    assert code.module is not None  # CodeRef invariant: module or pickled
+    obj: Any = importlib.import_module(code.module)
+    for part in code.qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class UserCodeError(RuntimeError):
+    """User code failed inside a replica; the message carries the user's own traceback."""
+
+
+def user_failure(phase: str, exc: BaseException) -> UserCodeError:
+    """Wrap ``exc`` so the driver can show one rayweb line plus the user's traceback."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not any(h in f.filename for h in _HIDDEN_FRAMES)
+    ]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines += traceback.format_exception_only(type(exc), exc)
+    text = "".join(lines).rstrip()
+    return UserCodeError(f"{phase} failed\n{USER_ERROR_BEGIN}\n{text}\n{USER_ERROR_END}")
+
+
+def extract_user_error(message: str) -> tuple[str, str] | None:
+    """Find ``(phase, traceback)`` in a Serve status message, if our marker is there."""
+    start = message.find(USER_ERROR_BEGIN)
+    if start < 0:
+        return None
+    end = message.find(USER_ERROR_END, start)
+    body = message[start + len(USER_ERROR_BEGIN) : end if end >= 0 else None].strip("\n")
+    head = message[:start].rstrip().splitlines()
+    phase = head[-1].removesuffix(" failed").split(": ")[-1] if head else "user code"
+    return phase, body

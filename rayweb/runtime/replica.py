@@ -1,0 +1,93 @@
+"""The Serve deployment class behind every rayweb endpoint.
+
+One class serves all web kinds. Its constructor sets the environment, loads the user's code
+and runs ``@enter``; Serve then calls ``__serve_build_asgi_app__`` (the one Serve seam rayweb
+uses, public since Ray 2.60's ``serve.ingress()`` without an app) to get the ASGI app, and
+``__del__`` at shutdown, where ``@exit`` runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from typing import Any
+
+from ray import serve
+
+from ..spec import ReplicaPayload
+from . import adapters
+from .loader import load_target, user_failure
+
+logger = logging.getLogger("rayweb.replica")
+
+
+async def _call(fn: Any) -> Any:
+    result = fn()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+@serve.ingress()
+class RaywebReplica:
+    """Runs one endpoint: ``payload`` says which code, which web kind and which options."""
+
+    async def __init__(self, payload: ReplicaPayload) -> None:
+        self._payload = payload
+        self._instance: Any = None
+        os.environ.update(dict(payload.env))
+        os.environ["RAYWEB_IS_REMOTE"] = "1"
+        os.environ["RAYWEB_ENDPOINT"] = payload.label
+        try:
+            self._target = load_target(payload.code)
+        except BaseException as exc:
+            raise user_failure(f"importing the code of {payload.label!r}", exc) from None
+        if payload.is_cls:
+            try:
+                self._instance = self._target._instantiate()
+                for name in payload.enter_methods:
+                    await _call(getattr(self._instance, name))
+            except BaseException as exc:
+                raise user_failure("@enter", exc) from None
+
+    def _user_callable(self) -> Any:
+        if self._payload.is_cls:
+            return getattr(self._instance, self._payload.code.attr or "")
+        return self._target.raw_f
+
+    def __serve_build_asgi_app__(self) -> Any:
+        web = self._payload.web
+        fn = self._user_callable()
+        if web.kind == "fastapi_endpoint":
+            app = adapters.fastapi_endpoint_app(fn, web)
+        elif web.kind in ("asgi_app", "wsgi_app"):
+            try:
+                app = fn()
+            except BaseException as exc:
+                raise user_failure(f"@rayweb.{web.kind} factory", exc) from None
+            if app is None or not callable(app):
+                raise user_failure(
+                    f"@rayweb.{web.kind} factory",
+                    TypeError(
+                        f"The @rayweb.{web.kind} function must return an app, got {app!r}. "
+                        f"Suggestion: end it with `return app`."
+                    ),
+                )
+            if web.kind == "wsgi_app":
+                app = adapters.wsgi_adapter(app, self._payload.max_inputs)
+        else:
+            raise user_failure(
+                "@rayweb.web_server",
+                NotImplementedError(
+                    "@rayweb.web_server endpoints are not supported by this version of rayweb."
+                ),
+            )
+        return adapters.wrap(app)
+
+    async def __del__(self) -> None:
+        for name in self._payload.exit_methods:
+            try:
+                await _call(getattr(self._instance, name))
+            except Exception:
+                logger.exception("@exit method %s of %s failed", name, self._payload.label)

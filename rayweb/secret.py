@@ -1,0 +1,111 @@
+"""``rayweb.Secret``: environment variables for replicas, as in Modal.
+
+``from_dict``, ``from_local_environ`` and ``from_dotenv`` hold their values in the driver and
+are resolved when the app is deployed. ``from_name`` refers to a named secret kept on the
+cluster side.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .exception import InvalidError, NotFoundError
+
+
+@dataclass(frozen=True, eq=False)
+class Secret:
+    """A set of environment variables for a function's replicas."""
+
+    _values: Mapping[str, str] = field(default_factory=dict, repr=False)
+    name: str | None = None
+    required_keys: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # never show values
+        if self.name:
+            return f"Secret.from_name({self.name!r})"
+        return f"Secret(keys={sorted(self._values)})"
+
+    @staticmethod
+    def from_dict(env_dict: Mapping[str, str | None] | None = None) -> Secret:
+        """Values given in code; keys whose value is None are dropped (Modal's rule)."""
+        env_dict = {} if env_dict is None else env_dict
+        if not isinstance(env_dict, Mapping):
+            raise InvalidError("`Secret.from_dict` takes a dict of strings to strings.")
+        values: dict[str, str] = {}
+        for key, value in env_dict.items():
+            if value is None:
+                continue
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidError(
+                    f"Secret keys and values must be strings; got {type(key).__name__} key "
+                    f"{key!r} with a {type(value).__name__} value."
+                )
+            values[key] = value
+        return Secret(values)
+
+    @staticmethod
+    def from_local_environ(env_keys: Sequence[str]) -> Secret:
+        """Copy the named variables from the local environment."""
+        values: dict[str, str] = {}
+        for key in env_keys:
+            if key not in os.environ:
+                raise InvalidError(
+                    f"Could not find local environment variable '{key}' for Secret.from_local_environ"
+                )
+            values[key] = os.environ[key]
+        return Secret(values)
+
+    @staticmethod
+    def from_dotenv(path: str | Path | None = None, *, filename: str = ".env") -> Secret:
+        """Read a ``.env`` file: from ``path`` (a file or a directory, searched upwards) or
+        from the current directory upwards."""
+        start = Path(path) if path is not None else Path.cwd()
+        if start.is_file() and start.name != filename and path is not None and str(path).endswith(".py"):
+            start = start.parent
+        candidates = [start] if start.is_file() else [d / filename for d in (start, *start.parents)]
+        for candidate in candidates:
+            if candidate.is_file():
+                return Secret(_parse_dotenv(candidate.read_text()))
+        return Secret({})
+
+    @staticmethod
+    def from_name(
+        name: str, *, environment_name: str | None = None, required_keys: Sequence[str] = ()
+    ) -> Secret:
+        """A named secret stored on the cluster (``rayweb secret create NAME KEY=VALUE``)."""
+        if not isinstance(name, str) or not name:
+            raise InvalidError("Secret.from_name needs a non-empty name.")
+        return Secret({}, name=name, required_keys=tuple(required_keys))
+
+    def resolve(self) -> dict[str, str]:
+        """The variables this secret puts in a replica's environment."""
+        if self.name is not None:
+            raise NotFoundError(
+                f"Secret {self.name!r} cannot be resolved: named secrets need the cluster-side "
+                "secret store, which this version of rayweb does not have yet. "
+                "Suggestion: use rayweb.Secret.from_dict(...) or Secret.from_dotenv() for now."
+            )
+        return dict(self._values)
+
+
+def _parse_dotenv(text: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key.strip()] = value
+    return values

@@ -1,0 +1,287 @@
+"""``rayweb.serve(app)``: deploy every web endpoint, wait until each answers, return URLs.
+
+Deploys all endpoints at once (one Serve application each), then watches ``serve.status()``
+with a deadline: a failing ``@enter``/factory fails fast with the user's traceback, and a
+replica that cannot be placed (say it needs a GPU the cluster lacks) times out with a
+message naming what it needs. Whatever this call deployed is deleted when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import cluster
+from .compiler import CompiledEndpoint, build_application, compile_app, replicas_needed
+from .exception import DeploymentError, DeployTimeoutError
+from .runtime.loader import extract_user_error
+
+if TYPE_CHECKING:
+    from .app import App
+
+POLL_S = 0.25
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ServeHandle:
+    """A served app: ``urls`` maps each endpoint's tag (``"search"``, ``"Model.web"``) to its URL.
+
+    ``stop()`` deletes the endpoints (and the embedded Ray, if this handle started it);
+    ``with rayweb.serve(app) as handle:`` stops on exit.
+    """
+
+    app: App | None
+    endpoints: list[CompiledEndpoint] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    base_url: str = ""
+    started_ray: bool = False
+    stopped: bool = False
+
+    def __enter__(self) -> ServeHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServeHandle(urls={self.urls!r})"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{tag}</td><td><a href='{url}'>{url}</a></td></tr>"
+            for tag, url in self.urls.items()
+        )
+        return f"<table><tr><th>endpoint</th><th>URL</th></tr>{rows}</table>"
+
+    def stop(self) -> None:
+        """Delete this app's endpoints; stop the embedded Ray if ``serve`` started it."""
+        if self.stopped:
+            return
+        self.stopped = True
+        _delete([ep.name for ep in self.endpoints])
+        if self.app is not None:
+            for function in self.app.web_endpoints:
+                function._hydrate(None)
+        if self.started_ray:
+            cluster.stop_embedded()
+
+
+def serve(
+    app: App,
+    *,
+    host: str = cluster.DEFAULT_HOST,
+    port: int = cluster.DEFAULT_PORT,
+    address: str | None = None,
+    dev: bool = False,
+    deploy_timeout: float | None = None,
+    quiet: bool = False,
+    progress: Progress | None = None,
+) -> ServeHandle:
+    """Serve every web endpoint of ``app`` on Ray Serve and return their URLs.
+
+    Starts an embedded, loopback-only Ray unless one is running in this process or
+    ``address`` names a cluster. Example (``examples/fastapi_endpoint.py``)::
+
+        with rayweb.serve(app) as handle:
+            print(handle.urls["search"])
+    """
+    if os.environ.get("RAYWEB_IS_REMOTE") == "1":
+        return ServeHandle(app=None, stopped=True)  # a replica importing a serving script
+    say = progress or (lambda _msg: None)
+    endpoints = compile_app(app, dev=dev)  # fail on bad specs before starting anything
+    say("Starting Ray" if address is None else f"Connecting to Ray at {address}")
+    started = cluster.ensure_ray(address)
+    try:
+        http_host, http_port = cluster.ensure_serve(host, port)
+        if any(len(f.options.resources.gpu) > 1 for f in app.web_endpoints):
+            endpoints = compile_app(
+                app, dev=dev, available_accelerators=cluster.available_accelerators()
+            )
+        base = f"http://{cluster.url_host(http_host)}:{http_port}"
+        limit = deploy_timeout if deploy_timeout is not None else _default_deploy_timeout(app)
+        say(f"Deploying {len(endpoints)} endpoint(s)")
+        deploy(endpoints, timeout=limit, progress=say)
+        say("Waiting for the HTTP routes")
+        _wait_for_routes(base, endpoints, timeout=max(10.0, limit))
+    except BaseException:
+        if started:
+            cluster.stop_embedded()
+        raise
+    tags = {ep.name: ep.tag for ep in endpoints}
+    urls = {tags[ep.name]: f"{base}{ep.route_prefix}" for ep in endpoints}
+    for function in app.web_endpoints:
+        function._hydrate(urls.get(function.tag))
+    handle = ServeHandle(app, endpoints, urls, base, started_ray=started)
+    if not quiet:
+        print_urls(handle)
+    return handle
+
+
+def _default_deploy_timeout(app: App) -> float:
+    """Modal's rule: ``startup_timeout`` defaults to ``timeout``; take the longest."""
+    return float(
+        max(f.options.startup_timeout or f.options.timeout for f in app.web_endpoints)
+    )
+
+
+def deploy(endpoints: list[CompiledEndpoint], *, timeout: float, progress: Progress) -> None:
+    """Deploy ``endpoints`` together and wait until all run; on failure delete them all."""
+    from ray import serve
+
+    targets = [
+        serve.RunTarget(build_application(ep), name=ep.name, route_prefix=ep.route_prefix)
+        for ep in endpoints
+    ]
+    try:
+        serve.run_many(
+            targets,
+            wait_for_ingress_deployment_creation=False,
+            wait_for_applications_running=False,
+        )
+        _wait_running(endpoints, timeout=timeout, progress=progress)
+    except BaseException:
+        _delete([ep.name for ep in endpoints])
+        raise
+
+
+def _wait_running(endpoints: list[CompiledEndpoint], *, timeout: float, progress: Progress) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout
+    announced: set[str] = set()
+    while True:
+        status = serve.status()
+        pending: dict[str, str] = {}
+        for ep in endpoints:
+            app_status = status.applications.get(ep.name)
+            if app_status is None:
+                pending[ep.name] = "not created yet"
+                continue
+            messages = [app_status.message] + [
+                d.message for d in app_status.deployments.values() if d.message
+            ]
+            for message in messages:
+                found = extract_user_error(message or "")
+                if found:
+                    phase, tb = found
+                    raise DeploymentError(
+                        f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to start: {phase} raised "
+                        f"{tb.strip().splitlines()[-1]}",
+                        user_traceback=tb,
+                    )
+            state = str(app_status.status)
+            if state.endswith("RUNNING"):
+                if ep.name not in announced:
+                    announced.add(ep.name)
+                    progress(f"{ep.tag} is running")
+                continue
+            if state.endswith("DEPLOY_FAILED") or state.endswith("UNHEALTHY"):
+                detail = next((m for m in messages if m), state)
+                raise DeploymentError(
+                    f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to deploy: {_one_line(detail)}"
+                )
+            pending[ep.name] = state.split(".")[-1]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise DeployTimeoutError(_timeout_message(endpoints, pending, timeout))
+        time.sleep(POLL_S)
+
+
+def _timeout_message(
+    endpoints: list[CompiledEndpoint], pending: dict[str, str], timeout: float
+) -> str:
+    have = cluster.cluster_resources()
+    lines = [f"rayweb: deploy timed out after {timeout:.0f}s; still pending:"]
+    for ep in endpoints:
+        if ep.name not in pending:
+            continue
+        need = replicas_needed(ep.deployment_options)
+        short = {k: v for k, v in need.items() if have.get(k, 0) < v}
+        why = (
+            f"its replica needs {_fmt(need)} but the cluster has {_fmt(have)}"
+            + (f" (missing: {', '.join(short)})" if short else "")
+        )
+        lines.append(f"  - {ep.tag} ({ep.name}): {pending[ep.name]}; {why}")
+    lines.append(
+        "Suggestion: add the missing resources (or an autoscaler that can), lower the "
+        "request (gpu=, cpu=, memory=), or raise the limit with deploy_timeout= / startup_timeout=."
+    )
+    return "\n".join(lines)
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    shown = {
+        k: (f"{v / 2**30:.1f}GiB" if k in ("memory", "object_store_memory") else v)
+        for k, v in resources.items()
+        if not k.startswith("node:") and k != "object_store_memory"
+    }
+    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(shown.items())) + "}"
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else text
+
+
+def _wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: float) -> None:
+    """Wait until Serve's HTTP proxy routes every endpoint's prefix."""
+    wanted = {ep.route_prefix for ep in endpoints}
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/-/routes", timeout=2) as resp:
+                routes = json.loads(resp.read())
+            if wanted <= set(routes):
+                return
+            last_error = f"routes so far: {sorted(routes)}"
+        except OSError as exc:
+            last_error = str(exc)
+        time.sleep(POLL_S)
+    raise DeployTimeoutError(
+        f"rayweb: Serve's HTTP proxy at {base} did not route {sorted(wanted)} within "
+        f"{timeout:.0f}s ({last_error}). Suggestion: check that port is free and reachable."
+    )
+
+
+def _delete(names: list[str]) -> None:
+    import ray
+
+    if not names or not ray.is_initialized():
+        return
+    from ray import serve
+
+    for name in names:
+        try:
+            serve.delete(name, _blocking=False)
+        except Exception:  # already gone, or Serve is shutting down
+            pass
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            remaining = set(serve.status().applications) & set(names)
+        except Exception:
+            return
+        if not remaining:
+            return
+        time.sleep(POLL_S)
+
+
+def print_urls(handle: ServeHandle, *, console: Any = None) -> None:
+    """Print the endpoints and their URLs as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="rayweb endpoints", title_justify="left")
+    table.add_column("endpoint")
+    table.add_column("URL")
+    for tag, url in handle.urls.items():
+        table.add_row(tag, url)
+    (console or Console()).print(table)

@@ -1,0 +1,207 @@
+"""The metadata rayweb records about each endpoint: small frozen dataclasses, no Ray.
+
+Decorators validate their arguments and record these specs; ``compiler.py`` turns them into
+Ray Serve options in one step. Keeping them plain data means the whole mapping can be tested
+without a cluster, and the same spec feeds ``rayweb.serve``, ``rayweb deploy`` and KubeRay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .exception import InvalidError
+
+WebKind = Literal["fastapi_endpoint", "asgi_app", "wsgi_app", "web_server"]
+
+# Modal's GPU names (lowercased) -> Ray accelerator types (ray.util.accelerators).
+GPU_TYPES: dict[str, str] = {
+    "t4": "T4",
+    "l4": "L4",
+    "a10": "A10G",
+    "a10g": "A10G",
+    "a100": "A100",
+    "a100-40gb": "A100-40G",
+    "a100-80gb": "A100-80G",
+    "l40s": "L40S",
+    "h100": "H100",
+    "h100!": "H100",
+    "h200": "H200",
+    "b200": "B200",
+    "b300": "B300",
+    "rtx-pro-6000": "RTX-PRO-6000",
+    "v100": "V100",
+}
+
+MAX_LABEL_LENGTH = 63  # one DNS label, as on Modal
+DEFAULT_TIMEOUT = 300  # seconds, Modal's default function timeout
+
+
+@dataclass(frozen=True)
+class WebSpec:
+    """How an endpoint speaks HTTP: which web decorator, and its options."""
+
+    kind: WebKind
+    method: str = "GET"
+    label: str | None = None
+    docs: bool = False
+    requires_proxy_auth: bool = False
+    custom_domains: tuple[str, ...] = ()
+    port: int | None = None
+    startup_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class ConcurrencySpec:
+    """``@concurrent``: inputs one replica takes at once, and the autoscaler's target."""
+
+    max_inputs: int
+    target_inputs: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU request: ``accelerator`` is a Ray accelerator type, or None for any GPU."""
+
+    accelerator: str | None
+    count: int
+
+    def __str__(self) -> str:
+        name = self.accelerator or "any"
+        return name if self.count == 1 else f"{name}:{self.count}"
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """``gpu=``, ``cpu=`` and ``memory=`` (MiB) of ``@app.function``/``@app.cls``.
+
+    ``gpu`` holds the choices in order of preference (Modal's fallback list).
+    """
+
+    gpu: tuple[GpuSpec, ...] = ()
+    cpu: float | None = None
+    memory: int | None = None
+
+
+@dataclass(frozen=True)
+class ScalingSpec:
+    """Modal's container autoscaling knobs."""
+
+    min_containers: int | None = None
+    max_containers: int | None = None
+    buffer_containers: int | None = None
+    scaledown_window: int | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """Everything the compiler needs to know about one web endpoint."""
+
+    tag: str  # "search", or "Model.web" for a method of an @app.cls
+    label: str  # the URL label, without the "-dev" suffix
+    web: WebSpec
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    scaling: ScalingSpec = field(default_factory=ScalingSpec)
+    concurrency: ConcurrencySpec | None = None
+    timeout: int = DEFAULT_TIMEOUT
+    startup_timeout: int | None = None
+    env: tuple[tuple[str, str], ...] = ()  # resolved secrets and env= values
+    runtime_env: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def parse_gpu(gpu: str | Sequence[str] | None) -> tuple[GpuSpec, ...]:
+    """Parse Modal's ``gpu=`` value: ``"L40S"``, ``"H100:2"``, ``"any"`` or a fallback list."""
+    if gpu is None:
+        return ()
+    if isinstance(gpu, str):
+        return (_parse_one_gpu(gpu),)
+    if isinstance(gpu, Sequence) and gpu and all(isinstance(g, str) for g in gpu):
+        return tuple(_parse_one_gpu(g) for g in gpu)
+    raise InvalidError(
+        f"Invalid GPU config: {gpu!r}. Value must be a string such as 'L40S', 'H100:2' or "
+        "'any', or a non-empty list of such strings (tried in order)."
+    )
+
+
+def _parse_one_gpu(value: str) -> GpuSpec:
+    name, _, count_text = value.strip().partition(":")
+    count = 1
+    if count_text:
+        if not count_text.isdigit() or int(count_text) < 1:
+            raise InvalidError(
+                f"Invalid GPU count in {value!r}: it must be a positive integer, as in 'H100:2'."
+            )
+        count = int(count_text)
+    key = name.lower()
+    if key == "any":
+        return GpuSpec(None, count)
+    if key not in GPU_TYPES:
+        known = ", ".join(sorted({v for v in GPU_TYPES.values()}))
+        raise InvalidError(
+            f"Unknown GPU type {name!r}. Known types: {known}, or 'any'. "
+            "Suggestion: gpu='L40S' or gpu='any'."
+        )
+    return GpuSpec(GPU_TYPES[key], count)
+
+
+_LABEL_INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+def make_label(*parts: str | None) -> str:
+    """Modal's default label rule: join the parts with '-', lowercase, '_' -> '-'.
+
+    Labels longer than one DNS label (63 characters) are cut and given a short hash so they
+    stay unique.
+    """
+    raw = "-".join(p for p in parts if p)
+    label = _LABEL_INVALID.sub("-", raw.lower().replace("_", "-")).strip("-")
+    label = re.sub("-{2,}", "-", label)
+    if not label:
+        raise InvalidError(f"Cannot make a URL label from {raw!r}. Suggestion: pass label='name'.")
+    if len(label) > MAX_LABEL_LENGTH:
+        digest = hashlib.sha256(label.encode()).hexdigest()[:6]
+        label = f"{label[: MAX_LABEL_LENGTH - 7].rstrip('-')}-{digest}"
+    return label
+
+
+def check_label(label: str) -> str:
+    """Validate a user-given ``label=``: lowercase letters, digits and '-' (a DNS label)."""
+    if not isinstance(label, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", label):
+        raise InvalidError(
+            f"Invalid label {label!r}: a label must be 1-63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit. Suggestion: label='my-endpoint'."
+        )
+    return label
+
+
+@dataclass(frozen=True)
+class CodeRef:
+    """Where a replica finds the user's code.
+
+    Either an importable module (``module`` + ``qualname``, with ``sys_path`` to prepend), or
+    ``pickled``: the callable or class pickled by value (notebooks, ``__main__`` scripts and
+    ``serialized=True``). ``attr`` names the method for web methods of an ``@app.cls``.
+    """
+
+    qualname: str
+    module: str | None = None
+    sys_path: str | None = None
+    pickled: bytes | None = field(default=None, repr=False)
+    attr: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplicaPayload:
+    """The constructor argument of every rayweb replica: plain data only."""
+
+    label: str
+    code: CodeRef
+    web: WebSpec
+    max_inputs: int
+    is_cls: bool = False
+    enter_methods: tuple[str, ...] = ()
+    exit_methods: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
