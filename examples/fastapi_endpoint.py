@@ -6,6 +6,7 @@
 
 import asyncio
 
+from fastapi import Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -38,6 +39,13 @@ class Item(BaseModel):
 async def order(item: Item) -> dict:
     """POST with a pydantic model body; async; /docs is on."""
     return {"name": item.name, "total": item.qty * 3}
+
+
+@app.function()
+@rayweb.fastapi_endpoint()
+def plain(name: str = "world") -> Response:
+    """Returning a Response sets body, media type and headers directly."""
+    return Response(f"hello {name}", media_type="text/plain", headers={"x-greeting": "1"})
 
 
 @app.function()

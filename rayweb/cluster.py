@@ -60,8 +60,11 @@ def ensure_ray(
 
 def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[str, int]:
     """Start Serve's controller and HTTP proxy (head node only) if this cluster has none."""
+    import logging
+
     from ray import serve
 
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(
         http_options={"host": host, "port": port},
         proxy_location="HeadOnly",
@@ -91,12 +94,8 @@ def stop_embedded() -> None:
     import ray
 
     if _state.started_ray and ray.is_initialized():
-        from ray import serve
-
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
+        # Endpoints were already deleted (so @exit ran); shutting Ray down ends the rest.
+        ray.shutdown()
     _state.started_ray = False
     _state.started_serve = False
 

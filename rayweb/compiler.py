@@ -85,8 +85,6 @@ def deployment_options(
         "target_ongoing_requests": target,
         "downscale_delay_s": float(scaling.scaledown_window or DEFAULT_SCALEDOWN_WINDOW),
         "upscale_delay_s": 0.0,
-        "metrics_interval_s": 1.0,
-        "look_back_period_s": 5.0,
     }
     if scaling.buffer_containers:
         autoscaling["policy"] = {
@@ -101,6 +99,7 @@ def deployment_options(
         # Keep old replicas serving until new ones are ready (DESIGN.md section 7).
         "max_surge_percent": 100,
         "graceful_shutdown_timeout_s": float(min(spec.timeout, 30)),
+        "logging_config": {"log_level": "WARNING", "enable_access_log": False},
     }
 
 

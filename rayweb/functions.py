@@ -254,10 +254,12 @@ class Cls:
             )
 
     def __getattr__(self, name: str) -> Function[Any, Any]:
+        # Only called for missing attributes; must not touch other attributes (unpickling).
         functions = self.__dict__.get("functions", {})
         if name in functions:
             return functions[name]  # type: ignore[no-any-return]
-        raise AttributeError(f"{self.tag} has no rayweb method {name!r}")
+        owner = self.__dict__.get("tag", type(self).__name__)
+        raise AttributeError(f"{owner} has no rayweb method {name!r}")
 
     @property
     def web_functions(self) -> list[Function[Any, Any]]:

@@ -50,7 +50,10 @@ class Secret:
     def from_local_environ(env_keys: Sequence[str]) -> Secret:
         """Copy the named variables from the local environment."""
         values: dict[str, str] = {}
+        remote = os.environ.get("RAYWEB_IS_REMOTE") == "1"
         for key in env_keys:
+            if key not in os.environ and remote:
+                continue  # a replica re-importing the module: values came with the deploy
             if key not in os.environ:
                 raise InvalidError(
                     f"Could not find local environment variable '{key}' for Secret.from_local_environ"

@@ -146,7 +146,8 @@ def deploy(endpoints: list[CompiledEndpoint], *, timeout: float, progress: Progr
         )
         _wait_running(endpoints, timeout=timeout, progress=progress)
     except BaseException:
-        _delete([ep.name for ep in endpoints])
+        # Don't hold the error for Serve's graceful shutdown of replicas that never started.
+        _delete([ep.name for ep in endpoints], wait_s=5)
         raise
 
 
@@ -251,7 +252,8 @@ def _wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: f
     )
 
 
-def _delete(names: list[str]) -> None:
+def _delete(names: list[str], *, wait_s: float = 60) -> None:
+    """Delete Serve apps; wait (up to ``wait_s``) until they are gone, so @exit has run."""
     import ray
 
     if not names or not ray.is_initialized():
@@ -263,7 +265,7 @@ def _delete(names: list[str]) -> None:
             serve.delete(name, _blocking=False)
         except Exception:  # already gone, or Serve is shutting down
             pass
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
             remaining = set(serve.status().applications) & set(names)

@@ -86,6 +86,8 @@ class RaywebReplica:
         return adapters.wrap(app)
 
     async def __del__(self) -> None:
+        if getattr(self, "_instance", None) is None:
+            return  # not a class, or the constructor failed before @enter completed
         for name in self._payload.exit_methods:
             try:
                 await _call(getattr(self._instance, name))

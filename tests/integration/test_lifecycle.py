@@ -1,0 +1,163 @@
+"""@enter/@exit, failing user code and unplaceable replicas, on the shared real cluster."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from ray import serve
+
+import rayweb
+from rayweb.exception import DeploymentError, DeployTimeoutError
+
+
+def _assert_gone_or_deleting(name: str) -> None:
+    """A failed deploy leaves nothing serving: the app is gone or being deleted."""
+    app = serve.status().applications.get(name)
+    assert app is None or str(app.status).endswith("DELETING"), app
+
+
+def _lines(path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_enter_runs_once_per_replica_and_exit_at_shutdown(served, tmp_path):
+    log = tmp_path / "lifecycle.log"
+    app = rayweb.App("life")
+
+    @app.cls(serialized=True, min_containers=1, max_containers=1)
+    class Counter:
+        @rayweb.enter()
+        def setup(self):
+            import os
+
+            self.pid = os.getpid()
+            with open(log, "a") as f:
+                f.write(f"enter {self.pid}\n")
+
+        @rayweb.exit()
+        def teardown(self):
+            with open(log, "a") as f:
+                f.write(f"exit {self.pid}\n")
+
+        @rayweb.fastapi_endpoint()
+        def hit(self) -> dict:
+            with open(log, "a") as f:
+                f.write(f"hit {self.pid}\n")
+            return {"pid": self.pid}
+
+    handle = served(app)
+    pids = {httpx.get(handle.urls["Counter.hit"]).json()["pid"] for _ in range(5)}
+    assert len(pids) == 1
+    lines = _lines(log)
+    assert lines[0].startswith("enter ")  # before any request
+    assert [ln for ln in lines if ln.startswith("enter")] == [f"enter {pids.pop()}"]
+    assert sum(ln.startswith("hit") for ln in lines) == 5
+
+    handle.stop()
+    deadline = time.monotonic() + 20
+    while not any(ln.startswith("exit") for ln in _lines(log)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _lines(log)[-1].startswith("exit ")
+    assert "life-counter-hit" not in serve.status().applications
+    with pytest.raises(rayweb.exception.ExecutionError):
+        Counter.hit.get_web_url()
+
+
+def test_enter_state_feeds_asgi_factory(served):
+    app = rayweb.App("life2")
+
+    @app.cls(serialized=True)
+    class Api:
+        @rayweb.enter()
+        def load(self):
+            self.greeting = "built after enter"
+
+        @rayweb.asgi_app()
+        def web(self):
+            from fastapi import FastAPI
+
+            web = FastAPI()
+            greeting = self.greeting  # AttributeError here if the factory ran before @enter
+
+            @web.get("/")
+            def root():
+                return {"greeting": greeting}
+
+            return web
+
+    url = served(app).urls["Api.web"]
+    assert httpx.get(url).json() == {"greeting": "built after enter"}
+
+
+def test_failing_enter_fails_the_deploy_with_the_user_traceback(served):
+    app = rayweb.App("broken")
+
+    @app.cls(serialized=True)
+    class Broken:
+        @rayweb.enter()
+        def load_weights(self):
+            raise ValueError("weights file is missing")
+
+        @rayweb.fastapi_endpoint()
+        def predict(self) -> dict:
+            return {}
+
+    start = time.monotonic()
+    with pytest.raises(DeploymentError) as info:
+        served(app, deploy_timeout=120)
+    assert time.monotonic() - start < 60  # fails fast, long before the deadline
+    err = info.value
+    assert "Broken.predict" in err.args[0] and "@enter" in err.args[0]
+    assert "ValueError: weights file is missing" in err.args[0]
+    assert "load_weights" in err.user_traceback
+    assert "raise ValueError" in err.user_traceback
+    assert "ray/serve" not in err.user_traceback  # no Ray internals
+    _assert_gone_or_deleting("broken-broken-predict")
+
+
+def test_failing_factory_fails_the_deploy(served):
+    app = rayweb.App("broken2")
+
+    @app.function(serialized=True)
+    @rayweb.asgi_app()
+    def web():
+        return {}["missing"]
+
+    with pytest.raises(DeploymentError) as info:
+        served(app, deploy_timeout=120)
+    assert "asgi_app factory" in info.value.args[0]
+    assert "KeyError" in info.value.user_traceback
+    _assert_gone_or_deleting("broken2-web")
+
+
+def test_unplaceable_gpu_replica_times_out_naming_what_is_missing(served):
+    from tests.integration.conftest import example_app
+
+    app = example_app("resources.py", "gpu_app")
+    start = time.monotonic()
+    with pytest.raises(DeployTimeoutError) as info:
+        served(app, deploy_timeout=6)
+    assert time.monotonic() - start < 40
+    message = str(info.value)
+    assert "gpu_info" in message and "GPU" in message
+    assert "missing: GPU" in message
+    _assert_gone_or_deleting("gpu-demo-gpu-info")
+
+
+def test_duplicate_labels_fail_before_deploying(served):
+    app = rayweb.App("dup")
+
+    @app.function(serialized=True)
+    @rayweb.fastapi_endpoint(label="same")
+    def one() -> int:
+        return 1
+
+    @app.function(serialized=True)
+    @rayweb.fastapi_endpoint(label="same")
+    def two() -> int:
+        return 2
+
+    with pytest.raises(rayweb.exception.InvalidError, match="Duplicate URL label 'same'"):
+        served(app)
