@@ -223,6 +223,8 @@ class Cls:
         self, attr: str, value: _Parameter, annotations: dict[str, Any], problems: list[str]
     ) -> None:
         kind = annotations.get(attr)
+        if isinstance(kind, str):  # `from __future__ import annotations`
+            kind = {t.__name__: t for t in PARAMETER_TYPES}.get(kind, kind)
         if kind is None:
             problems.append("All rayweb.parameter() specifications need to be type-annotated")
         elif kind not in PARAMETER_TYPES:
