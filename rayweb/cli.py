@@ -65,7 +65,7 @@ def serve(
     from .serving import print_urls
     from .serving import serve as serve_app
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     with _user_errors(err, "loading the app"):
         app = load_app(app_ref, is_module=module)
     # SIGTERM while deploying unwinds like Ctrl-C, so serve() deletes what it started.

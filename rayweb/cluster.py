@@ -68,7 +68,9 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     serve.start(
         http_options={"host": host, "port": port},
         proxy_location="HeadOnly",
-        logging_config={"log_level": "WARNING", "enable_access_log": False},
+        # rayweb reports deploy failures itself (one line + the user's traceback); the
+        # controller would print them again with 30 lines of Serve internals.
+        logging_config={"log_level": "CRITICAL", "enable_access_log": False},
     )
     _state.started_serve = True
     _state.http_host, _state.http_port = host, port

@@ -63,6 +63,9 @@ def extract_user_error(message: str) -> tuple[str, str] | None:
         return None
     end = message.find(USER_ERROR_END, start)
     body = message[start + len(USER_ERROR_BEGIN) : end if end >= 0 else None].strip("\n")
+    # Ray replaces the "Traceback" header with its own actor line ("ray::ServeReplica...").
+    kept = [ln for ln in body.splitlines() if "ray::" not in ln and not ln.startswith("Traceback")]
+    body = "\n".join(["Traceback (most recent call last):", *kept])
     head = message[:start].rstrip().splitlines()
     phase = head[-1].removesuffix(" failed").split(": ")[-1] if head else "user code"
     return phase, body
