@@ -121,9 +121,15 @@ def code_ref(function: Function[Any, Any]) -> CodeRef:
     ):
         from ray import cloudpickle
 
-        return CodeRef(qualname=qualname, pickled=cloudpickle.dumps(target), attr=attr)
+        return CodeRef(
+            qualname=qualname, tag=function.tag, pickled=cloudpickle.dumps(target), attr=attr
+        )
     return CodeRef(
-        qualname=qualname, module=module_name, sys_path=_import_root(file, module_name), attr=attr
+        qualname=qualname,
+        tag=function.tag,
+        module=module_name,
+        sys_path=_import_root(file, module_name),
+        attr=attr,
     )
 
 

@@ -183,7 +183,8 @@ def _wait_running(endpoints: list[CompiledEndpoint], *, timeout: float, progress
                     progress(f"{ep.tag} is running")
                 continue
             if state.endswith("DEPLOY_FAILED") or state.endswith("UNHEALTHY"):
-                detail = next((m for m in messages if m), state)
+                # The deployment's message says why; the app's only says that it failed.
+                detail = next((m for m in reversed(messages) if m), state)
                 raise DeploymentError(
                     f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to deploy: {_one_line(detail)}"
                 )

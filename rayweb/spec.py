@@ -187,6 +187,7 @@ class CodeRef:
     """
 
     qualname: str
+    tag: str = ""
     module: str | None = None
     sys_path: str | None = None
     pickled: bytes | None = field(default=None, repr=False)

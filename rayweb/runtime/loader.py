@@ -33,10 +33,27 @@ def load_target(code: CodeRef) -> Any:
     if code.sys_path and code.sys_path not in sys.path:
         sys.path.insert(0, code.sys_path)
     assert code.module is not None  # CodeRef invariant: module or pickled
-    obj: Any = importlib.import_module(code.module)
+    module = importlib.import_module(code.module)
+    obj: Any = module
     for part in code.qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+        obj = getattr(obj, part, None)
+    from ..app import App
+    from ..functions import Cls, Function
+
+    if isinstance(obj, (Function, Cls)):
+        return obj
+    # The decorated name differs from the raw one (name=..., or assigned to another
+    # variable): find the registration through the module's apps.
+    owner = code.tag.split(".")[0]
+    for value in vars(module).values():
+        if isinstance(value, App):
+            found = value.registered_functions.get(owner) or value.registered_classes.get(owner)
+            if found is not None:
+                return found
+    raise LookupError(
+        f"rayweb could not find {code.tag!r} in module {code.module!r}: is it registered on a "
+        "module-level rayweb.App?"
+    )
 
 
 class UserCodeError(RuntimeError):

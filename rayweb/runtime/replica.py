@@ -17,7 +17,7 @@ from ray import serve
 
 from ..spec import ReplicaPayload
 from . import adapters
-from .loader import load_target, user_failure
+from .loader import UserCodeError, load_target, user_failure
 
 logger = logging.getLogger("rayweb.replica")
 
@@ -57,6 +57,14 @@ class RaywebReplica:
         return self._target.raw_f
 
     def __serve_build_asgi_app__(self) -> Any:
+        try:
+            return self._build_app()
+        except UserCodeError:
+            raise
+        except BaseException as exc:
+            raise user_failure("building the web app", exc) from None
+
+    def _build_app(self) -> Any:
         web = self._payload.web
         fn = self._user_callable()
         if web.kind == "fastapi_endpoint":

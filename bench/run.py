@@ -1,0 +1,232 @@
+"""Benchmark: a trivial GET served by rayweb, by the same FastAPI app on raw Ray Serve, and by
+plain uvicorn, in one run on loopback; plus seconds from ``rayweb serve`` to the first 200.
+
+    python bench/run.py [--duration 10] [--out bench/RESULTS.md]
+
+Needs ``wrk`` (Debian: ``apt-get install wrk``). Appends a dated section to the results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MAX_INPUTS = 32
+
+APP_SOURCE = textwrap.dedent(
+    """
+    import rayweb
+    from fastapi import FastAPI
+
+    app = rayweb.App("bench")
+
+
+    def hello() -> dict:
+        return {"ok": True}
+
+
+    # rayweb: the function as a fastapi_endpoint, one replica, 32 requests at a time.
+    rayweb_hello = app.function(min_containers=1, max_containers=1, name="hello")(
+        rayweb.concurrent(max_inputs=%d)(rayweb.fastapi_endpoint()(hello))
+    )
+
+    # The same route as a plain FastAPI app (for raw Serve and for uvicorn).
+    api = FastAPI()
+    api.add_api_route("/", hello, methods=["GET"])
+    """
+    % MAX_INPUTS
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_200(url: str, timeout: float = 180) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def wrk(url: str, connections: int, duration: int) -> dict[str, float]:
+    threads = 1 if connections == 1 else 2
+    subprocess.run(["wrk", "-t1", "-c1", "-d2s", url], capture_output=True, check=True)  # warm-up
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "rps": rps,
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "errors": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def measure_startup(runs: int) -> list[float]:
+    """Seconds from launching `rayweb serve examples/fastapi_endpoint.py` to the first 200."""
+    times = []
+    for _ in range(runs):
+        port = free_port()
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rayweb.cli", "serve", "examples/fastapi_endpoint.py", "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_200(f"http://127.0.0.1:{port}/api-service-search-dev?query=x")
+            times.append(time.monotonic() - start)
+        finally:
+            proc.send_signal(2)
+            proc.wait(120)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--startup-runs", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+
+    work = ROOT / "bench" / "out"
+    work.mkdir(exist_ok=True)
+    (work / "bench_app.py").write_text(APP_SOURCE)
+    sys.path.insert(0, str(work))
+
+    results: dict[str, dict[int, dict[str, float]]] = {}
+
+    # (c) plain uvicorn, one process
+    port = free_port()
+    uv = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench_app:api", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        cwd=work,
+    )
+    try:
+        wait_200(f"http://127.0.0.1:{port}/")
+        results["plain uvicorn"] = {c: wrk(f"http://127.0.0.1:{port}/", c, args.duration) for c in (1, 32)}
+    finally:
+        uv.terminate()
+        uv.wait(30)
+
+    # (a) rayweb and (b) raw Serve, on one embedded Ray and one Serve proxy
+    import bench_app
+
+    import rayweb
+    from ray import serve
+
+    port = free_port()
+    handle = rayweb.serve(bench_app.app, port=port, quiet=True)
+    try:
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(bench_app)  # raw Serve ships the app by value
+        deployment = serve.deployment(
+            serve.ingress(bench_app.api)(type("RawServe", (), {})),
+            name="raw",
+            num_replicas=1,
+            max_ongoing_requests=MAX_INPUTS,
+            ray_actor_options={"num_cpus": 0.1},
+            logging_config={"log_level": "WARNING", "enable_access_log": False},
+        )
+        serve.run(deployment.bind(), name="raw", route_prefix="/raw")
+        raw_url = f"http://127.0.0.1:{port}/raw/"
+        wait_200(raw_url)
+        for _round in range(2):  # interleave, so drift hits both alike
+            for name, url in (("rayweb", handle.urls["hello"]), ("raw Ray Serve", raw_url)):
+                for c in (1, 32):
+                    r = wrk(url, c, args.duration)
+                    best = results.setdefault(name, {}).get(c)
+                    if best is None or r["rps"] > best["rps"]:
+                        results[name][c] = r
+        serve.delete("raw")
+    finally:
+        handle.stop()
+        from rayweb import cluster
+
+        cluster.stop_embedded()
+
+    startup = measure_startup(args.startup_runs)
+    write_results(Path(args.out), results, startup, args.duration)
+
+
+def write_results(
+    out: Path, results: dict[str, dict[int, dict[str, float]]], startup: list[float], duration: int
+) -> None:
+    import ray
+
+    base = results["plain uvicorn"]
+    raw = results["raw Ray Serve"]
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
+        platform.processor(),
+    )
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    lines = [
+        f"## {datetime.date.today().isoformat()}: trivial sync GET, loopback, wrk {duration}s per cell",
+        "",
+        f"Machine: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.platform()}, "
+        f"Python {platform.python_version()}, ray {ray.__version__}. wrk runs on the same cores.",
+        "rayweb and raw Serve: one replica, max_ongoing_requests=32, access log off, best of 2",
+        "interleaved rounds. Command: `python bench/run.py`.",
+        "",
+        "| server | clients | req/s | p50 ms | p99 ms | non-2xx | vs uvicorn | vs raw Serve |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("rayweb", "raw Ray Serve", "plain uvicorn"):
+        for c in (1, 32):
+            r = results[name][c]
+            lines.append(
+                f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} "
+                f"| {r['rps'] / base[c]['rps']:.2f}x | {r['rps'] / raw[c]['rps']:.2f}x |"
+            )
+    lines += [
+        "",
+        f"`rayweb serve examples/fastapi_endpoint.py` to first 200 (cold Ray start, 4 endpoints): "
+        + ", ".join(f"{t:.1f}s" for t in startup)
+        + f" (median {statistics.median(startup):.1f}s).",
+        "",
+    ]
+    text = out.read_text() if out.exists() else "# Benchmark results\n\n"
+    out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

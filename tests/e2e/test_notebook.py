@@ -1,0 +1,26 @@
+"""The quickstart notebook, executed top to bottom in a real kernel (its own embedded Ray)."""
+
+from __future__ import annotations
+
+import socket
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests.conftest import ROOT
+
+
+def test_quickstart_notebook_runs(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAYWEB_NOTEBOOK_PORT", str(port))
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = "".join(
+        o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+    )
+    assert "{'message': 'hello notebook'}" in outputs
+    assert "hi ray!" in outputs
+    urls = nb.cells[3].outputs[-1]["data"]["text/plain"]
+    assert f"http://127.0.0.1:{port}/notebook-demo-hello" in urls
