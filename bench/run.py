@@ -102,7 +102,15 @@ def measure_startup(runs: int) -> list[float]:
         port = free_port()
         start = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rayweb.cli", "serve", "examples/fastapi_endpoint.py", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "rayweb.cli",
+                "serve",
+                "examples/fastapi_endpoint.py",
+                "--port",
+                str(port),
+            ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -135,21 +143,33 @@ def main() -> None:
     # (c) plain uvicorn, one process
     port = free_port()
     uv = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench_app:api", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench_app:api",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         cwd=work,
     )
     try:
         wait_200(f"http://127.0.0.1:{port}/")
-        results["plain uvicorn"] = {c: wrk(f"http://127.0.0.1:{port}/", c, args.duration) for c in (1, 32)}
+        results["plain uvicorn"] = {
+            c: wrk(f"http://127.0.0.1:{port}/", c, args.duration) for c in (1, 32)
+        }
     finally:
         uv.terminate()
         uv.wait(30)
 
     # (a) rayweb and (b) raw Serve, on one embedded Ray and one Serve proxy
     import bench_app
+    from ray import serve
 
     import rayweb
-    from ray import serve
 
     port = free_port()
     handle = rayweb.serve(bench_app.app, port=port, quiet=True)
@@ -194,7 +214,11 @@ def write_results(
     base = results["plain uvicorn"]
     raw = results["raw Ray Serve"]
     cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
         platform.processor(),
     )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -218,7 +242,7 @@ def write_results(
             )
     lines += [
         "",
-        f"`rayweb serve examples/fastapi_endpoint.py` to first 200 (cold Ray start, 4 endpoints): "
+        "`rayweb serve examples/fastapi_endpoint.py` to first 200 (cold Ray start, 4 endpoints): "
         + ", ".join(f"{t:.1f}s" for t in startup)
         + f" (median {statistics.median(startup):.1f}s).",
         "",

@@ -133,9 +133,7 @@ class App:
     ) -> Callable[[Callable[P, R] | PartialFunction[P, R]], Function[P, R]]:
         """Register a function; put it above ``@rayweb.fastapi_endpoint()`` and friends."""
         if _warn_parentheses_missing is not None:
-            raise InvalidError(
-                "Did you forget parentheses? Suggestion: `@app.function()`."
-            )
+            raise InvalidError("Did you forget parentheses? Suggestion: `@app.function()`.")
         _check_kwargs("function", kwargs)
         if max_inputs is not None and max_inputs != 1:
             raise InvalidError(
@@ -182,7 +180,9 @@ class App:
     @overload
     def cls(self, _warn_parentheses_missing: C) -> Any: ...
     @overload
-    def cls(self, _warn_parentheses_missing: None = None, **kwargs: Any) -> Callable[[Any], Cls]: ...
+    def cls(
+        self, _warn_parentheses_missing: None = None, **kwargs: Any
+    ) -> Callable[[Any], Cls]: ...
     def cls(
         self,
         _warn_parentheses_missing: Any = None,
@@ -241,7 +241,8 @@ class App:
             key = name or f.__name__
             if key in self.local_entrypoints:
                 raise InvalidError(
-                    f"Duplicate local entrypoint name: {key}. Local entrypoint names must be unique."
+                    f"Duplicate local entrypoint name: {key}. "
+                    "Local entrypoint names must be unique."
                 )
             self.local_entrypoints[key] = f
             return f
@@ -272,7 +273,9 @@ def _check_kwargs(decorator: str, kwargs: dict[str, Any]) -> None:
             raise DeprecationError(f"Deprecated on {date}: {message}")
     unknown = [k for k in kwargs if k not in _NO_EFFECT]
     if unknown:
-        raise TypeError(f"App.{decorator}() got unexpected keyword argument(s): {', '.join(unknown)}")
+        raise TypeError(
+            f"App.{decorator}() got unexpected keyword argument(s): {', '.join(unknown)}"
+        )
     ignored = [k for k, v in kwargs.items() if v not in (None, False, {}, [], ())]
     if ignored:
         warnings.warn(
@@ -284,7 +287,8 @@ def _check_kwargs(decorator: str, kwargs: dict[str, Any]) -> None:
 def _check_function_target(raw: Any, serialized: bool) -> None:
     if inspect.isclass(raw):
         raise TypeError(
-            "The `@app.function` decorator cannot be used on a class. Please use `@app.cls` instead."
+            "The `@app.function` decorator cannot be used on a class. "
+            "Please use `@app.cls` instead."
         )
     if not callable(raw):
         raise InvalidError(f"`@app.function` must decorate a function, not {raw!r}.")
@@ -350,7 +354,9 @@ def _options(
     mins = _int_option("min_containers", min_containers)
     maxs = _int_option("max_containers", max_containers)
     if mins is not None and maxs is not None and mins > maxs:
-        raise InvalidError(f"`min_containers` ({mins}) cannot be greater than `max_containers` ({maxs})")
+        raise InvalidError(
+            f"`min_containers` ({mins}) cannot be greater than `max_containers` ({maxs})"
+        )
     if maxs == 0:
         raise InvalidError("`max_containers` must be at least 1.")
     window = _int_option("scaledown_window", scaledown_window)
@@ -360,7 +366,11 @@ def _options(
         raise InvalidError(
             "The `timeout` parameter cannot be set to None: https://modal.com/docs/guide/timeouts"
         )
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 86400:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 1 <= timeout <= 86400
+    ):
         raise InvalidError("`timeout` must be between 1 second and 24 hours (86400).")
     if startup_timeout is not None and (
         isinstance(startup_timeout, bool)

@@ -32,8 +32,8 @@ _state = ClusterState()
 def ensure_ray(
     address: str | None = None,
     *,
-    num_cpus: float | None = None,
-    num_gpus: float | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
     object_store_memory: int | None = None,
 ) -> bool:
     """Connect to ``address``, or start an embedded loopback-only Ray. True if started here."""

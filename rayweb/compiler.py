@@ -203,7 +203,9 @@ def build_application(endpoint: CompiledEndpoint) -> Any:
 
     from .runtime.replica import RaywebReplica
 
-    deployment = serve.deployment(RaywebReplica).options(**endpoint.deployment_options)
+    deployment = serve.deployment(RaywebReplica).options(  # type: ignore[attr-defined]
+        **endpoint.deployment_options
+    )
     return deployment.bind(endpoint.payload)
 
 

@@ -50,7 +50,6 @@ class PartialParams:
     wait_ms: int | None = None
 
 
-
 class PartialFunction(Generic[P, R]):
     """A callable recorded by a rayweb decorator, waiting for ``@app.function``/``@app.cls``.
 
@@ -61,7 +60,7 @@ class PartialFunction(Generic[P, R]):
         self.raw_f = raw_f
         self.flags = flags
         self.params = params
-        functools.update_wrapper(self, raw_f)  # type: ignore[arg-type]
+        functools.update_wrapper(self, raw_f)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.raw_f(*args, **kwargs)
@@ -70,7 +69,7 @@ class PartialFunction(Generic[P, R]):
         # Inside a class body, instances see an ordinary bound method.
         if obj is None:
             return self
-        return self.raw_f.__get__(obj, objtype)  # type: ignore[attr-defined]
+        return self.raw_f.__get__(obj, objtype)
 
     def concurrency(self) -> ConcurrencySpec | None:
         """The ``@concurrent`` spec; raises Modal's TypeError when ``max_inputs`` is missing."""
@@ -91,7 +90,9 @@ class PartialFunction(Generic[P, R]):
         if (self.flags & flags & _Flags.CONCURRENT) == _Flags.CONCURRENT:
             raise InvalidError("Cannot set `max_concurrent_inputs` twice.")
         if (both & _Flags.WEB) and (both & (_Flags.METHOD | _Flags.BATCHED)):
-            raise InvalidError("Callable decorators cannot be combined with web interface decorators.")
+            raise InvalidError(
+                "Callable decorators cannot be combined with web interface decorators."
+            )
         if (both & _Flags.INTERFACE) and (both & _Flags.LIFECYCLE):
             raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
         merged = replace(
@@ -125,7 +126,8 @@ def _apply(
         return target.stack(flags, params)
     if inspect.isclass(target) and not allow_class:
         raise InvalidError(
-            f"Cannot apply `@rayweb.{name}` to a class. Hint: consider applying to a method instead."
+            f"Cannot apply `@rayweb.{name}` to a class. "
+            "Hint: consider applying to a method instead."
         )
     if not callable(target):
         raise InvalidError(f"`@rayweb.{name}` must be applied to a function, not {target!r}.")
@@ -180,11 +182,15 @@ def _factory_decorator(
         raw = f.raw_f if isinstance(f, PartialFunction) else f
         if inspect.isfunction(raw):
             if inspect.iscoroutinefunction(raw) or inspect.isasyncgenfunction(raw):
-                raise InvalidError(f"The `@rayweb.{name}` decorator can't be applied to an async function.")
+                raise InvalidError(
+                    f"The `@rayweb.{name}` decorator can't be applied to an async function."
+                )
             if inspect.isgeneratorfunction(raw):
                 raise InvalidError("Webhooks cannot be generators")
             if _has_required_non_self_params(raw):
-                raise InvalidError(f"Functions decorated by `@rayweb.{name}` can't have parameters.")
+                raise InvalidError(
+                    f"Functions decorated by `@rayweb.{name}` can't have parameters."
+                )
         return _apply(name, f, _Flags.WEB, PartialParams(web=spec))
 
     return wrapper

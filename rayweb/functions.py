@@ -123,7 +123,7 @@ class Function(Generic[P, R]):
         if self.cls is not None:
             instance = self.cls._local_instance()
             method = getattr(instance, self.tag.split(".")[-1])
-            return method(*args, **kwargs)  # type: ignore[no-any-return]
+            return method(*args, **kwargs)
         return self.raw_f(*args, **kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -174,7 +174,7 @@ class Cls:
     def __init__(
         self,
         app: App,
-        user_cls: type,
+        user_cls: type[Any],
         options: FunctionOptions,
         concurrency: ConcurrencySpec | None,
     ) -> None:
@@ -199,7 +199,7 @@ class Cls:
     def _collect(self) -> None:
         problems: list[str] = []
         name = self.user_cls.__name__
-        if self.user_cls.__init__ is not object.__init__:
+        if any("__init__" in vars(klass) for klass in self.user_cls.__mro__[:-1]):
             problems.append(
                 f"rayweb class {name} cannot have a custom constructor (__init__) method. "
                 "Use @rayweb.enter() for setup code that runs once per replica, and "
@@ -259,7 +259,7 @@ class Cls:
         # Only called for missing attributes; must not touch other attributes (unpickling).
         functions = self.__dict__.get("functions", {})
         if name in functions:
-            return functions[name]  # type: ignore[no-any-return]
+            return functions[name]
         owner = self.__dict__.get("tag", type(self).__name__)
         raise AttributeError(f"{owner} has no rayweb method {name!r}")
 
@@ -272,7 +272,7 @@ class Cls:
         unknown = set(params) - set(self.parameters)
         if unknown:
             raise InvalidError(f"{self.tag} has no parameter(s) {sorted(unknown)}.")
-        obj = self.user_cls.__new__(self.user_cls)
+        obj = object.__new__(self.user_cls)
         for attr, spec in self.parameters.items():
             if attr in params:
                 value = params[attr]

@@ -76,10 +76,8 @@ class Image:
     @contextlib.contextmanager
     def imports(self) -> Iterator[None]:
         """Imports that only the replica's image may have: ImportError is ignored locally."""
-        try:
+        with contextlib.suppress(ImportError):
             yield
-        except ImportError:
-            pass
 
     def runtime_env(self) -> dict[str, Any]:
         """The Ray runtime_env for this image (empty when nothing is needed)."""

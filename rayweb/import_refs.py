@@ -59,7 +59,9 @@ def import_module_of(ref: AppRef) -> ModuleType:
             raise
     path = Path(ref.target).resolve()
     if not path.is_file():
-        raise NotFoundError(f"File not found: {ref.target}. Suggestion: rayweb serve path/to/app.py")
+        raise NotFoundError(
+            f"File not found: {ref.target}. Suggestion: rayweb serve path/to/app.py"
+        )
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -97,7 +99,7 @@ def find_app(module: ModuleType, ref: AppRef) -> App:
         )
     raise NotFoundError(
         f"Could not find a rayweb App in {where}. Suggestion: define "
-        "`app = rayweb.App(\"name\")` at module level and decorate functions with @app.function()."
+        '`app = rayweb.App("name")` at module level and decorate functions with @app.function().'
     )
 
 

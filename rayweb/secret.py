@@ -56,7 +56,8 @@ class Secret:
                 continue  # a replica re-importing the module: values came with the deploy
             if key not in os.environ:
                 raise InvalidError(
-                    f"Could not find local environment variable '{key}' for Secret.from_local_environ"
+                    f"Could not find local environment variable '{key}' "
+                    "for Secret.from_local_environ"
                 )
             values[key] = os.environ[key]
         return Secret(values)
@@ -66,7 +67,12 @@ class Secret:
         """Read a ``.env`` file: from ``path`` (a file or a directory, searched upwards) or
         from the current directory upwards."""
         start = Path(path) if path is not None else Path.cwd()
-        if start.is_file() and start.name != filename and path is not None and str(path).endswith(".py"):
+        if (
+            start.is_file()
+            and start.name != filename
+            and path is not None
+            and str(path).endswith(".py")
+        ):
             start = start.parent
         candidates = [start] if start.is_file() else [d / filename for d in (start, *start.parents)]
         for candidate in candidates:

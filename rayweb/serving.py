@@ -8,6 +8,7 @@ message naming what it needs. Whatever this call deployed is deleted when it fai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -125,9 +126,7 @@ def serve(
 
 def _default_deploy_timeout(app: App) -> float:
     """Modal's rule: ``startup_timeout`` defaults to ``timeout``; take the longest."""
-    return float(
-        max(f.options.startup_timeout or f.options.timeout for f in app.web_endpoints)
-    )
+    return float(max(f.options.startup_timeout or f.options.timeout for f in app.web_endpoints))
 
 
 def deploy(endpoints: list[CompiledEndpoint], *, timeout: float, progress: Progress) -> None:
@@ -206,9 +205,8 @@ def _timeout_message(
             continue
         need = replicas_needed(ep.deployment_options)
         short = {k: v for k, v in need.items() if have.get(k, 0) < v}
-        why = (
-            f"its replica needs {_fmt(need)} but the cluster has {_fmt(have)}"
-            + (f" (missing: {', '.join(short)})" if short else "")
+        why = f"its replica needs {_fmt(need)} but the cluster has {_fmt(have)}" + (
+            f" (missing: {', '.join(short)})" if short else ""
         )
         lines.append(f"  - {ep.tag} ({ep.name}): {pending[ep.name]}; {why}")
     lines.append(
@@ -262,10 +260,8 @@ def _delete(names: list[str], *, wait_s: float = 60) -> None:
     from ray import serve
 
     for name in names:
-        try:
+        with contextlib.suppress(Exception):  # already gone, or Serve is shutting down
             serve.delete(name, _blocking=False)
-        except Exception:  # already gone, or Serve is shutting down
-            pass
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:

@@ -16,7 +16,7 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
-ASGIApp = Callable[[Scope, Receive, Send], Any]
+ASGIApp = Callable[..., Any]  # (scope, receive, send) -> awaitable
 
 
 def fastapi_endpoint_app(fn: Callable[..., Any], web: WebSpec) -> ASGIApp:

@@ -15,7 +15,7 @@ USER_ERROR_END = "--- end of rayweb user error ---"
 
 _HIDDEN_FRAMES = (
     os.sep + os.path.join("rayweb", "runtime") + os.sep,
-    os.sep + os.path.join("ray", "") ,
+    os.sep + os.path.join("ray", ""),
     os.sep + "asyncio" + os.sep,
     os.sep + "concurrent" + os.sep,
 )

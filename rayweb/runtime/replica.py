@@ -33,7 +33,7 @@ async def _call(fn: Any) -> Any:
 class RaywebReplica:
     """Runs one endpoint: ``payload`` says which code, which web kind and which options."""
 
-    async def __init__(self, payload: ReplicaPayload) -> None:
+    async def __init__(self, payload: ReplicaPayload) -> None:  # type: ignore[misc]
         self._payload = payload
         self._instance: Any = None
         os.environ.update(dict(payload.env))

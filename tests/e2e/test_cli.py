@@ -84,7 +84,9 @@ def test_serve_example_then_ctrl_c_stops_everything():
     base = f"http://127.0.0.1:{port}"
     r = _wait_for(f"{base}/api-service-search-dev?query=cli&limit=1", proc)
     assert r.json() == {"query": "cli", "results": ["cli-0"]}
-    assert httpx.post(f"{base}/api-service-echo-dev", json={"k": 2}).json() == {"received": {"k": 2}}
+    assert httpx.post(f"{base}/api-service-echo-dev", json={"k": 2}).json() == {
+        "received": {"k": 2}
+    }
     children = _descendants(proc.pid)
     assert children, "the embedded Ray should run as children of the CLI"
     err_lines = _wait_for_line(proc, "Serving.")
@@ -105,7 +107,8 @@ def test_serve_module_ref_with_timeout(tmp_path):
     pkg = tmp_path / "mypkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "service.py").write_text(textwrap.dedent("""
+    (pkg / "service.py").write_text(
+        textwrap.dedent("""
         import rayweb
         other = rayweb.App("mod-app")
 
@@ -113,7 +116,8 @@ def test_serve_module_ref_with_timeout(tmp_path):
         @rayweb.fastapi_endpoint()
         def ping() -> str:
             return "pong"
-    """))
+    """)
+    )
     port = _free_port()
     proc = _start(
         ["serve", "-m", "mypkg.service::other", "--port", str(port), "--timeout", "25"],
@@ -128,7 +132,8 @@ def test_serve_module_ref_with_timeout(tmp_path):
 
 def test_failing_enter_exits_non_zero_with_the_user_traceback(tmp_path):
     script = tmp_path / "broken_enter.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import rayweb
         app = rayweb.App("broken-cli")
 
@@ -141,7 +146,8 @@ def test_failing_enter_exits_non_zero_with_the_user_traceback(tmp_path):
             @rayweb.fastapi_endpoint()
             def predict(self) -> dict:
                 return {}
-    """))
+    """)
+    )
     proc = _start(["serve", str(script), "--port", str(_free_port()), "--deploy-timeout", "120"])
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1
@@ -161,7 +167,9 @@ def test_failing_enter_exits_non_zero_with_the_user_traceback(tmp_path):
 def test_bad_files_fail_fast_with_a_clear_error(tmp_path, source, expected):
     script = tmp_path / "bad.py"
     script.write_text(source)
-    proc = subprocess.run(RAYWEB + ["serve", str(script)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        RAYWEB + ["serve", str(script)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1
     assert expected in proc.stderr
 

@@ -16,9 +16,14 @@ def test_quickstart_notebook_runs(monkeypatch):
         port = s.getsockname()[1]
     monkeypatch.setenv("RAYWEB_NOTEBOOK_PORT", str(port))
     nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
     outputs = "".join(
-        o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+        o.get("text", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
     )
     assert "{'message': 'hello notebook'}" in outputs
     assert "hi ray!" in outputs

@@ -20,7 +20,9 @@ SLEEP = 2.0
 def _burst(url: str, n: int) -> float:
     with ThreadPoolExecutor(n) as pool:
         start = time.monotonic()
-        results = list(pool.map(lambda _: httpx.get(url, params={"seconds": SLEEP}, timeout=60), range(n)))
+        results = list(
+            pool.map(lambda _: httpx.get(url, params={"seconds": SLEEP}, timeout=60), range(n))
+        )
         elapsed = time.monotonic() - start
     assert all(r.status_code == 200 for r in results), [r.text for r in results]
     return elapsed

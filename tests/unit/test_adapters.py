@@ -9,7 +9,13 @@ import pytest
 from pydantic import BaseModel
 from starlette.testclient import TestClient
 
-from rayweb.runtime.adapters import LifespanGuard, RootSlash, fastapi_endpoint_app, wrap, wsgi_adapter
+from rayweb.runtime.adapters import (
+    LifespanGuard,
+    RootSlash,
+    fastapi_endpoint_app,
+    wrap,
+    wsgi_adapter,
+)
 from rayweb.spec import WebSpec
 
 
@@ -39,7 +45,9 @@ def test_fastapi_endpoint_one_route_at_root():
 
 
 def test_fastapi_endpoint_post_model_and_docs():
-    client = TestClient(wrap(fastapi_endpoint_app(create, WebSpec("fastapi_endpoint", method="POST", docs=True))))
+    client = TestClient(
+        wrap(fastapi_endpoint_app(create, WebSpec("fastapi_endpoint", method="POST", docs=True)))
+    )
     assert client.post("/", json={"name": "a"}).json() == {"name": "a"}
     assert client.post("/", json={}).status_code == 422
     assert client.get("/docs").status_code == 200
@@ -88,7 +96,10 @@ def test_lifespan_guard_keeps_real_startup_failures():
         raise RuntimeError("db unreachable")
         yield
 
-    with pytest.raises(RuntimeError, match="db unreachable"), TestClient(LifespanGuard(FastAPI(lifespan=lifespan))):
+    with (
+        pytest.raises(RuntimeError, match="db unreachable"),
+        TestClient(LifespanGuard(FastAPI(lifespan=lifespan))),
+    ):
         pass
 
 
@@ -108,7 +119,9 @@ def _serve_like_a_replica(app, requests: int) -> None:
                 started.set()
 
         await queue.put({"type": "lifespan.startup"})
-        task = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}}, queue.get, send))
+        task = asyncio.ensure_future(
+            app({"type": "lifespan", "asgi": {"version": "3.0"}}, queue.get, send)
+        )
         await started.wait()
         return queue, task
 

@@ -36,7 +36,9 @@ def test_web_decorator_above_app_function():
 
 
 def test_concurrent_above_app_cls():
-    with pytest.raises(InvalidError, match=r"Cannot stack `@rayweb.concurrent` on top of `@app.cls\(\)`"):
+    with pytest.raises(
+        InvalidError, match=r"Cannot stack `@rayweb.concurrent` on top of `@app.cls\(\)`"
+    ):
 
         @rayweb.concurrent(max_inputs=2)
         @app.cls()
@@ -45,13 +47,18 @@ def test_concurrent_above_app_cls():
 
 
 def test_asgi_app_with_parameters_and_async():
-    with pytest.raises(InvalidError, match="Functions decorated by `@rayweb.asgi_app` can't have parameters."):
+    with pytest.raises(
+        InvalidError, match="Functions decorated by `@rayweb.asgi_app` can't have parameters."
+    ):
 
         @rayweb.asgi_app()
         def f(x):
             pass
 
-    with pytest.raises(InvalidError, match="The `@rayweb.wsgi_app` decorator can't be applied to an async function."):
+    with pytest.raises(
+        InvalidError,
+        match="The `@rayweb.wsgi_app` decorator can't be applied to an async function.",
+    ):
 
         @rayweb.wsgi_app()
         async def g():
@@ -73,9 +80,13 @@ def test_web_endpoint_is_deprecated():
 
 
 def test_concurrent_rules():
-    with pytest.raises(InvalidError, match="`target_inputs` parameter cannot be greater than `max_inputs`."):
+    with pytest.raises(
+        InvalidError, match="`target_inputs` parameter cannot be greater than `max_inputs`."
+    ):
         rayweb.concurrent(max_inputs=2, target_inputs=5)
-    with pytest.raises(TypeError, match=r"`@rayweb.concurrent\(\)` missing required argument: `max_inputs`."):
+    with pytest.raises(
+        TypeError, match=r"`@rayweb.concurrent\(\)` missing required argument: `max_inputs`."
+    ):
 
         @app.function(serialized=True)
         @rayweb.concurrent(target_inputs=3)
@@ -101,11 +112,15 @@ def test_concurrent_either_side_of_the_web_decorator():
 
 
 def test_min_greater_than_max_and_other_options():
-    with pytest.raises(InvalidError, match=r"`min_containers` \(3\) cannot be greater than `max_containers` \(1\)"):
+    with pytest.raises(
+        InvalidError, match=r"`min_containers` \(3\) cannot be greater than `max_containers` \(1\)"
+    ):
         app.function(min_containers=3, max_containers=1)
     with pytest.raises(InvalidError, match="`min_containers` must be an int, not float"):
         app.function(min_containers=1.5)
-    with pytest.raises(InvalidError, match=r"`scaledown_window` must be between 2 and 3600 \(inclusive\)"):
+    with pytest.raises(
+        InvalidError, match=r"`scaledown_window` must be between 2 and 3600 \(inclusive\)"
+    ):
         app.function(scaledown_window=1)
     with pytest.raises(InvalidError, match="The `timeout` parameter cannot be set to None"):
         app.function(timeout=None)
@@ -140,7 +155,10 @@ def test_custom_init_on_cls_and_concurrent_on_method_reported_together():
 
     text = str(info.value)
     assert "cannot have a custom constructor (__init__) method. Use @rayweb.enter()" in text
-    assert "The `@rayweb.concurrent` decorator cannot be used on methods; decorate the class instead." in text
+    assert (
+        "The `@rayweb.concurrent` decorator cannot be used on methods; decorate the class instead."
+        in text
+    )
 
 
 def test_combinations():
@@ -151,14 +169,18 @@ def test_combinations():
         def f():
             pass
 
-    with pytest.raises(InvalidError, match="Callable decorators cannot be combined with web interface decorators."):
+    with pytest.raises(
+        InvalidError, match="Callable decorators cannot be combined with web interface decorators."
+    ):
 
         @rayweb.method()
         @rayweb.fastapi_endpoint()
         def g(self):
             pass
 
-    with pytest.raises(InvalidError, match="Interface decorators cannot be combined with lifecycle decorators."):
+    with pytest.raises(
+        InvalidError, match="Interface decorators cannot be combined with lifecycle decorators."
+    ):
 
         @rayweb.enter()
         @rayweb.fastapi_endpoint()
@@ -190,7 +212,9 @@ def test_generators_web_server_and_retries():
         def r():
             pass
 
-    with pytest.raises(InvalidError, match=r"custom_domains must be `Iterable\[str\]` but is `str` instead."):
+    with pytest.raises(
+        InvalidError, match=r"custom_domains must be `Iterable\[str\]` but is `str` instead."
+    ):
         rayweb.fastapi_endpoint(custom_domains="a.com")
 
 
@@ -201,7 +225,9 @@ def test_app_function_targets():
         class C:
             pass
 
-    with pytest.raises(InvalidError, match="must apply to functions in global scope, unless `serialized=True`"):
+    with pytest.raises(
+        InvalidError, match="must apply to functions in global scope, unless `serialized=True`"
+    ):
 
         @app.function()
         def local():
@@ -237,7 +263,9 @@ def test_class_parameters_are_checked():
 def test_app_validation():
     with pytest.raises(InvalidError, match="Invalid value for `name`: Must be string."):
         rayweb.App(3)  # type: ignore[arg-type]
-    with pytest.raises(InvalidError, match="`secrets=` has to be a list or tuple of `rayweb.Secret` objects"):
+    with pytest.raises(
+        InvalidError, match="`secrets=` has to be a list or tuple of `rayweb.Secret` objects"
+    ):
         rayweb.App("x", secrets=["nope"])  # type: ignore[list-item]
     with pytest.raises(InvalidError, match="`image=` has to be a `rayweb.Image` object"):
         rayweb.App("x", image="python:3.11")  # type: ignore[arg-type]
@@ -250,7 +278,10 @@ def test_local_calls_and_remote_on_web_functions():
         return a + b
 
     assert add.local(1) == 3
-    with pytest.raises(InvalidError, match="A webhook function cannot be invoked for remote execution with `.remote`"):
+    with pytest.raises(
+        InvalidError,
+        match="A webhook function cannot be invoked for remote execution with `.remote`",
+    ):
         add.remote(1)
     with pytest.raises(rayweb.exception.ExecutionError, match="has not been hydrated"):
         add.get_web_url()

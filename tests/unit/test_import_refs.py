@@ -27,11 +27,13 @@ def test_load_example_by_file():
 
 def test_errors_say_what_was_found_and_what_to_type(tmp_path):
     two = tmp_path / "two_apps.py"
-    two.write_text(textwrap.dedent("""
+    two.write_text(
+        textwrap.dedent("""
         import rayweb
         first = rayweb.App("a")
         second = rayweb.App("b")
-    """))
+    """)
+    )
     with pytest.raises(NotFoundError) as info:
         load_app(str(two))
     assert "Found: first, second" in str(info.value)
@@ -52,7 +54,8 @@ def test_single_app_under_another_name_is_found(tmp_path):
 
 def test_modal_scripts_import_rayweb(tmp_path):
     script = tmp_path / "modal_script.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import modal
         from modal.exception import InvalidError
         app = modal.App("from-modal")
@@ -61,7 +64,8 @@ def test_modal_scripts_import_rayweb(tmp_path):
         @modal.fastapi_endpoint()
         def hello():
             return "hi"
-    """))
+    """)
+    )
     app = load_app(str(script))
     assert type(app).__module__ == "rayweb.app"
     assert app.registered_functions["hello"].label == "from-modal-hello"

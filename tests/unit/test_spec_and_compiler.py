@@ -91,7 +91,11 @@ def test_full_mapping():
     assert actor["num_cpus"] == 2.0 and actor["memory"] == 1024 * 1024 * 1024
     assert opts["max_ongoing_requests"] == 8
     scaling = opts["autoscaling_config"]
-    assert (scaling["min_replicas"], scaling["max_replicas"], scaling["initial_replicas"]) == (1, 4, 1)
+    assert (scaling["min_replicas"], scaling["max_replicas"], scaling["initial_replicas"]) == (
+        1,
+        4,
+        1,
+    )
     assert scaling["target_ongoing_requests"] == 4
     assert scaling["downscale_delay_s"] == 30
     assert scaling["policy"]["policy_kwargs"] == {"buffer": 1}
@@ -137,4 +141,6 @@ def test_buffer_policy():
     config = SimpleNamespace(get_target_ongoing_requests=lambda: 4)
     ctx = SimpleNamespace(total_num_requests=9, config=config, capacity_adjusted_min_replicas=0)
     assert BufferedPolicy(buffer=2)(ctx)[0] == 3 + 2
-    assert BufferedPolicy(buffer=2)(SimpleNamespace(**{**vars(ctx), "total_num_requests": 0}))[0] == 0
+    assert (
+        BufferedPolicy(buffer=2)(SimpleNamespace(**{**vars(ctx), "total_num_requests": 0}))[0] == 0
+    )
