@@ -22,6 +22,7 @@ class ClusterState:
 
     started_ray: bool = False
     started_serve: bool = False
+    holders: int = 0  # live handles using the embedded Ray; the last one out stops it
     http_host: str = DEFAULT_HOST
     http_port: int = DEFAULT_PORT
 
@@ -58,8 +59,25 @@ def ensure_ray(
     return True
 
 
+def hold() -> bool:
+    """Count one more user of the embedded Ray this process started (False: not ours)."""
+    if not _state.started_ray:
+        return False
+    _state.holders += 1
+    return True
+
+
+def release() -> None:
+    """One user of the embedded Ray is done; the last one stops it."""
+    _state.holders = max(0, _state.holders - 1)
+    if _state.holders == 0:
+        stop_embedded()
+
+
 def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[str, int]:
     """Start Serve's controller and HTTP proxy (head node only) if this cluster has none."""
+    if _state.started_ray and not _state.started_serve:
+        _check_port_free(host, port)
     import logging
 
     from ray import serve
@@ -75,6 +93,25 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     _state.started_serve = True
     _state.http_host, _state.http_port = host, port
     return host, port
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail fast on a taken port: Serve's proxy would otherwise die quietly and every
+    request would be refused."""
+    import socket
+
+    from .exception import InvalidError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InvalidError(
+                f"Port {port} on {host} is not available ({exc.strerror}). "
+                f"Suggestion: --port {port + 1} (or rayweb.serve(app, port={port + 1}))."
+            ) from None
 
 
 def available_accelerators() -> set[str]:

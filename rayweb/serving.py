@@ -33,7 +33,7 @@ Progress = Callable[[str], None]
 class ServeHandle:
     """A served app: ``urls`` maps each endpoint's tag (``"search"``, ``"Model.web"``) to its URL.
 
-    ``stop()`` deletes the endpoints (and the embedded Ray, if this handle started it);
+    ``stop()`` deletes the endpoints (and the embedded Ray, once no other handle uses it);
     ``with rayweb.serve(app) as handle:`` stops on exit.
     """
 
@@ -41,7 +41,7 @@ class ServeHandle:
     endpoints: list[CompiledEndpoint] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     base_url: str = ""
-    started_ray: bool = False
+    holds_embedded: bool = False
     stopped: bool = False
 
     def __enter__(self) -> ServeHandle:
@@ -61,7 +61,7 @@ class ServeHandle:
         return f"<table><tr><th>endpoint</th><th>URL</th></tr>{rows}</table>"
 
     def stop(self) -> None:
-        """Delete this app's endpoints; stop the embedded Ray if ``serve`` started it."""
+        """Delete this app's endpoints; stop the embedded Ray when no other handle uses it."""
         if self.stopped:
             return
         self.stopped = True
@@ -69,8 +69,8 @@ class ServeHandle:
         if self.app is not None:
             for function in self.app.web_endpoints:
                 function._hydrate(None)
-        if self.started_ray:
-            cluster.stop_embedded()
+        if self.holds_embedded:
+            cluster.release()
 
 
 def serve(
@@ -97,7 +97,8 @@ def serve(
     say = progress or (lambda _msg: None)
     endpoints = compile_app(app, dev=dev)  # fail on bad specs before starting anything
     say("Starting Ray" if address is None else f"Connecting to Ray at {address}")
-    started = cluster.ensure_ray(address)
+    cluster.ensure_ray(address)
+    holds = cluster.hold()
     try:
         http_host, http_port = cluster.ensure_serve(host, port)
         if any(len(f.options.resources.gpu) > 1 for f in app.web_endpoints):
@@ -111,14 +112,14 @@ def serve(
         say("Waiting for the HTTP routes")
         _wait_for_routes(base, endpoints, timeout=max(10.0, limit))
     except BaseException:
-        if started:
-            cluster.stop_embedded()
+        if holds:
+            cluster.release()
         raise
     tags = {ep.name: ep.tag for ep in endpoints}
     urls = {tags[ep.name]: f"{base}{ep.route_prefix}" for ep in endpoints}
     for function in app.web_endpoints:
         function._hydrate(urls.get(function.tag))
-    handle = ServeHandle(app, endpoints, urls, base, started_ray=started)
+    handle = ServeHandle(app, endpoints, urls, base, holds_embedded=holds)
     if not quiet:
         print_urls(handle)
     return handle

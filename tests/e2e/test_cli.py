@@ -179,3 +179,19 @@ def test_missing_file_and_version():
     assert proc.returncode == 1 and "File not found: nope.py" in proc.stderr
     version = subprocess.run(RAYWEB + ["--version"], capture_output=True, text=True, timeout=60)
     assert version.stdout.startswith("rayweb ")
+
+
+def test_taken_port_fails_fast_with_a_suggestion():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            RAYWEB + ["serve", str(EXAMPLES / "fastapi_endpoint.py"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1
+    assert f"Port {port} on 127.0.0.1 is not available" in proc.stderr
+    assert f"--port {port + 1}" in proc.stderr

@@ -22,11 +22,12 @@ TEST_PORT = int(os.environ.get("RAYWEB_TEST_PORT", "18321"))
 def ray_cluster() -> Iterator[None]:
     from rayweb import cluster
 
-    started = cluster.ensure_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
+    cluster.ensure_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
+    held = cluster.hold()  # the session's own hold: handles stopping never stop the cluster
     cluster.ensure_serve("127.0.0.1", TEST_PORT)
     yield
-    if started:
-        cluster.stop_embedded()
+    if held:
+        cluster.release()
 
 
 @pytest.fixture
