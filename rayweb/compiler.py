@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .functions import Function
 
 DEFAULT_NUM_CPUS = 0.1  # a whole CPU per replica starves a 2-core node
+PROXY_NUM_CPUS = 0.05  # a web_server replica only proxies; its sidecar holds the resources
 DEFAULT_MAX_CONTAINERS = 10  # each replica is a process: cap what one burst can start
 DEFAULT_SCALEDOWN_WINDOW = 60  # seconds, Modal's default
 DEV_SUFFIX = "dev"
@@ -152,13 +153,11 @@ def compile_endpoint(
 ) -> CompiledEndpoint:
     """Compile one web function or web method."""
     spec = function.endpoint_spec()
-    if spec.web.kind == "web_server":
-        raise InvalidError(
-            f"{function.tag}: @rayweb.web_server endpoints are not supported by this version of "
-            "rayweb yet. Suggestion: serve the app with @rayweb.asgi_app() or @rayweb.wsgi_app()."
-        )
     name = app_label(spec, dev=dev)
     options = deployment_options(spec, available_accelerators=available_accelerators)
+    sidecar = None
+    if spec.web.kind == "web_server":
+        sidecar = _split_for_sidecar(options)
     cls = function.cls
     payload = ReplicaPayload(
         label=name,
@@ -169,8 +168,34 @@ def compile_endpoint(
         enter_methods=tuple(cls.enter_methods) if cls else (),
         exit_methods=tuple(cls.exit_methods) if cls else (),
         env=spec.env,
+        sidecar=sidecar,
     )
     return CompiledEndpoint(name, f"/{name}", function.tag, options, payload)
+
+
+def _split_for_sidecar(options: dict[str, Any]) -> dict[str, Any]:
+    """Move a web_server's resources to its sidecar actor (bundle 1 of the replica's
+    placement group, packed on the same node); the proxy replica keeps almost nothing."""
+    actor = options["ray_actor_options"]
+    sidecar: dict[str, Any] = {"num_cpus": actor["num_cpus"]}
+    bundle: dict[str, float] = {"CPU": actor["num_cpus"]}
+    if actor.get("num_gpus"):
+        sidecar["num_gpus"] = bundle["GPU"] = actor["num_gpus"]
+    if actor.get("accelerator_type"):
+        key = f"accelerator_type:{actor['accelerator_type']}"
+        sidecar["resources"] = {key: 0.001}
+        bundle[key] = 0.001
+    if actor.get("memory"):
+        sidecar["memory"] = bundle["memory"] = actor["memory"]
+    if actor.get("runtime_env"):
+        sidecar["runtime_env"] = actor["runtime_env"]
+    options["ray_actor_options"] = {"num_cpus": PROXY_NUM_CPUS}
+    options["placement_group_bundles"] = [{"CPU": PROXY_NUM_CPUS}, bundle]
+    options["placement_group_strategy"] = "STRICT_PACK"
+    # A dead server should be noticed (and its replica replaced) in seconds, not 10+.
+    options["health_check_period_s"] = 2.0
+    options["health_check_timeout_s"] = 10.0
+    return sidecar
 
 
 def compile_app(

@@ -170,10 +170,9 @@ def _wait_running(endpoints: list[CompiledEndpoint], *, timeout: float, progress
             for message in messages:
                 found = extract_user_error(message or "")
                 if found:
-                    phase, tb = found
+                    summary, tb = found
                     raise DeploymentError(
-                        f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to start: {phase} raised "
-                        f"{tb.strip().splitlines()[-1]}",
+                        f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to start: {summary}",
                         user_traceback=tb,
                     )
             state = str(app_status.status)

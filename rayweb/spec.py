@@ -206,3 +206,4 @@ class ReplicaPayload:
     enter_methods: tuple[str, ...] = ()
     exit_methods: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    sidecar: dict[str, Any] | None = field(default=None, hash=False)  # web_server actor options

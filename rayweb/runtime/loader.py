@@ -70,11 +70,13 @@ def user_failure(phase: str, exc: BaseException) -> UserCodeError:
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     lines += traceback.format_exception_only(type(exc), exc)
     text = "".join(lines).rstrip()
-    return UserCodeError(f"{phase} failed\n{USER_ERROR_BEGIN}\n{text}\n{USER_ERROR_END}")
+    first = (str(exc).strip().splitlines() or [""])[0]
+    summary = f"{phase} raised {type(exc).__name__}" + (f": {first}" if first else "")
+    return UserCodeError(f"{summary}\n{USER_ERROR_BEGIN}\n{text}\n{USER_ERROR_END}")
 
 
 def extract_user_error(message: str) -> tuple[str, str] | None:
-    """Find ``(phase, traceback)`` in a Serve status message, if our marker is there."""
+    """Find ``(summary, traceback)`` in a Serve status message, if our marker is there."""
     start = message.find(USER_ERROR_BEGIN)
     if start < 0:
         return None
@@ -84,5 +86,5 @@ def extract_user_error(message: str) -> tuple[str, str] | None:
     kept = [ln for ln in body.splitlines() if "ray::" not in ln and not ln.startswith("Traceback")]
     body = "\n".join(["Traceback (most recent call last):", *kept])
     head = message[:start].rstrip().splitlines()
-    phase = head[-1].removesuffix(" failed").split(": ")[-1] if head else "user code"
-    return phase, body
+    summary = head[-1].split("UserCodeError: ")[-1].strip() if head else "user code failed"
+    return summary, body

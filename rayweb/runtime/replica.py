@@ -18,6 +18,8 @@ from ray import serve
 from ..spec import ReplicaPayload
 from . import adapters
 from .loader import UserCodeError, load_target, user_failure
+from .proxy import ReverseProxy
+from .webserver import start_sidecar
 
 logger = logging.getLogger("rayweb.replica")
 
@@ -29,6 +31,18 @@ async def _call(fn: Any) -> Any:
     return result
 
 
+async def _stop_sidecar(sidecar: Any) -> None:
+    import asyncio
+
+    import ray
+
+    try:
+        await asyncio.wait_for(sidecar.stop.remote(), timeout=15)
+    except Exception:
+        logger.warning("stopping a web_server sidecar failed; killing it", exc_info=True)
+    ray.kill(sidecar)
+
+
 @serve.ingress()
 class RaywebReplica:
     """Runs one endpoint: ``payload`` says which code, which web kind and which options."""
@@ -36,6 +50,16 @@ class RaywebReplica:
     async def __init__(self, payload: ReplicaPayload) -> None:  # type: ignore[misc]
         self._payload = payload
         self._instance: Any = None
+        self._sidecar: Any = None
+        if payload.web.kind == "web_server":
+            # The user's code runs in the sidecar; this replica only proxies to it.
+            try:
+                self._sidecar, self._upstream_port = await start_sidecar(payload)
+            except UserCodeError:
+                raise
+            except BaseException as exc:
+                raise user_failure("@rayweb.web_server", exc) from None
+            return
         os.environ.update(dict(payload.env))
         os.environ["RAYWEB_IS_REMOTE"] = "1"
         os.environ["RAYWEB_ENDPOINT"] = payload.label
@@ -66,6 +90,8 @@ class RaywebReplica:
 
     def _build_app(self) -> Any:
         web = self._payload.web
+        if web.kind == "web_server":
+            return adapters.wrap(ReverseProxy("127.0.0.1", self._upstream_port))
         fn = self._user_callable()
         if web.kind == "fastapi_endpoint":
             app = adapters.fastapi_endpoint_app(fn, web)
@@ -85,15 +111,17 @@ class RaywebReplica:
             if web.kind == "wsgi_app":
                 app = adapters.wsgi_adapter(app, self._payload.max_inputs)
         else:
-            raise user_failure(
-                "@rayweb.web_server",
-                NotImplementedError(
-                    "@rayweb.web_server endpoints are not supported by this version of rayweb."
-                ),
-            )
+            raise ValueError(f"unknown web kind {web.kind!r}")
         return adapters.wrap(app)
 
+    async def check_health(self) -> None:
+        """Serve calls this periodically: a dead web server makes the replica unhealthy."""
+        if self._sidecar is not None:
+            await self._sidecar.health.remote()
+
     async def __del__(self) -> None:
+        if getattr(self, "_sidecar", None) is not None:
+            await _stop_sidecar(self._sidecar)
         if getattr(self, "_instance", None) is None:
             return  # not a class, or the constructor failed before @enter completed
         for name in self._payload.exit_methods:
