@@ -91,6 +91,12 @@ def build():
             }
         )
 
+    @routes.get("/pid")
+    async def pid(request):
+        import os
+
+        return web.json_response({"pid": os.getpid()})
+
     @routes.get("/redirect")
     async def redirect(request):
         raise web.HTTPFound("/echo/redirected")

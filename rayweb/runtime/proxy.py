@@ -68,7 +68,7 @@ def _forward_headers(scope: Scope, *, websocket: bool = False) -> list[tuple[str
         out.append(("X-Forwarded-For", chain))
     host = next((v.decode("latin-1") for k, v in raw if k.lower() == b"host"), None)
     scheme = scope.get("scheme", "ws" if websocket else "http")
-    out.append(("X-Forwarded-Proto", {"ws": "http", "wss": "https"}.get(scheme, scheme)))
+    out.append(("X-Forwarded-Proto", {"ws": "http", "wss": "https"}.get(scheme, str(scheme))))
     if host:
         out.append(("X-Forwarded-Host", host))
     if scope.get("root_path"):
@@ -127,7 +127,8 @@ class ReverseProxy:
 
         headers = _forward_headers(scope)
         has_body = any(
-            k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope.get("headers", [])
+            k.lower() in (b"content-length", b"transfer-encoding")
+            for k, _ in scope.get("headers", [])
         )
         body = _request_body(receive) if has_body else None
         try:
@@ -190,10 +191,9 @@ class ReverseProxy:
 def _rewrite_location(value: bytes, scope: Scope) -> bytes:
     """A redirect to ``/path`` on the upstream means ``/<label>/path`` to the client."""
     root = (scope.get("root_path") or "").encode()
-    if root and value.startswith(b"/") and not value.startswith(b"//"):
-        if not (value == root or value.startswith(root + b"/")):
-            return root + value
-    return value
+    is_path = value.startswith(b"/") and not value.startswith(b"//")
+    prefixed = value == root or value.startswith(root + b"/")
+    return root + value if root and is_path and not prefixed else value
 
 
 async def _client_to_upstream(receive: Receive, upstream: Any) -> None:

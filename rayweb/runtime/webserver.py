@@ -11,6 +11,7 @@ group; the runner also kills it if the sidecar dies without stopping it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -128,7 +129,9 @@ class WebServerSidecar:
             code = None if self.proc is None else self.proc.returncode
             raise RuntimeError(f"the web server process exited (code {code}){self._tail()}")
         if self.upstream_port is None or not port_open(self.upstream_port, timeout=2):
-            raise RuntimeError(f"the web server stopped accepting connections on its port{self._tail()}")
+            raise RuntimeError(
+                f"the web server stopped accepting connections on its port{self._tail()}"
+            )
 
     def info(self) -> dict[str, Any]:
         return {
@@ -150,10 +153,8 @@ class WebServerSidecar:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -184,7 +185,8 @@ async def start_sidecar(payload: ReplicaPayload) -> tuple[Any, int]:
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
             placement_group=group, placement_group_bundle_index=1
         )
-    sidecar = ray.remote(WebServerSidecar).options(max_concurrency=4, **options).remote(payload)
+    actor_class: Any = ray.remote(WebServerSidecar)
+    sidecar = actor_class.options(max_concurrency=4, **options).remote(payload)
     try:
         port = await sidecar.start.remote()
     except BaseException as exc:

@@ -41,7 +41,9 @@ def main(payload_file: str) -> None:
                 fn = target.raw_f
             fn()
         except BaseException as exc:
-            print(str(user_failure("@rayweb.web_server function", exc)), file=sys.stderr, flush=True)
+            print(
+                str(user_failure("@rayweb.web_server function", exc)), file=sys.stderr, flush=True
+            )
             failed.set()
 
     # The function usually starts a subprocess and returns; one that serves in-process and
