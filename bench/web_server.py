@@ -67,7 +67,8 @@ def main() -> None:
         direct.wait(10)
 
     web_app = load_app(str(ROOT / "examples" / "web_server_aiohttp.py"))
-    trivial = rayweb.App("bench-trivial")
+    web_app.limits = rayweb.Limits(rate_limit=1e6)  # wrk from one IP would hit the default
+    trivial = rayweb.App("bench-trivial", limits=rayweb.Limits(rate_limit=1e6))
     hello = trivial.function(serialized=True, min_containers=1, max_containers=1, name="hello")(
         rayweb.concurrent(max_inputs=32)(rayweb.fastapi_endpoint()(lambda: "ok"))
     )
@@ -80,7 +81,11 @@ def main() -> None:
         ws = ws_round_trips(url.replace("http://", "ws://") + "/ws", args.duration / 2)
         rows.append(("aiohttp server via rayweb web_server", wrk(url + "/", 1, args.duration), ws))
         rows.append(
-            ("rayweb fastapi_endpoint (Serve hop only)", wrk(trivial_handle.urls[hello.tag], 1, args.duration), None)
+            (
+                "rayweb fastapi_endpoint (Serve hop only)",
+                wrk(trivial_handle.urls[hello.tag], 1, args.duration),
+                None,
+            )
         )
     cluster.stop_embedded()
     write(Path(args.out), rows, args.duration)

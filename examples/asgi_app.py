@@ -1,7 +1,7 @@
 """A FastAPI app with several routes and a lifespan, served with @rayweb.asgi_app().
 
-    rayweb serve examples/asgi_app.py
-    curl http://127.0.0.1:8000/asgi-demo-web-dev/items/3
+rayweb serve examples/asgi_app.py
+curl http://127.0.0.1:8000/asgi-demo-web-dev/items/3
 """
 
 from contextlib import asynccontextmanager

@@ -1,7 +1,7 @@
 """@app.cls with @enter (once per replica, before the app is built), @exit and web methods.
 
-    rayweb serve examples/cls_enter_exit.py
-    curl 'http://127.0.0.1:8000/cls-demo-model-predict-dev?x=2'
+rayweb serve examples/cls_enter_exit.py
+curl 'http://127.0.0.1:8000/cls-demo-model-predict-dev?x=2'
 """
 
 import os

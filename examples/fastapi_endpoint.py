@@ -1,7 +1,7 @@
 """Modal's web-endpoint page, with rayweb in place of modal.
 
-    rayweb serve examples/fastapi_endpoint.py
-    curl 'http://127.0.0.1:8000/api-service-search-dev?query=ray&limit=2'
+rayweb serve examples/fastapi_endpoint.py
+curl 'http://127.0.0.1:8000/api-service-search-dev?query=ray&limit=2'
 """
 
 import asyncio

@@ -1,6 +1,6 @@
 """A bare ASGI callable with no lifespan support: rayweb completes the lifespan for it.
 
-    rayweb serve examples/raw_asgi.py
+rayweb serve examples/raw_asgi.py
 """
 
 import rayweb
@@ -13,7 +13,11 @@ async def hello_app(scope, receive, send):
         raise RuntimeError(f"this app only speaks http, not {scope['type']}")
     body = f"raw asgi at {scope['path']}".encode()
     await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
     )
     await send({"type": "http.response.body", "body": body})
 

@@ -1,6 +1,6 @@
 """Resources, scaling, secrets and an Image: each compiled into Serve options.
 
-    rayweb serve examples/resources.py
+rayweb serve examples/resources.py
 """
 
 import os

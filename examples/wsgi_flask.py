@@ -1,7 +1,7 @@
 """A Flask app served with @rayweb.wsgi_app(): GET, POST JSON and a streamed response.
 
-    rayweb serve examples/wsgi_flask.py
-    curl http://127.0.0.1:8000/flask-demo-flask-app-dev/
+rayweb serve examples/wsgi_flask.py
+curl http://127.0.0.1:8000/flask-demo-flask-app-dev/
 """
 
 import time

@@ -26,6 +26,7 @@ from .decorators import (
 from .functions import Cls, Function
 from .image import Image
 from .secret import Secret
+from .spec import Limits
 
 if TYPE_CHECKING:
     from .serving import ServeHandle
@@ -51,6 +52,7 @@ __all__ = [
     "Cls",
     "Function",
     "Image",
+    "Limits",
     "Secret",
     "asgi_app",
     "batched",

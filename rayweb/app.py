@@ -19,7 +19,7 @@ from .exception import DeprecationError, InvalidError
 from .functions import Cls, Function, FunctionOptions
 from .image import Image
 from .secret import Secret
-from .spec import DEFAULT_TIMEOUT, ResourceSpec, ScalingSpec, parse_gpu
+from .spec import DEFAULT_TIMEOUT, Limits, ResourceSpec, ScalingSpec, parse_gpu
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,6 +84,7 @@ class App:
         secrets: Sequence[Secret] = (),
         volumes: Mapping[str, Any] | None = None,
         include_source: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise InvalidError("Invalid value for `name`: Must be string.")
@@ -93,6 +94,7 @@ class App:
         self.tags = dict(tags or {})
         self.image = image
         self.secrets = _check_secrets(secrets)
+        self.limits = _check_limits(limits)
         self.registered_functions: dict[str, Function[Any, Any]] = {}
         self.registered_classes: dict[str, Cls] = {}
         self.local_entrypoints: dict[str, Callable[..., Any]] = {}
@@ -127,6 +129,7 @@ class App:
         retries: Any = None,
         serialized: bool = False,
         name: str | None = None,
+        limits: Limits | None = None,
         max_inputs: int | None = None,
         is_generator: bool | None = None,
         **kwargs: Any,
@@ -145,6 +148,7 @@ class App:
             min_containers=min_containers, max_containers=max_containers,
             buffer_containers=buffer_containers, scaledown_window=scaledown_window,
             timeout=timeout, startup_timeout=startup_timeout, serialized=serialized, name=name,
+            limits=limits,
         )  # fmt: skip
 
         def wrapper(f: Callable[P, R] | PartialFunction[P, R]) -> Function[P, R]:
@@ -201,6 +205,7 @@ class App:
         startup_timeout: int | None = None,
         retries: Any = None,
         serialized: bool = False,
+        limits: Limits | None = None,
         **kwargs: Any,
     ) -> Any:
         """Register a class whose ``@enter`` runs once per replica and whose web methods
@@ -213,6 +218,7 @@ class App:
             min_containers=min_containers, max_containers=max_containers,
             buffer_containers=buffer_containers, scaledown_window=scaledown_window,
             timeout=timeout, startup_timeout=startup_timeout, serialized=serialized, name=None,
+            limits=limits,
         )  # fmt: skip
 
         def wrapper(user_cls: Any) -> Cls:
@@ -264,6 +270,14 @@ def _check_secrets(secrets: Any) -> tuple[Secret, ...]:
     if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
         raise InvalidError("`secrets=` has to be a list or tuple of `rayweb.Secret` objects")
     return tuple(secrets)
+
+
+def _check_limits(limits: Any) -> Limits | None:
+    if limits is not None and not isinstance(limits, Limits):
+        raise InvalidError(
+            "`limits=` has to be a `rayweb.Limits` object, e.g. rayweb.Limits(rate_limit=None)"
+        )
+    return limits
 
 
 def _check_kwargs(decorator: str, kwargs: dict[str, Any]) -> None:
@@ -345,6 +359,7 @@ def _options(
     startup_timeout: Any,
     serialized: bool,
     name: str | None,
+    limits: Limits | None,
 ) -> FunctionOptions:
     if image is not None and not isinstance(image, Image):
         raise InvalidError("`image=` has to be a `rayweb.Image` object")
@@ -397,4 +412,5 @@ def _options(
         startup_timeout=int(startup_timeout) if startup_timeout is not None else None,
         serialized=serialized,
         name=name,
+        limits=_check_limits(limits),
     )

@@ -40,6 +40,10 @@ def ensure_ray(
     """Connect to ``address``, or start an embedded loopback-only Ray. True if started here."""
     # Must be set before Ray starts: Ray then binds and advertises 127.0.0.1 only.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Serve's proxy (uvicorn) trusts X-Forwarded-For from these addresses; uvicorn's default
+    # trusts loopback, so any local client could claim to be anyone. rayweb trusts nobody
+    # unless RAYWEB_TRUSTED_PROXIES (or FORWARDED_ALLOW_IPS itself) names the proxies.
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
     import ray
 
     if ray.is_initialized():

@@ -169,6 +169,7 @@ def compile_endpoint(
         exit_methods=tuple(cls.exit_methods) if cls else (),
         env=spec.env,
         sidecar=sidecar,
+        limits=spec.limits,
     )
     return CompiledEndpoint(name, f"/{name}", function.tag, options, payload)
 

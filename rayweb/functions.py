@@ -21,6 +21,7 @@ from .spec import (
     DEFAULT_TIMEOUT,
     ConcurrencySpec,
     EndpointSpec,
+    Limits,
     ResourceSpec,
     ScalingSpec,
     WebSpec,
@@ -46,6 +47,7 @@ class FunctionOptions:
     startup_timeout: int | None = None
     serialized: bool = False
     name: str | None = None
+    limits: Limits | None = None
 
 
 class Function(Generic[P, R]):
@@ -116,6 +118,7 @@ class Function(Generic[P, R]):
             startup_timeout=self.options.startup_timeout,
             env=tuple(sorted(env.items())),
             runtime_env=image.runtime_env() if image else {},
+            limits=self.options.limits or self.app.limits or Limits(),
         )
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -55,6 +55,43 @@ class WebSpec:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """rayweb's own limits, enforced in the replica before user code runs.
+
+    Each can be turned off with ``None``. Pass ``limits=rayweb.Limits(...)`` to ``App`` (for
+    every endpoint) or to ``@app.function``/``@app.cls`` (for one endpoint).
+
+    Attributes:
+        max_request_body: bytes; a larger body gets 413 (before it is read when the request
+            says its length).
+        max_websocket_message: bytes; a larger client message closes the socket with 1009.
+        rate_limit: requests per second per client IP, shared by all replicas of the endpoint;
+            beyond it, 429 with ``Retry-After``.
+        rate_limit_burst_s: how many seconds of ``rate_limit`` a client may use at once.
+        request_timeout: seconds; a request still running then gets 504.
+    """
+
+    max_request_body: int | None = 4 * 1024**3
+    max_websocket_message: int | None = 2 * 1024**2
+    rate_limit: float | None = 200.0
+    rate_limit_burst_s: float = 5.0
+    request_timeout: float | None = 150.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_body", "max_websocket_message", "rate_limit", "request_timeout"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
+                raise InvalidError(
+                    f"`Limits.{name}` must be a positive number, or None to turn it off; "
+                    f"got {value!r}."
+                )
+        if self.rate_limit_burst_s <= 0:
+            raise InvalidError("`Limits.rate_limit_burst_s` must be positive.")
+
+
+@dataclass(frozen=True)
 class ConcurrencySpec:
     """``@concurrent``: inputs one replica takes at once, and the autoscaler's target."""
 
@@ -110,6 +147,7 @@ class EndpointSpec:
     startup_timeout: int | None = None
     env: tuple[tuple[str, str], ...] = ()  # resolved secrets and env= values
     runtime_env: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    limits: Limits = field(default_factory=Limits)
 
 
 def parse_gpu(gpu: str | Sequence[str] | None) -> tuple[GpuSpec, ...]:
@@ -207,3 +245,4 @@ class ReplicaPayload:
     exit_methods: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     sidecar: dict[str, Any] | None = field(default=None, hash=False)  # web_server actor options
+    limits: Limits = field(default_factory=Limits)

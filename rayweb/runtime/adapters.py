@@ -138,6 +138,12 @@ def _adopt_as_anyio_root_task() -> None:
             _root_task.set(task)
 
 
-def wrap(app: ASGIApp) -> ASGIApp:
-    """rayweb's standard wrapping of any endpoint app, outermost first."""
-    return LifespanGuard(RootSlash(app))
+def wrap(app: ASGIApp, limits: Any = None, acquire: Any = None) -> ASGIApp:
+    """rayweb's standard wrapping of any endpoint app, outermost first: lifespan, limits
+    (``rayweb.Limits``; ``acquire`` takes rate-limit tokens), root-slash."""
+    inner: ASGIApp = RootSlash(app)
+    if limits is not None:
+        from .limits import LimitsMiddleware
+
+        inner = LimitsMiddleware(inner, limits, acquire)
+    return LifespanGuard(inner)

@@ -17,6 +17,7 @@ from ray import serve
 
 from ..spec import ReplicaPayload
 from . import adapters
+from .limits import shared_limiter
 from .loader import UserCodeError, load_target, user_failure
 from .proxy import ReverseProxy
 from .webserver import start_sidecar
@@ -88,10 +89,19 @@ class RaywebReplica:
         except BaseException as exc:
             raise user_failure("building the web app", exc) from None
 
+    def _wrap(self, app: Any) -> Any:
+        limits = self._payload.limits
+        acquire = None
+        if limits.rate_limit is not None:
+            acquire = shared_limiter(
+                self._payload.label, limits.rate_limit, limits.rate_limit_burst_s
+            )
+        return adapters.wrap(app, limits, acquire)
+
     def _build_app(self) -> Any:
         web = self._payload.web
         if web.kind == "web_server":
-            return adapters.wrap(ReverseProxy("127.0.0.1", self._upstream_port))
+            return self._wrap(ReverseProxy("127.0.0.1", self._upstream_port))
         fn = self._user_callable()
         if web.kind == "fastapi_endpoint":
             app = adapters.fastapi_endpoint_app(fn, web)
@@ -112,7 +122,7 @@ class RaywebReplica:
                 app = adapters.wsgi_adapter(app, self._payload.max_inputs)
         else:
             raise ValueError(f"unknown web kind {web.kind!r}")
-        return adapters.wrap(app)
+        return self._wrap(app)
 
     async def check_health(self) -> None:
         """Serve calls this periodically: a dead web server makes the replica unhealthy."""

@@ -1,0 +1,124 @@
+"""LimitsMiddleware in-process: 413, 504, 429 + Retry-After, WebSocket 1009."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fastapi import FastAPI, Request, WebSocket
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from rayweb import Limits
+from rayweb.exception import InvalidError
+from rayweb.runtime.adapters import wrap
+from rayweb.runtime.limits import TokenBucket, local_limiter
+
+calls: list[str] = []
+api = FastAPI()
+
+
+@api.post("/upload")
+async def upload(request: Request) -> dict:
+    calls.append("upload")
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+    return {"bytes": total}
+
+
+@api.get("/slow")
+async def slow(seconds: float) -> dict:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@api.get("/")
+def root() -> dict:
+    return {"ok": True}
+
+
+@api.websocket("/ws")
+async def ws(socket: WebSocket) -> None:
+    await socket.accept()
+    try:
+        while True:
+            await socket.send_bytes(await socket.receive_bytes())
+    except WebSocketDisconnect:
+        pass
+
+
+def client(limits: Limits) -> TestClient:
+    acquire = (
+        local_limiter(limits.rate_limit, limits.rate_limit_burst_s) if limits.rate_limit else None
+    )
+    return TestClient(wrap(api, limits, acquire))
+
+
+def test_declared_body_over_the_limit_is_refused_before_the_app_runs():
+    calls.clear()
+    c = client(Limits(max_request_body=1000, rate_limit=None))
+    r = c.post("/upload", content=b"x" * 1001)
+    assert r.status_code == 413 and "1000 bytes" in r.json()["detail"]
+    assert calls == []
+    assert c.post("/upload", content=b"x" * 1000).json() == {"bytes": 1000}
+
+
+def test_streamed_body_over_the_limit_gets_413():
+    c = client(Limits(max_request_body=10_000, rate_limit=None))
+
+    def chunks(n):
+        for _ in range(n):
+            yield b"y" * 1000
+
+    assert c.post("/upload", content=chunks(10)).json() == {"bytes": 10_000}
+    assert c.post("/upload", content=chunks(11)).status_code == 413
+
+
+def test_request_timeout_answers_504():
+    c = client(Limits(request_timeout=0.3, rate_limit=None))
+    assert c.get("/slow", params={"seconds": 0.01}).status_code == 200
+    r = c.get("/slow", params={"seconds": 5})
+    assert r.status_code == 504 and "0.3s" in r.json()["detail"]
+
+
+def test_rate_limit_429_with_retry_after():
+    c = client(Limits(rate_limit=20, rate_limit_burst_s=1))
+    statuses = [c.get("/").status_code for _ in range(40)]
+    assert statuses[:20] == [200] * 20  # the burst
+    assert statuses.count(429) >= 15
+    r = next(c.get("/") for _ in range(5))
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def test_rate_limit_can_be_turned_off():
+    c = client(Limits(rate_limit=None))
+    assert {c.get("/").status_code for _ in range(50)} == {200}
+
+
+def test_websocket_message_of_exactly_the_limit_passes_one_more_byte_closes_1009():
+    c = client(Limits(max_websocket_message=1024, rate_limit=None))
+    with c.websocket_connect("/ws") as s:
+        s.send_bytes(b"a" * 1024)
+        assert s.receive_bytes() == b"a" * 1024
+        s.send_bytes(b"a" * 1025)
+        with pytest.raises(WebSocketDisconnect) as info:
+            s.receive_bytes()
+    assert info.value.code == 1009
+
+
+def test_token_bucket_refills_at_the_rate():
+    bucket = TokenBucket(rate=10, capacity=10, tokens=10, updated=0.0)
+    assert bucket.take(15, 0.0)[0] == 10
+    taken, wait = bucket.take(1, 0.0)
+    assert taken == 0 and wait == pytest.approx(0.1)
+    assert bucket.take(5, 0.5)[0] == 5
+
+
+def test_limits_are_validated():
+    with pytest.raises(InvalidError, match="positive number, or None"):
+        Limits(rate_limit=0)
+    with pytest.raises(InvalidError, match="`limits=` has to be a `rayweb.Limits` object"):
+        import rayweb
+
+        rayweb.App("x", limits={"rate_limit": 1})  # type: ignore[arg-type]
