@@ -200,11 +200,11 @@ def test_rate_limit_is_shared_across_replicas(served):
     for t in threads:
         t.join()
     elapsed = time.monotonic() - start
-    ok = [r for r in results if r.status_code == 200]
+    passed = [r for r in results if r.status_code == 200]
     limited = [r for r in results if r.status_code == 429]
     allowed = rate * burst_s + rate * elapsed
-    assert len({r.text for r in ok}) == 2, "both replicas served"
-    assert abs(len(ok) - allowed) <= 0.2 * allowed, (len(ok), allowed, len(results))
+    assert len({r.text for r in passed}) == 2, "both replicas served"
+    assert abs(len(passed) - allowed) <= 0.2 * allowed, (len(passed), allowed, len(results))
     assert limited and all(int(r.headers["retry-after"]) >= 1 for r in limited)
 
 

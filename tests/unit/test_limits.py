@@ -84,11 +84,12 @@ def test_request_timeout_answers_504():
 
 def test_rate_limit_429_with_retry_after():
     c = client(Limits(rate_limit=20, rate_limit_burst_s=1))
-    statuses = [c.get("/").status_code for _ in range(40)]
+    responses = [c.get("/") for _ in range(40)]
+    statuses = [r.status_code for r in responses]
     assert statuses[:20] == [200] * 20  # the burst
-    assert statuses.count(429) >= 15
-    r = next(c.get("/") for _ in range(5))
-    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    limited = [r for r in responses if r.status_code == 429]
+    assert len(limited) >= 10  # refills at 20/s while the loop runs
+    assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
 
 
 def test_rate_limit_can_be_turned_off():
