@@ -130,9 +130,31 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--startup-runs", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    parser.add_argument(
+        "--data-path",
+        choices=("default", "haproxy"),
+        default="default",
+        help="haproxy: Serve's HAProxy mode + throughput-optimized (direct ingress), experimental",
+    )
+    parser.add_argument("--skip-startup", action="store_true")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
+    if args.data_path == "haproxy":
+        state = ROOT / "bench" / "out" / "haproxy"
+        os.environ.update(
+            {
+                "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
+                "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state / "admin.sock"),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
+                "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+                "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            }
+        )
 
     work = ROOT / "bench" / "out"
     work.mkdir(exist_ok=True)
@@ -203,12 +225,16 @@ def main() -> None:
 
         cluster.stop_embedded()
 
-    startup = measure_startup(args.startup_runs)
-    write_results(Path(args.out), results, startup, args.duration)
+    startup = [] if args.skip_startup else measure_startup(args.startup_runs)
+    write_results(Path(args.out), results, startup, args.duration, args.data_path)
 
 
 def write_results(
-    out: Path, results: dict[str, dict[int, dict[str, float]]], startup: list[float], duration: int
+    out: Path,
+    results: dict[str, dict[int, dict[str, float]]],
+    startup: list[float],
+    duration: int,
+    data_path: str = "default",
 ) -> None:
     import ray
 
@@ -224,13 +250,16 @@ def write_results(
     )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = [
-        f"## {datetime.date.today().isoformat()}: trivial sync GET, loopback, wrk {duration}s per cell",
+        f"## {datetime.date.today().isoformat()}: trivial sync GET, loopback, wrk {duration}s per cell"
+        + ("" if data_path == "default" else f" (data path: {data_path}, experimental)"),
         "",
         f"Machine: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.platform()}, "
         f"Python {platform.python_version()}, ray {ray.__version__}. wrk runs on the same cores.",
         "rayweb and raw Serve: one replica, max_ongoing_requests=32, access log off, best of 2",
         "interleaved rounds; rayweb's limits on (rate limit set above what wrk reaches).",
-        "Command: `python bench/run.py`.",
+        "Command: `python bench/run.py"
+        + ("" if data_path == "default" else f" --data-path {data_path}")
+        + "`.",
         "",
         "| server | clients | req/s | p50 ms | p99 ms | non-2xx | vs uvicorn | vs raw Serve |",
         "|---|---|---|---|---|---|---|---|",
@@ -242,13 +271,14 @@ def write_results(
                 f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} "
                 f"| {r['rps'] / base[c]['rps']:.2f}x | {r['rps'] / raw[c]['rps']:.2f}x |"
             )
-    lines += [
-        "",
-        "`rayweb serve examples/fastapi_endpoint.py` to first 200 (cold Ray start, 4 endpoints): "
-        + ", ".join(f"{t:.1f}s" for t in startup)
-        + f" (median {statistics.median(startup):.1f}s).",
-        "",
-    ]
+    lines.append("")
+    if startup:
+        lines += [
+            "`rayweb serve examples/fastapi_endpoint.py` to first 200 (cold Ray start, 4 endpoints): "
+            + ", ".join(f"{t:.1f}s" for t in startup)
+            + f" (median {statistics.median(startup):.1f}s).",
+            "",
+        ]
     text = out.read_text() if out.exists() else "# Benchmark results\n\n"
     out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
     print("\n".join(lines))
