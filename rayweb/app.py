@@ -85,6 +85,7 @@ class App:
         volumes: Mapping[str, Any] | None = None,
         include_source: bool = True,
         limits: Limits | None = None,
+        auth_headers: tuple[str, str] = ("Modal-Key", "Modal-Secret"),
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise InvalidError("Invalid value for `name`: Must be string.")
@@ -95,6 +96,16 @@ class App:
         self.image = image
         self.secrets = _check_secrets(secrets)
         self.limits = _check_limits(limits)
+        if not (
+            isinstance(auth_headers, tuple)
+            and len(auth_headers) == 2
+            and all(isinstance(h, str) and h for h in auth_headers)
+        ):
+            raise InvalidError(
+                "`auth_headers=` takes the (key header, secret header) names, "
+                "e.g. ('Modal-Key', 'Modal-Secret')."
+            )
+        self.auth_headers = auth_headers
         self.registered_functions: dict[str, Function[Any, Any]] = {}
         self.registered_classes: dict[str, Cls] = {}
         self.local_entrypoints: dict[str, Callable[..., Any]] = {}

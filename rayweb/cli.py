@@ -12,10 +12,12 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .exception import DeploymentError, Error
@@ -100,6 +102,162 @@ def serve(
         err.print("Stopped.")
 
 
+token_cli = typer.Typer(help="Proxy-auth tokens (for requires_proxy_auth=True endpoints).")
+secret_cli = typer.Typer(help="Named secrets, kept on the cluster (rayweb.Secret.from_name).")
+cli.add_typer(token_cli, name="token")
+cli.add_typer(secret_cli, name="secret")
+
+AddressOption = Annotated[
+    str | None,
+    typer.Option(help="The cluster to use (default: this machine's store, used by its clusters)."),
+]
+
+
+class _StoreClient:
+    """The same calls, against the local store file or a cluster's store actor."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        if address is None:
+            from .store import Store
+
+            self.local: Any = Store()
+        else:
+            from . import cluster
+            from .runtime.store_actor import store_actor
+
+            cluster.ensure_ray(address)
+            self.actor = store_actor()
+
+    def __getattr__(self, method: str) -> Any:
+        if self.address is None:
+            return getattr(self.local, method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import ray
+
+            from .runtime.store_actor import remote_error
+
+            try:
+                return ray.get(getattr(self.actor, method).remote(*args, **kwargs))
+            except Exception as exc:
+                raise remote_error(exc) from None
+
+        return call
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+@token_cli.command("create")
+def token_create(
+    name: Annotated[str | None, typer.Option(help="A name to find the token by.")] = None,
+    address: AddressOption = None,
+) -> None:
+    """Create a token. Its secret is shown once and stored only as a salted hash."""
+    err = Console(stderr=True, soft_wrap=True)
+    with _user_errors(err, "creating the token"):
+        key, secret = _StoreClient(address).create_token(name)
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"Token key:    {key}")
+    out.print(f"Token secret: {secret}")
+    err.print(
+        "The secret is not shown again. Send both as Modal-Key/Modal-Secret headers, or as "
+        f"'Authorization: Bearer {key}.<secret>'."
+    )
+
+
+@token_cli.command("list")
+def token_list(address: AddressOption = None) -> None:
+    """List tokens (keys and names; secrets are never stored)."""
+    from rich.table import Table
+
+    with _user_errors(Console(stderr=True), "listing tokens"):
+        tokens = _StoreClient(address).list_tokens()
+    table = Table("key", "name", "created", "revoked")
+    for t in tokens:
+        table.add_row(t["key"], t["name"], _when(t["created"]), _when(t["revoked"]))
+    Console().print(table)
+
+
+@token_cli.command("revoke")
+def token_revoke(
+    key_or_name: Annotated[str, typer.Argument(help="The token's key (wk-...) or name.")],
+    address: AddressOption = None,
+) -> None:
+    """Revoke a token; every replica refuses it within seconds."""
+    with _user_errors(Console(stderr=True), "revoking the token"):
+        keys = _StoreClient(address).revoke_token(key_or_name)
+    Console(stderr=True).print(f"Revoked {', '.join(keys)}.")
+
+
+@secret_cli.command("create")
+def secret_create(
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    pairs: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE pairs.")] = None,
+    from_dotenv: Annotated[
+        Path | None, typer.Option(help="Read KEY=VALUE lines from this .env file.")
+    ] = None,
+    from_json: Annotated[Path | None, typer.Option(help="Read a JSON object of strings.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing secret.")] = False,
+    address: AddressOption = None,
+) -> None:
+    """Create a named secret (values are never printed)."""
+    err = Console(stderr=True, soft_wrap=True)
+    with _user_errors(err, "creating the secret"):
+        values = _secret_values(pairs or [], from_dotenv, from_json)
+        _StoreClient(address).put_secret(name, values, force=force)
+    err.print(f"Created secret {name!r} with keys: {', '.join(sorted(values))}.", highlight=False)
+
+
+def _secret_values(pairs: list[str], dotenv: Path | None, json_file: Path | None) -> dict[str, str]:
+    import json
+
+    from .exception import InvalidError
+    from .secret import _parse_dotenv
+
+    values: dict[str, str] = {}
+    if dotenv is not None:
+        values.update(_parse_dotenv(dotenv.read_text()))
+    if json_file is not None:
+        loaded = json.loads(json_file.read_text())
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise InvalidError(f"{json_file} must hold a JSON object of string values.")
+        values.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidError(f"Expected KEY=VALUE, got {key!r}. Suggestion: MY_KEY=my-value")
+        values[key] = value
+    return values
+
+
+@secret_cli.command("list")
+def secret_list(address: AddressOption = None) -> None:
+    """List secrets: names and keys, never values."""
+    from rich.table import Table
+
+    with _user_errors(Console(stderr=True), "listing secrets"):
+        secrets = _StoreClient(address).list_secrets()
+    table = Table("name", "keys", "created")
+    for s in secrets:
+        table.add_row(s["name"], ", ".join(s["keys"]), _when(s["created"]))
+    Console().print(table)
+
+
+@secret_cli.command("delete")
+def secret_delete(
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    allow_missing: Annotated[bool, typer.Option(help="Succeed if it does not exist.")] = False,
+    address: AddressOption = None,
+) -> None:
+    """Delete a named secret."""
+    with _user_errors(Console(stderr=True), "deleting the secret"):
+        deleted = _StoreClient(address).delete_secret(name, allow_missing=allow_missing)
+    Console(stderr=True).print(f"Deleted secret {name!r}." if deleted else f"No secret {name!r}.")
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -122,12 +280,12 @@ def _user_errors(console: Console, phase: str) -> Iterator[None]:
     try:
         yield
     except DeploymentError as exc:
-        console.print(f"[red]Error:[/red] {exc.args[0]}", highlight=False)
+        console.print(f"[red]Error:[/red] {escape(exc.args[0])}", highlight=False)
         if exc.user_traceback:
             console.print(exc.user_traceback, markup=False, highlight=False)
         raise typer.Exit(1) from None
     except Error as exc:
-        console.print(f"[red]Error:[/red] {exc}", highlight=False, markup=False)
+        console.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     except (KeyboardInterrupt, typer.Exit):
         raise

@@ -167,7 +167,8 @@ def compile_endpoint(
         is_cls=cls is not None,
         enter_methods=tuple(cls.enter_methods) if cls else (),
         exit_methods=tuple(cls.exit_methods) if cls else (),
-        env=spec.env,
+        secrets=tuple((s.name, s.required_keys) for s in spec.secrets),
+        auth_headers=spec.auth_headers if spec.web.requires_proxy_auth else None,
         sidecar=sidecar,
         limits=spec.limits,
     )

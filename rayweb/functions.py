@@ -103,9 +103,7 @@ class Function(Generic[P, R]):
         """The compiler's input for this web endpoint (secrets resolved here, on the driver)."""
         if self.web is None:
             raise InvalidError(f"{self.tag} is not a web endpoint.")
-        env: dict[str, str] = {}
-        for secret in (*self.app.secrets, *self.options.secrets):
-            env.update(secret.resolve())
+        secrets = tuple(s.ref() for s in (*self.app.secrets, *self.options.secrets))
         image = self.options.image or self.app.image
         return EndpointSpec(
             tag=self.tag,
@@ -116,7 +114,8 @@ class Function(Generic[P, R]):
             concurrency=self.concurrency,
             timeout=self.options.timeout,
             startup_timeout=self.options.startup_timeout,
-            env=tuple(sorted(env.items())),
+            secrets=secrets,
+            auth_headers=self.app.auth_headers,
             runtime_env=image.runtime_env() if image else {},
             limits=self.options.limits or self.app.limits or Limits(),
         )

@@ -1,18 +1,23 @@
 """``rayweb.Secret``: environment variables for replicas, as in Modal.
 
-``from_dict``, ``from_local_environ`` and ``from_dotenv`` hold their values in the driver and
-are resolved when the app is deployed. ``from_name`` refers to a named secret kept on the
-cluster side.
+``from_dict``, ``from_local_environ`` and ``from_dotenv`` hold their values in the driver;
+``rayweb.serve`` puts them in the cluster's secret store before deploying. ``from_name`` refers
+to a secret created with ``rayweb secret create``. Either way a replica fetches the values
+from the store at start, so they are never part of the deployment's arguments or config.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .exception import InvalidError, NotFoundError
+from .exception import InvalidError
+from .spec import SecretRef
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,6 +27,11 @@ class Secret:
     _values: Mapping[str, str] = field(default_factory=dict, repr=False)
     name: str | None = None
     required_keys: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (a notebook's function shipped by value, say): travel without the values.
+        # Replicas get them from the cluster's store, never from pickles.
+        return (_redacted, (self.name, self.required_keys, tuple(sorted(self._values))))
 
     def __repr__(self) -> str:  # never show values
         if self.name:
@@ -89,15 +99,17 @@ class Secret:
             raise InvalidError("Secret.from_name needs a non-empty name.")
         return Secret({}, name=name, required_keys=tuple(required_keys))
 
-    def resolve(self) -> dict[str, str]:
-        """The variables this secret puts in a replica's environment."""
+    def ref(self) -> SecretRef:
+        """How replicas find this secret: its store name (values stay with the driver)."""
         if self.name is not None:
-            raise NotFoundError(
-                f"Secret {self.name!r} cannot be resolved: named secrets need the cluster-side "
-                "secret store, which this version of rayweb does not have yet. "
-                "Suggestion: use rayweb.Secret.from_dict(...) or Secret.from_dotenv() for now."
-            )
-        return dict(self._values)
+            return SecretRef(self.name, self.required_keys)
+        canonical = json.dumps(sorted(self._values.items())).encode()
+        digest = hashlib.sha256(canonical).hexdigest()[:24]
+        return SecretRef(f"_inline-{digest}", (), dict(self._values))
+
+
+def _redacted(name: str | None, required_keys: tuple[str, ...], keys: tuple[str, ...]) -> Secret:
+    return Secret({key: "" for key in keys}, name=name, required_keys=required_keys)
 
 
 def _parse_dotenv(text: str) -> dict[str, str]:

@@ -105,6 +105,8 @@ def serve(
             endpoints = compile_app(
                 app, dev=dev, available_accelerators=cluster.available_accelerators()
             )
+        say("Storing secrets")
+        _prepare_secrets(app)
         base = f"http://{cluster.url_host(http_host)}:{http_port}"
         limit = deploy_timeout if deploy_timeout is not None else _default_deploy_timeout(app)
         say(f"Deploying {len(endpoints)} endpoint(s)")
@@ -123,6 +125,33 @@ def serve(
     if not quiet:
         print_urls(handle)
     return handle
+
+
+def _prepare_secrets(app: App) -> None:
+    """Put code-given secrets in the cluster's store; check that named ones exist there.
+
+    Fails before anything is deployed, naming the secret, the key and the command to fix it.
+    """
+    refs = {ref.name: ref for f in app.web_endpoints for ref in f.endpoint_spec().secrets}
+    if not refs:
+        return
+    import ray
+
+    from .runtime.store_actor import remote_error, store_actor
+
+    actor = store_actor()
+    try:
+        ray.get(
+            [
+                actor.put_secret.remote(ref.name, ref.values, True)
+                for ref in refs.values()
+                if ref.values is not None
+            ]
+        )
+        named = [(r.name, r.required_keys) for r in refs.values() if r.values is None]
+        ray.get(actor.check.remote(named))
+    except Exception as exc:
+        raise remote_error(exc) from None
 
 
 def _default_deploy_timeout(app: App) -> float:

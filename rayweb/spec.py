@@ -92,6 +92,20 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A secret as replicas see it: a name in the cluster's store (and required keys).
+
+    ``values`` is set only on the driver for secrets given in code (``Secret.from_dict``,
+    ``from_dotenv``, ``from_local_environ``, ``env=``): ``rayweb.serve`` stores them under
+    ``name`` before deploying, and they never travel in the deployment's arguments.
+    """
+
+    name: str
+    required_keys: tuple[str, ...] = ()
+    values: dict[str, str] | None = field(default=None, repr=False, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
 class ConcurrencySpec:
     """``@concurrent``: inputs one replica takes at once, and the autoscaler's target."""
 
@@ -145,7 +159,8 @@ class EndpointSpec:
     concurrency: ConcurrencySpec | None = None
     timeout: int = DEFAULT_TIMEOUT
     startup_timeout: int | None = None
-    env: tuple[tuple[str, str], ...] = ()  # resolved secrets and env= values
+    secrets: tuple[SecretRef, ...] = ()
+    auth_headers: tuple[str, str] = ("Modal-Key", "Modal-Secret")
     runtime_env: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     limits: Limits = field(default_factory=Limits)
 
@@ -243,6 +258,7 @@ class ReplicaPayload:
     is_cls: bool = False
     enter_methods: tuple[str, ...] = ()
     exit_methods: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    secrets: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (store name, required keys)
+    auth_headers: tuple[str, str] | None = None  # set when requires_proxy_auth
     sidecar: dict[str, Any] | None = field(default=None, hash=False)  # web_server actor options
     limits: Limits = field(default_factory=Limits)

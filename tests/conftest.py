@@ -1,8 +1,25 @@
-"""Shared by every test folder: where the examples live."""
+"""Shared by every test folder: where the examples live, and a private secret store."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests (and the clusters and CLIs they start) never touch ~/.rayweb/store."""
+    path = tmp_path_factory.mktemp("rayweb-store")
+    old = os.environ.get("RAYWEB_STORE_DIR")
+    os.environ["RAYWEB_STORE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("RAYWEB_STORE_DIR", None)
+    else:
+        os.environ["RAYWEB_STORE_DIR"] = old

@@ -138,12 +138,23 @@ def _adopt_as_anyio_root_task() -> None:
             _root_task.set(task)
 
 
-def wrap(app: ASGIApp, limits: Any = None, acquire: Any = None) -> ASGIApp:
-    """rayweb's standard wrapping of any endpoint app, outermost first: lifespan, limits
-    (``rayweb.Limits``; ``acquire`` takes rate-limit tokens), root-slash."""
+def wrap(
+    app: ASGIApp,
+    limits: Any = None,
+    acquire: Any = None,
+    auth: tuple[Any, tuple[str, str]] | None = None,
+) -> ASGIApp:
+    """rayweb's standard wrapping of any endpoint app, outermost first: lifespan, proxy auth
+    (``auth`` = (fetch token hashes, header names)), limits (``rayweb.Limits``; ``acquire``
+    takes rate-limit tokens), root-slash."""
     inner: ASGIApp = RootSlash(app)
     if limits is not None:
         from .limits import LimitsMiddleware
 
         inner = LimitsMiddleware(inner, limits, acquire)
+    if auth is not None:
+        from .auth import ProxyAuthMiddleware
+
+        fetch, (key_header, secret_header) = auth
+        inner = ProxyAuthMiddleware(inner, fetch, key_header, secret_header)
     return LifespanGuard(inner)

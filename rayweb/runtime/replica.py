@@ -17,6 +17,7 @@ from ray import serve
 
 from ..spec import ReplicaPayload
 from . import adapters
+from .auth import store_fetch
 from .limits import shared_limiter
 from .loader import UserCodeError, load_target, user_failure
 from .proxy import ReverseProxy
@@ -30,6 +31,19 @@ async def _call(fn: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+async def resolve_secrets(payload: ReplicaPayload) -> dict[str, str]:
+    """The replica's secret environment, fetched from the cluster's store."""
+    if not payload.secrets:
+        return {}
+    from .store_actor import remote_error, store_actor
+
+    try:
+        env: dict[str, str] = await store_actor().resolve.remote(list(payload.secrets))
+    except Exception as exc:
+        raise remote_error(exc) from None
+    return env
 
 
 async def _stop_sidecar(sidecar: Any) -> None:
@@ -61,7 +75,10 @@ class RaywebReplica:
             except BaseException as exc:
                 raise user_failure("@rayweb.web_server", exc) from None
             return
-        os.environ.update(dict(payload.env))
+        try:
+            os.environ.update(await resolve_secrets(payload))
+        except BaseException as exc:
+            raise user_failure("loading secrets", exc) from None
         os.environ["RAYWEB_IS_REMOTE"] = "1"
         os.environ["RAYWEB_ENDPOINT"] = payload.label
         try:
@@ -96,7 +113,10 @@ class RaywebReplica:
             acquire = shared_limiter(
                 self._payload.label, limits.rate_limit, limits.rate_limit_burst_s
             )
-        return adapters.wrap(app, limits, acquire)
+        auth = None
+        if self._payload.auth_headers is not None:
+            auth = (store_fetch(), self._payload.auth_headers)
+        return adapters.wrap(app, limits, acquire, auth)
 
     def _build_app(self) -> Any:
         web = self._payload.web

@@ -10,6 +10,7 @@ group; the runner also kills it if the sidecar dies without stopping it.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
@@ -55,14 +56,20 @@ class WebServerSidecar:
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> int:
+    async def start(self) -> int:
         """Start the server and wait (``startup_timeout``) until its port accepts connections."""
+        from .replica import resolve_secrets
+
+        secrets = await resolve_secrets(self.payload)
+        return await asyncio.get_running_loop().run_in_executor(None, self._start, secrets)
+
+    def _start(self, secrets: dict[str, str]) -> int:
         from ray import cloudpickle
 
         fd, payload_file = tempfile.mkstemp(prefix="rayweb-webserver-", suffix=".pkl")
         with os.fdopen(fd, "wb") as f:
             cloudpickle.dump(self.payload, f)
-        env = {**os.environ, **dict(self.payload.env)}
+        env = {**os.environ, **secrets}
         env["RAYWEB_IS_REMOTE"] = "1"
         env["RAYWEB_ENDPOINT"] = self.payload.label
         env["RAYWEB_PORT_MAP"] = f"{self.declared_port}={self.assigned_port}"

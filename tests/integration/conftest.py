@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ TEST_PORT = int(os.environ.get("RAYWEB_TEST_PORT", "18321"))
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
+def ray_cluster(store_dir: Path) -> Iterator[None]:
     from rayweb import cluster
 
     cluster.ensure_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)

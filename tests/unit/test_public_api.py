@@ -36,4 +36,8 @@ def test_secret_repr_hides_values(tmp_path):
     assert "canary-value" not in repr(secret)
     env = tmp_path / ".env"
     env.write_text("# c\nexport A=1\nB='two words'\nC=x # note\n")
-    assert rayweb.Secret.from_dotenv(tmp_path).resolve() == {"A": "1", "B": "two words", "C": "x"}
+    assert rayweb.Secret.from_dotenv(tmp_path).ref().values == {
+        "A": "1",
+        "B": "two words",
+        "C": "x",
+    }

@@ -99,7 +99,11 @@ def test_full_mapping():
     assert scaling["target_ongoing_requests"] == 4
     assert scaling["downscale_delay_s"] == 30
     assert scaling["policy"]["policy_kwargs"] == {"buffer": 1}
-    assert dict(spec.env) == {"TOKEN": "t", "MODE": "x"}
+    values = {k: v for ref in spec.secrets for k, v in (ref.values or {}).items()}
+    assert values == {"TOKEN": "t", "MODE": "x"}
+    ep = compile_endpoint(big)
+    assert [name for name, _ in ep.payload.secrets] == [ref.name for ref in spec.secrets]
+    assert all(name.startswith("_inline-") for name, _ in ep.payload.secrets)
 
 
 def test_any_gpu_and_method_on_cls():
