@@ -72,6 +72,23 @@ def wait_200(url: str, timeout: float = 180) -> float:
     raise TimeoutError(url)
 
 
+def haproxy_environment() -> dict[str, str]:
+    """Serve's HAProxy mode + throughput-optimized (direct ingress), with a 1 s drain and
+    this run's own state files and stats/metrics ports (experimental data path)."""
+    state = ROOT / "bench" / "out" / "haproxy"
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+
+
 def wrk(url: str, connections: int, duration: int) -> dict[str, float]:
     threads = 1 if connections == 1 else 2
     subprocess.run(["wrk", "-t1", "-c1", "-d2s", url], capture_output=True, check=True)  # warm-up
@@ -141,20 +158,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
     if args.data_path == "haproxy":
-        state = ROOT / "bench" / "out" / "haproxy"
-        os.environ.update(
-            {
-                "RAY_SERVE_ENABLE_HA_PROXY": "1",
-                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
-                "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state / "admin.sock"),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
-                "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-                "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            }
-        )
+        os.environ.update(haproxy_environment())
 
     work = ROOT / "bench" / "out"
     work.mkdir(exist_ok=True)

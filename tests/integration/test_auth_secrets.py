@@ -71,9 +71,8 @@ def test_key_secret_headers_and_bearer_both_work_and_revocation_is_fast(secure):
 def test_websocket_upgrades_are_authenticated(secure):
     key, secret = Store().create_token()
     ws_url = secure["api"].replace("http://", "ws://") + "/ws"
-    with pytest.raises(InvalidStatus):
-        with connect(ws_url):
-            pass
+    with pytest.raises(InvalidStatus), connect(ws_url):
+        pass
     assert _first_200(secure["api"], {"Modal-Key": key, "Modal-Secret": secret}).status_code == 200
     with connect(ws_url, additional_headers={"Modal-Key": key, "Modal-Secret": secret}) as ws:
         ws.send("hi")
