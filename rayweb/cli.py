@@ -61,39 +61,63 @@ def serve(
     deploy_timeout: Annotated[
         float | None, typer.Option(help="Give up a deploy after this many seconds.")
     ] = None,
+    reload: Annotated[
+        bool, typer.Option("--reload/--no-reload", help="Redeploy what changed on save.")
+    ] = True,
 ) -> None:
-    """Serve an app's web endpoints in the foreground, with -dev URLs, until Ctrl-C."""
-    from .import_refs import load_app
+    """Serve an app's web endpoints in the foreground, with -dev URLs, until Ctrl-C.
+
+    Saving a file of the app redeploys the endpoints that changed; if the new code does
+    not load or start, the last good version keeps serving."""
+    from .dev import DevSession, watch_changes
     from .serving import print_urls
-    from .serving import serve as serve_app
 
     err = Console(stderr=True, soft_wrap=True)
-    with _user_errors(err, "loading the app"):
-        app = load_app(app_ref, is_module=module)
+
+    def say(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+
+    session = DevSession.from_ref(
+        app_ref,
+        is_module=module,
+        say=say,
+        host=host,
+        port=port,
+        address=address,
+        deploy_timeout=deploy_timeout,
+    )
     # SIGTERM while deploying unwinds like Ctrl-C, so serve() deletes what it started.
     signal.signal(signal.SIGTERM, _interrupt)
+    with _user_errors(err, "loading the app"):
+        session.app = session.load()
     with _user_errors(err, "serving the app"), err.status("Starting") as status:
-        handle = serve_app(
-            app,
-            host=host,
-            port=port,
-            address=address,
-            dev=True,
-            deploy_timeout=deploy_timeout,
-            quiet=True,
-            progress=lambda msg: status.update(msg),
-        )
+        handle = session.start(progress=lambda msg: status.update(msg))
     stop = _stop_event()
+    changed = threading.Event()
+    if reload:
+        watching = threading.Event()
+        threading.Thread(
+            target=watch_changes,
+            args=(session, stop, lambda _paths: changed.set(), watching),
+            daemon=True,
+        ).start()
+        watching.wait(10)
     try:
         print_urls(handle, console=Console())
-        err.print("[green]Serving.[/green] Press Ctrl-C to stop.")
+        err.print(
+            "[green]Serving.[/green] "
+            + ("Watching for changes. " if reload else "")
+            + "Press Ctrl-C to stop."
+        )
         deadline = None if timeout is None else time.monotonic() + timeout
         while not stop.is_set():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 err.print(f"Timeout of {timeout:g}s reached.")
                 break
-            stop.wait(0.5 if left is None else min(0.5, left))
+            if changed.wait(0.2 if left is None else max(0.0, min(0.2, left))):
+                changed.clear()
+                session.reload()
     except KeyboardInterrupt:
         pass
     finally:

@@ -65,7 +65,7 @@ class ServeHandle:
         if self.stopped:
             return
         self.stopped = True
-        _delete([ep.name for ep in self.endpoints])
+        delete_apps([ep.name for ep in self.endpoints])
         if self.app is not None:
             for function in self.app.web_endpoints:
                 function._hydrate(None)
@@ -159,8 +159,15 @@ def _default_deploy_timeout(app: App) -> float:
     return float(max(f.options.startup_timeout or f.options.timeout for f in app.web_endpoints))
 
 
-def deploy(endpoints: list[CompiledEndpoint], *, timeout: float, progress: Progress) -> None:
-    """Deploy ``endpoints`` together and wait until all run; on failure delete them all."""
+def deploy(
+    endpoints: list[CompiledEndpoint],
+    *,
+    timeout: float,
+    progress: Progress,
+    delete_on_failure: bool = True,
+) -> None:
+    """Deploy ``endpoints`` together and wait until all run; on failure delete them all
+    (unless ``delete_on_failure`` is False: a reload keeps the old version serving)."""
     from ray import serve
 
     targets = [
@@ -175,8 +182,9 @@ def deploy(endpoints: list[CompiledEndpoint], *, timeout: float, progress: Progr
         )
         _wait_running(endpoints, timeout=timeout, progress=progress)
     except BaseException:
-        # Don't hold the error for Serve's graceful shutdown of replicas that never started.
-        _delete([ep.name for ep in endpoints], wait_s=5)
+        if delete_on_failure:
+            # Don't hold the error for Serve's graceful shutdown of replicas that never started.
+            delete_apps([ep.name for ep in endpoints], wait_s=5)
         raise
 
 
@@ -280,7 +288,7 @@ def _wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: f
     )
 
 
-def _delete(names: list[str], *, wait_s: float = 60) -> None:
+def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
     """Delete Serve apps; wait (up to ``wait_s``) until they are gone, so @exit has run."""
     import ray
 

@@ -1,0 +1,127 @@
+"""Hot reload of a real `rayweb serve` subprocess: edit the file, watch the endpoint change."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_cli import _free_port, _wait_for, _wait_for_line
+
+APP = textwrap.dedent(
+    """
+    import os
+    import rayweb
+
+    app = rayweb.App("hot")
+
+
+    @app.function()
+    @rayweb.concurrent(max_inputs=8)
+    @rayweb.fastapi_endpoint()
+    def a() -> dict:
+        return {"version": "v1", "pid": os.getpid()}
+
+
+    @app.cls()
+    class B:
+        @rayweb.enter()
+        def load(self):
+            self.ready = True
+
+        @rayweb.fastapi_endpoint()
+        def b(self) -> dict:
+            return {"version": "b1", "pid": os.getpid()}
+    """
+)
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path):
+    script = tmp_path / "hot_app.py"
+    script.write_text(APP)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rayweb.cli", "serve", str(script), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    _wait_for(f"{base}/hot-a-dev", proc)
+    lines = _wait_for_line(proc, "Watching for changes")
+    yield script, base, lines
+    proc.send_signal(signal.SIGINT)
+    proc.wait(90)
+
+
+def _edit(script: Path, old: str, new: str) -> None:
+    script.write_text(script.read_text().replace(old, new))
+
+
+def _until(predicate, limit_s: float = 60) -> float:
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < limit_s, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_saving_redeploys_only_what_changed_without_failing_requests(dev_server):
+    script, base, _ = dev_server
+    b_pid = httpx.get(f"{base}/hot-b-b-dev").json()["pid"]
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def steady_load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.get(f"{base}/hot-a-dev")
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text[:100]}")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                time.sleep(0.01)
+
+    load = threading.Thread(target=steady_load)
+    load.start()
+    try:
+        time.sleep(0.5)
+        _edit(script, '"v1"', '"v2"')
+        _until(lambda: httpx.get(f"{base}/hot-a-dev").json()["version"] == "v2")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        load.join()
+    assert failures == []
+    assert httpx.get(f"{base}/hot-b-b-dev").json()["pid"] == b_pid  # b was not redeployed
+
+
+def test_a_broken_save_keeps_the_last_good_version(dev_server):
+    script, base, lines = dev_server
+    script.write_text(script.read_text() + "\ndef broken(:\n")
+    _until(lambda: any("SyntaxError" in line for line in lines))
+    assert httpx.get(f"{base}/hot-a-dev").json()["version"] == "v1"
+    assert any("the last good version keeps serving" in line for line in lines)
+
+    script.write_text(APP.replace('"v1"', '"v3"'))
+    _until(lambda: httpx.get(f"{base}/hot-a-dev").json()["version"] == "v3")
+
+
+def test_a_new_version_that_fails_to_start_keeps_the_old_one(dev_server):
+    script, base, lines = dev_server
+    _edit(script, "self.ready = True", "raise RuntimeError('bad weights')")
+    _edit(script, '"b1"', '"b2"')
+    _until(lambda: any("failed to start" in line for line in lines), limit_s=120)
+    assert httpx.get(f"{base}/hot-b-b-dev").json()["version"] == "b1"
+    assert any("bad weights" in line for line in lines)
