@@ -62,10 +62,12 @@ def test_key_secret_headers_and_bearer_both_work_and_revocation_is_fast(secure):
 
     store.revoke_token(key)
     start = time.monotonic()
-    while httpx.get(secure["hello"], headers=headers).status_code == 200:
-        assert time.monotonic() - start < 10, "revocation did not reach the replica"
-        time.sleep(0.2)
-    assert httpx.get(secure["api"], headers=bearer).status_code == 401
+    for url, creds in ((secure["hello"], headers), (secure["api"], bearer)):
+        while httpx.get(url, headers=creds).status_code == 200:  # each replica, on its own
+            assert time.monotonic() - start < 10, f"revocation did not reach {url}"
+            time.sleep(0.1)
+    assert time.monotonic() - start < 5  # seconds, not minutes
+    assert httpx.get(secure["hello"], headers=headers).status_code == 401
 
 
 def test_websocket_upgrades_are_authenticated(secure):
