@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -280,6 +281,52 @@ def secret_delete(
     with _user_errors(Console(stderr=True), "deleting the secret"):
         deleted = _StoreClient(address).delete_secret(name, allow_missing=allow_missing)
     Console(stderr=True).print(f"Deleted secret {name!r}." if deleted else f"No secret {name!r}.")
+
+
+@cli.command()
+def deploy(
+    app_ref: Annotated[str, typer.Argument(help="file.py, file.py::app or (with -m) pkg.module")],
+    module: Annotated[bool, typer.Option("-m", help="APP_REF is a Python module path.")] = False,
+    kuberay: Annotated[bool, typer.Option(help="Render a KubeRay RayService manifest.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write the manifest here (default: stdout)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The RayService's name (default: the app's).")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Container image with Ray, rayweb and the app's code.")
+    ] = None,
+) -> None:
+    """Deploy an app. Today: --kuberay renders a RayService for Kubernetes."""
+    from .exception import InvalidError
+    from .import_refs import find_app, import_module_of, parse_app_ref
+    from .kuberay import render_rayservice, to_yaml
+
+    err = Console(stderr=True, soft_wrap=True)
+    with _user_errors(err, "rendering the manifest"):
+        if not kuberay:
+            raise InvalidError(
+                "Deploying onto a running Ray cluster is not available yet. Suggestion: "
+                "rayweb deploy app.py --kuberay -o rayservice.yaml, or rayweb serve --address."
+            )
+        ref = parse_app_ref(app_ref, is_module=module)
+        found = find_app(import_module_of(ref), ref)
+        module_name = ref.target if ref.is_module else Path(ref.target).stem
+        variable = next(k for k, v in vars(sys.modules[module_name]).items() if v is found)
+        text = to_yaml(
+            render_rayservice(found, module=module_name, variable=variable, name=name, image=image)
+        )
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        err.print(f"Wrote {output}.")
+    err.print(
+        f"The image must contain rayweb and make `{module_name}` importable (e.g. on PYTHONPATH).",
+        highlight=False,
+    )
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -85,3 +85,29 @@ def test_resources_example_env_and_secrets(served):
         "has_token": True,
         "is_local": False,
     }
+
+
+def test_serve_config_builder_runs_an_endpoint(ray_cluster):
+    """What KubeRay's serveConfigV2 runs: rayweb.runtime.entry:build(args)."""
+    import sys
+
+    from ray import serve
+
+    from rayweb.runtime.entry import build
+    from tests.conftest import EXAMPLES
+    from tests.integration.conftest import TEST_PORT
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        serve.run(
+            build({"app": "fastapi_endpoint:app", "tag": "search"}),
+            name="from-config",
+            route_prefix="/from-config",
+        )
+        r = httpx.get(
+            f"http://127.0.0.1:{TEST_PORT}/from-config", params={"query": "k8s", "limit": 1}
+        )
+        assert r.json() == {"query": "k8s", "results": ["k8s-0"]}
+    finally:
+        serve.delete("from-config")
+        sys.path.remove(str(EXAMPLES))
