@@ -197,9 +197,9 @@ def write(out: Path, rows: list, args: argparse.Namespace) -> None:
         cells = " | ".join(f"{growth.get(role, 0):.0f}" for role in roles)
         lines.append(f"| {case} | {ok} | {took:.1f} | {cells} |")
     lines.append("")
-    text = out.read_text() if out.exists() else "# Benchmark results\n\n"
-    out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
-    print("\n".join(lines))
+    from run import append_results
+
+    append_results(out, lines)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import free_port, wait_200  # noqa: E402
+from run import append_results, free_port, wait_200  # noqa: E402
 
 APP = """
 import rayweb
@@ -77,9 +77,7 @@ def main() -> None:
         + f" (median {statistics.median(times):.2f}).",
         "",
     ]
-    out = Path(args.out)
-    out.write_text(out.read_text().rstrip("\n") + "\n\n" + "\n".join(lines))
-    print("\n".join(lines))
+    append_results(Path(args.out), lines)
 
 
 if __name__ == "__main__":

@@ -283,6 +283,11 @@ def write_results(
             + f" (median {statistics.median(startup):.1f}s).",
             "",
         ]
+    append_results(out, lines)
+
+
+def append_results(out: Path, lines: list[str]) -> None:
+    """Append one dated section to the results file (and show it)."""
     text = out.read_text() if out.exists() else "# Benchmark results\n\n"
     out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
     print("\n".join(lines))

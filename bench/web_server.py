@@ -24,7 +24,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from run import free_port, wait_200, wrk  # noqa: E402
+from run import append_results, free_port, wait_200, wrk  # noqa: E402
 
 
 def ws_round_trips(url: str, seconds: float) -> float:
@@ -117,9 +117,7 @@ def write(out: Path, rows: list[tuple[str, dict[str, float], float | None]], dur
         f"{direct['p50']:.2f} ms) is {hop:.2f} ms; the rest is Serve's proxy-to-replica hop.",
         "",
     ]
-    text = out.read_text() if out.exists() else "# Benchmark results\n\n"
-    out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
-    print("\n".join(lines))
+    append_results(out, lines)
 
 
 if __name__ == "__main__":
