@@ -127,6 +127,62 @@ def serve(
         err.print("Stopped.")
 
 
+cluster_cli = typer.Typer(help="A persistent local Ray head (loopback only, token auth handled).")
+cli.add_typer(cluster_cli, name="cluster")
+NameOption = Annotated[str, typer.Option("--name", help="The cluster's name.")]
+
+
+@cluster_cli.command("up")
+def cluster_up(
+    name: NameOption = "default",
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs Ray may use.")] = None,
+    num_gpus: Annotated[int | None, typer.Option(help="GPUs Ray may use.")] = None,
+    port: Annotated[int | None, typer.Option(help="The head's GCS port.")] = None,
+) -> None:
+    """Start a local Ray head; use it with --address NAME (serve, token, secret)."""
+    from .local_cluster import up
+
+    err = Console(stderr=True, soft_wrap=True)
+    with _user_errors(err, "starting the cluster"), err.status("Starting Ray"):
+        c = up(name, num_cpus=num_cpus, num_gpus=num_gpus, port=port)
+    Console(highlight=False).print(
+        f"Cluster {c.name!r} is up at {c.address} (dashboard {c.dashboard}).\n"
+        f"Use it: rayweb serve app.py --address {c.name}\n"
+        f"Stop it: rayweb cluster down --name {c.name}"
+    )
+
+
+@cluster_cli.command("down")
+def cluster_down(name: NameOption = "default") -> None:
+    """Stop the cluster's processes (only those of this cluster)."""
+    from .local_cluster import down
+
+    err = Console(stderr=True)
+    with _user_errors(err, "stopping the cluster"):
+        count = down(name)
+    err.print(f"Stopped cluster {name!r} ({count} processes).")
+
+
+@cluster_cli.command("status")
+def cluster_status(name: NameOption = "default") -> None:
+    """Is the cluster up, where, and with what resources."""
+    from . import cluster as ray_cluster
+    from .local_cluster import load
+
+    err = Console(stderr=True)
+    with _user_errors(err, "reading the cluster"):
+        c = load(name)
+        pids = c.pids()
+        out = Console(highlight=False)
+        out.print(f"cluster: {c.name}\naddress: {c.address}\ndashboard: {c.dashboard}")
+        out.print(f"processes: {len(pids)}" + ("" if pids else " (down)"))
+        if pids:
+            ray_cluster.ensure_ray(c.address)
+            resources = ray_cluster.cluster_resources()
+            shown = {k: v for k, v in resources.items() if not k.startswith("node:")}
+            out.print("resources: " + ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())))
+
+
 token_cli = typer.Typer(help="Proxy-auth tokens (for requires_proxy_auth=True endpoints).")
 secret_cli = typer.Typer(help="Named secrets, kept on the cluster (rayweb.Secret.from_name).")
 cli.add_typer(token_cli, name="token")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
@@ -44,13 +45,21 @@ def ensure_ray(
     # trusts loopback, so any local client could claim to be anyone. rayweb trusts nobody
     # unless RAYWEB_TRUSTED_PROXIES (or FORWARDED_ALLOW_IPS itself) names the proxies.
     os.environ.setdefault("FORWARDED_ALLOW_IPS", os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
+    if address:
+        # Ray 2.60 clusters use token auth by default; a driver without it retries for ~20 s
+        # and fails. Use the machine's token when there is one (read when Ray is imported).
+        token = Path.home() / ".ray" / "auth_token"
+        if token.exists() or os.environ.get("RAY_AUTH_TOKEN"):
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"namespace": "rayweb", "logging_level": "WARNING"}
     if address:
-        ray.init(address=address, **kwargs)
+        from .local_cluster import resolve_address
+
+        ray.init(address=resolve_address(address), **kwargs)
         return False
     ray.init(
         num_cpus=num_cpus if num_cpus is not None else os.cpu_count() or 1,

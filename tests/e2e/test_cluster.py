@@ -1,0 +1,90 @@
+"""`rayweb cluster up/status/down` and serving against it with --address NAME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+
+from tests.conftest import EXAMPLES
+from tests.e2e.test_cli import _free_port, _start, _wait_for, _wait_for_line
+
+RAYWEB = [sys.executable, "-m", "rayweb.cli"]
+
+
+def _tagged(temp_dir: str) -> list[int]:
+    """Processes of the cluster, found independently of rayweb's own bookkeeping: any
+    process with a file open in, or running in, the cluster's temp dir."""
+    pids = []
+    for proc in psutil.process_iter(["pid", "status", "cwd"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if proc.info["cwd"] == temp_dir or any(
+                f.path.startswith(temp_dir) for f in proc.open_files()
+            ):
+                pids.append(proc.info["pid"])
+        except psutil.Error:
+            pass
+    return pids
+
+
+def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYWEB_CLUSTERS_DIR", str(tmp_path / "clusters"))
+    name = f"t{uuid.uuid4().hex[:6]}"
+    cluster_id = f"/tmp/rayweb-{name}-{os.getuid()}"
+    up = subprocess.run(
+        [*RAYWEB, "cluster", "up", "--name", name, "--num-cpus", "2"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "is up at 127.0.0.1:" in up.stdout
+        status = subprocess.run(
+            [*RAYWEB, "cluster", "status", "--name", name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "resources: CPU=2" in status.stdout, status.stderr[-2000:]
+
+        port = _free_port()
+        proc = _start(
+            [
+                "serve",
+                str(EXAMPLES / "fastapi_endpoint.py"),
+                "--address",
+                name,
+                "--port",
+                str(port),
+                "--no-reload",
+            ]
+        )
+        r = _wait_for(f"http://127.0.0.1:{port}/api-service-search-dev?query=k&limit=1", proc)
+        assert r.json() == {"query": "k", "results": ["k-0"]}
+        _wait_for_line(proc, "Serving.")
+        proc.send_signal(2)
+        assert proc.wait(90) == 0
+        assert _tagged(cluster_id), "the cluster outlives the CLI that served on it"
+
+        again = subprocess.run(
+            [*RAYWEB, "cluster", "up", "--name", name], capture_output=True, text=True, timeout=60
+        )
+        assert again.returncode == 1 and "already running" in again.stderr
+    finally:
+        down = subprocess.run(
+            [*RAYWEB, "cluster", "down", "--name", name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert down.returncode == 0, down.stderr
+    time.sleep(3)  # anything respawned by a dying raylet would show up by now
+    assert not _tagged(cluster_id), "processes of the cluster survived `cluster down`"
+    assert not (tmp_path / "clusters" / f"{name}.json").exists()
