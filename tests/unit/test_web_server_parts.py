@@ -70,7 +70,7 @@ def test_prefix_is_stripped_and_headers_forwarded():
         "raw_path": b"/label/a%20b/c",
         "root_path": "/label",
         "scheme": "https",
-        "client": ("10.0.0.9", 5555),
+        "client": ("203.0.113.9", 5555),
         "headers": [
             (b"host", b"example.test"),
             (b"connection", b"keep-alive, x-private"),
@@ -84,7 +84,7 @@ def test_prefix_is_stripped_and_headers_forwarded():
     headers = dict(_forward_headers(scope))
     assert "x-private" not in headers and "te" not in headers and "connection" not in headers
     assert headers["x-user"] == "u" and headers["host"] == "example.test"
-    assert headers["X-Forwarded-For"] == "1.2.3.4, 10.0.0.9"
+    assert headers["X-Forwarded-For"] == "1.2.3.4, 203.0.113.9"
     assert headers["X-Forwarded-Proto"] == "https"
     assert headers["X-Forwarded-Host"] == "example.test"
     assert headers["X-Forwarded-Prefix"] == "/label"
