@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from . import __version__
 from .exception import DeploymentError, Error
+from .serving import wide_console
 
 cli = typer.Typer(
     name="rayweb",
@@ -104,7 +105,7 @@ def serve(
         ).start()
         watching.wait(10)
     try:
-        print_urls(handle, console=Console())
+        print_urls(handle, console=wide_console())
         err.print(
             "[green]Serving.[/green] "
             + ("Watching for changes. " if reload else "")
@@ -183,6 +184,64 @@ def cluster_status(name: NameOption = "default") -> None:
             out.print("resources: " + ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())))
 
 
+app_cli = typer.Typer(help="The endpoints (Serve applications) running on a cluster.")
+cli.add_typer(app_cli, name="app")
+ClusterOption = Annotated[
+    str,
+    typer.Option("--address", help="A rayweb cluster name (see `rayweb cluster up`) or host:port."),
+]
+
+
+@app_cli.command("list")
+def app_list(address: ClusterOption = "default") -> None:
+    """What is deployed: each endpoint's status, route and replica counts."""
+    from rich.table import Table
+
+    from . import cluster as ray_cluster
+
+    err = Console(stderr=True)
+    with _user_errors(err, "listing apps"):
+        ray_cluster.ensure_ray(address)
+        from ray import serve
+
+        status = serve.status()
+    table = Table("endpoint", "status", "route", "replicas", "message")
+    for name, app in sorted(status.applications.items()):
+        states: dict[str, int] = {}
+        for deployment in app.deployments.values():
+            for state, count in deployment.replica_states.items():
+                states[str(state).split(".")[-1]] = states.get(str(state).split(".")[-1], 0) + count
+        replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "0"
+        table.add_row(
+            name, str(app.status).split(".")[-1], f"/{name}", replicas, (app.message or "")[:80]
+        )
+    wide_console().print(table)
+
+
+@app_cli.command("stop")
+def app_stop(
+    name: Annotated[str, typer.Argument(help="The endpoint (Serve application) to stop.")],
+    address: ClusterOption = "default",
+) -> None:
+    """Delete a deployed endpoint and its replicas."""
+    from . import cluster as ray_cluster
+    from .exception import NotFoundError
+    from .serving import delete_apps
+
+    err = Console(stderr=True)
+    with _user_errors(err, "stopping the app"):
+        ray_cluster.ensure_ray(address)
+        from ray import serve
+
+        running = sorted(serve.status().applications)
+        if name not in running:
+            raise NotFoundError(
+                f"No endpoint {name!r} on this cluster. Running: {running or 'none'}"
+            )
+        delete_apps([name])
+    err.print(f"Stopped {name!r}.")
+
+
 token_cli = typer.Typer(help="Proxy-auth tokens (for requires_proxy_auth=True endpoints).")
 secret_cli = typer.Typer(help="Named secrets, kept on the cluster (rayweb.Secret.from_name).")
 cli.add_typer(token_cli, name="token")
@@ -259,7 +318,7 @@ def token_list(address: AddressOption = None) -> None:
     table = Table("key", "name", "created", "revoked")
     for t in tokens:
         table.add_row(t["key"], t["name"], _when(t["created"]), _when(t["revoked"]))
-    Console().print(table)
+    wide_console().print(table)
 
 
 @token_cli.command("revoke")
@@ -324,7 +383,7 @@ def secret_list(address: AddressOption = None) -> None:
     table = Table("name", "keys", "created")
     for s in secrets:
         table.add_row(s["name"], ", ".join(s["keys"]), _when(s["created"]))
-    Console().print(table)
+    wide_console().print(table)
 
 
 @secret_cli.command("delete")

@@ -312,7 +312,6 @@ def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
 
 def print_urls(handle: ServeHandle, *, console: Any = None) -> None:
     """Print the endpoints and their URLs as a table."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="rayweb endpoints", title_justify="left")
@@ -320,4 +319,13 @@ def print_urls(handle: ServeHandle, *, console: Any = None) -> None:
     table.add_column("URL")
     for tag, url in handle.urls.items():
         table.add_row(tag, url)
-    (console or Console()).print(table)
+    (console or wide_console()).print(table)
+
+
+def wide_console() -> Any:
+    """A console whose tables are not cut at 80 columns when output goes to a pipe or file."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=240)

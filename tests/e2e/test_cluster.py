@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 
+import httpx
 import psutil
 
 from tests.conftest import EXAMPLES
@@ -69,6 +70,29 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
         r = _wait_for(f"http://127.0.0.1:{port}/api-service-search-dev?query=k&limit=1", proc)
         assert r.json() == {"query": "k", "results": ["k-0"]}
         _wait_for_line(proc, "Serving.")
+        listed = subprocess.run(
+            [*RAYWEB, "app", "list", "--address", name], capture_output=True, text=True, timeout=120
+        )
+        assert "api-service-search-dev" in listed.stdout and "RUNNING" in listed.stdout, (
+            listed.stderr[-2000:]
+        )
+        stopped = subprocess.run(
+            [*RAYWEB, "app", "stop", "api-service-echo-dev", "--address", name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert stopped.returncode == 0, stopped.stderr[-2000:]
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}/api-service-echo-dev", json={}).status_code == 404
+        )
+        missing = subprocess.run(
+            [*RAYWEB, "app", "stop", "nope", "--address", name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert missing.returncode == 1 and "No endpoint 'nope'" in missing.stderr
         proc.send_signal(2)
         assert proc.wait(90) == 0
         assert _tagged(cluster_id), "the cluster outlives the CLI that served on it"
