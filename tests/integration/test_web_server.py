@@ -101,8 +101,15 @@ def test_websocket_text_binary_subprotocol_and_close_code(aio):
     assert info.value.rcvd.code == 4001
 
 
+def _own_copy(name: str) -> rayweb.App:
+    """The aiohttp example under its own label, so it never replaces the module fixture's."""
+    app = example_app("web_server_aiohttp.py")
+    app.name = name
+    return app
+
+
 def test_server_dies_with_its_replica(served):
-    handle = served(example_app("web_server_aiohttp.py"))
+    handle = served(_own_copy("aiohttp-life"))
     pid = httpx.get(handle.urls["server"] + "/pid").json()["pid"]
     assert psutil.pid_exists(pid)
     handle.stop()
@@ -113,7 +120,7 @@ def test_server_dies_with_its_replica(served):
 
 
 def test_dead_server_gives_502s_then_a_replacement(served):
-    url = served(example_app("web_server_aiohttp.py")).urls["server"]
+    url = served(_own_copy("aiohttp-dead")).urls["server"]
     pid = httpx.get(url + "/pid").json()["pid"]
     psutil.Process(pid).kill()
     statuses = set()
