@@ -28,6 +28,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from run import append_results, free_port  # noqa: E402
+
 MIB = 1024 * 1024
 
 
@@ -173,12 +175,6 @@ def main() -> None:
     write(Path(args.out), rows, args)
 
 
-def free_port() -> int:
-    from run import free_port as _free
-
-    return _free()
-
-
 def write(out: Path, rows: list, args: argparse.Namespace) -> None:
     roles = sorted({role for *_, growth in rows for role in growth})
     lines = [
@@ -197,8 +193,6 @@ def write(out: Path, rows: list, args: argparse.Namespace) -> None:
         cells = " | ".join(f"{growth.get(role, 0):.0f}" for role in roles)
         lines.append(f"| {case} | {ok} | {took:.1f} | {cells} |")
     lines.append("")
-    from run import append_results
-
     append_results(out, lines)
 
 

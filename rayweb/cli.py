@@ -33,6 +33,12 @@ cli = typer.Typer(
 )
 
 
+AppRefArgument = Annotated[
+    str, typer.Argument(help="file.py, file.py::app or (with -m) pkg.module")
+]
+ModuleOption = Annotated[bool, typer.Option("-m", help="APP_REF is a Python module path.")]
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"rayweb {__version__}")
@@ -50,8 +56,8 @@ def _root(
 
 @cli.command()
 def serve(
-    app_ref: Annotated[str, typer.Argument(help="file.py, file.py::app or (with -m) pkg.module")],
-    module: Annotated[bool, typer.Option("-m", help="APP_REF is a Python module path.")] = False,
+    app_ref: AppRefArgument,
+    module: ModuleOption = False,
     host: Annotated[str, typer.Option(help="Address Serve's HTTP proxy binds.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of Serve's HTTP proxy.")] = 8000,
     address: Annotated[
@@ -276,7 +282,7 @@ class _StoreClient:
         def call(*args: Any, **kwargs: Any) -> Any:
             import ray
 
-            from .runtime.store_actor import remote_error
+            from .runtime.loader import remote_error
 
             try:
                 return ray.get(getattr(self.actor, method).remote(*args, **kwargs))
@@ -400,8 +406,8 @@ def secret_delete(
 
 @cli.command()
 def deploy(
-    app_ref: Annotated[str, typer.Argument(help="file.py, file.py::app or (with -m) pkg.module")],
-    module: Annotated[bool, typer.Option("-m", help="APP_REF is a Python module path.")] = False,
+    app_ref: AppRefArgument,
+    module: ModuleOption = False,
     kuberay: Annotated[bool, typer.Option(help="Render a KubeRay RayService manifest.")] = False,
     output: Annotated[
         Path | None,

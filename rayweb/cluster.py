@@ -108,6 +108,15 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     return host, port
 
 
+def free_port() -> int:
+    """A port nothing on loopback listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _check_port_free(host: str, port: int) -> None:
     """Fail fast on a taken port: Serve's proxy would otherwise die quietly and every
     request would be refused."""

@@ -17,7 +17,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 from typing_extensions import ParamSpec
 
 from .exception import DeprecationError, InvalidError
-from .spec import ConcurrencySpec, WebKind, WebSpec, check_label
+from .spec import ConcurrencySpec, WebSpec, check_label
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -174,7 +174,7 @@ def _has_required_non_self_params(f: Callable[..., Any]) -> bool:
 
 
 def _factory_decorator(
-    name: str, kind: WebKind, spec: WebSpec
+    name: str, spec: WebSpec
 ) -> Callable[[Callable[..., Any]], PartialFunction[Any, Any]]:
     """The shared checks of asgi_app / wsgi_app / web_server (nullary sync factories)."""
 
@@ -260,7 +260,7 @@ def asgi_app(
         requires_proxy_auth=bool(requires_proxy_auth),
         custom_domains=_check_custom_domains(custom_domains),
     )
-    return _factory_decorator("asgi_app", "asgi_app", spec)
+    return _factory_decorator("asgi_app", spec)
 
 
 def wsgi_app(
@@ -280,7 +280,7 @@ def wsgi_app(
         requires_proxy_auth=bool(requires_proxy_auth),
         custom_domains=_check_custom_domains(custom_domains),
     )
-    return _factory_decorator("wsgi_app", "wsgi_app", spec)
+    return _factory_decorator("wsgi_app", spec)
 
 
 def web_server(
@@ -306,7 +306,7 @@ def web_server(
         requires_proxy_auth=bool(requires_proxy_auth),
         custom_domains=_check_custom_domains(custom_domains),
     )
-    return _factory_decorator("web_server", "web_server", spec)
+    return _factory_decorator("web_server", spec)
 
 
 def concurrent(

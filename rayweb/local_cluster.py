@@ -13,13 +13,13 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .cluster import free_port
 from .exception import InvalidError, NotFoundError
 
 STATE_DIR = Path.home() / ".rayweb" / "clusters"
@@ -74,12 +74,6 @@ def load(name: str) -> LocalCluster:
     return LocalCluster(**json.loads(path.read_text()))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def up(
     name: str = "default",
     *,
@@ -99,8 +93,8 @@ def up(
                 f"rayweb cluster {name!r} is already running at {existing.address}. "
                 f"Suggestion: rayweb cluster down --name {name}"
             )
-    port = port or _free_port()
-    dashboard_port = _free_port()
+    port = port or free_port()
+    dashboard_port = free_port()
     temp_dir = f"/tmp/rayweb-{name}-{os.getuid()}"
     env = {
         **os.environ,

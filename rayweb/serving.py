@@ -137,7 +137,8 @@ def _prepare_secrets(app: App) -> None:
         return
     import ray
 
-    from .runtime.store_actor import remote_error, store_actor
+    from .runtime.loader import remote_error
+    from .runtime.store_actor import store_actor
 
     actor = store_actor()
     try:

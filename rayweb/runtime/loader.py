@@ -56,6 +56,12 @@ def load_target(code: CodeRef) -> Any:
     )
 
 
+def remote_error(exc: BaseException) -> BaseException:
+    """An actor's own exception (NotFoundError, TimeoutError, ...), not Ray's wrapper."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
 class UserCodeError(RuntimeError):
     """User code failed inside a replica; the message carries the user's own traceback."""
 

@@ -37,7 +37,8 @@ async def resolve_secrets(payload: ReplicaPayload) -> dict[str, str]:
     """The replica's secret environment, fetched from the cluster's store."""
     if not payload.secrets:
         return {}
-    from .store_actor import remote_error, store_actor
+    from .loader import remote_error
+    from .store_actor import store_actor
 
     try:
         env: dict[str, str] = await store_actor().resolve.remote(list(payload.secrets))

@@ -74,9 +74,3 @@ def store_actor() -> Any:
         resources={"node:__internal_head__": 0.001},
         max_restarts=-1,
     ).remote()
-
-
-def remote_error(exc: BaseException) -> BaseException:
-    """The store's own exception (NotFoundError, InvalidError), not Ray's wrapper."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc

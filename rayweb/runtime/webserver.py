@@ -23,18 +23,13 @@ import threading
 import time
 from typing import Any
 
+from ..cluster import free_port
 from ..spec import ReplicaPayload
-from .loader import USER_ERROR_BEGIN, UserCodeError
+from .loader import USER_ERROR_BEGIN, UserCodeError, remote_error
 
 PORTMAP_DIR = os.path.join(os.path.dirname(__file__), "portmap")
 OUTPUT_LINES = 200  # kept for error messages
 SHOWN_LINES = 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
@@ -198,11 +193,5 @@ async def start_sidecar(payload: ReplicaPayload) -> tuple[Any, int]:
         port = await sidecar.start.remote()
     except BaseException as exc:
         ray.kill(sidecar)
-        raise _cause(exc) from None
+        raise remote_error(exc) from None
     return sidecar, int(port)
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """The sidecar's own exception, not Ray's wrapper around it."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc

@@ -154,7 +154,6 @@ def test_secret_values_reach_replicas_and_sidecars_but_nowhere_else(served, tmp_
     @rayweb.fastapi_endpoint()
     def check() -> dict:
         import hashlib
-        import os
 
         # Digests, so the canary itself is not part of this (pickled) function.
         return {
@@ -166,7 +165,6 @@ def test_secret_values_reach_replicas_and_sidecars_but_nowhere_else(served, tmp_
     @rayweb.web_server(8000, startup_timeout=20)
     def side():
         import hashlib
-        import os
         import subprocess
         import sys
 
@@ -206,4 +204,3 @@ def test_store_file_is_private(store_dir):
     Store().put_secret("perm-check", {"K": "v"}, force=True)
     assert (store_dir / "store.json").stat().st_mode & 0o077 == 0
     assert store_dir.stat().st_mode & 0o077 == 0
-    assert os.environ["RAYWEB_STORE_DIR"] == str(store_dir)
