@@ -1,6 +1,6 @@
 """Benchmark: memory growth of the data path when one side is slow.
 
-    python bench/memory.py [--size-mib 1024] [--data-path default|haproxy]
+    python bench/memory.py [--size-mib 1024] [--data-path gateway|serve|serve-haproxy]
 
 Upload: the client sends SIZE as fast as it can to an endpoint that reads 1 MiB every
 ``--read-pause`` seconds. Download: the endpoint streams SIZE to a client that reads 1 MiB
@@ -14,7 +14,6 @@ grows by more than 256 MiB. Appends a section to bench/RESULTS.md.
 
 import argparse
 import datetime
-import os
 import sys
 import threading
 import time
@@ -28,7 +27,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from run import append_results, free_port  # noqa: E402
+from run import DATA_PATHS, append_results, free_port, use_data_path  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -87,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--read-pause", type=float, default=0.01)
-    parser.add_argument("--data-path", choices=("default", "haproxy"), default="default")
+    parser.add_argument("--data-path", choices=DATA_PATHS, default="gateway")
     parser.add_argument(
         "--disconnect-disabled",
         action="store_true",
@@ -95,10 +94,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    if args.data_path == "haproxy":
-        from run import haproxy_environment
-
-        os.environ.update(haproxy_environment())
+    use_data_path(args.data_path)
 
     import rayweb
     from rayweb import cluster

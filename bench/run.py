@@ -1,7 +1,11 @@
-"""Benchmark: a trivial GET served by rayweb, by the same FastAPI app on raw Ray Serve, and by
-plain uvicorn, in one run on loopback; plus seconds from ``rayweb serve`` to the first 200.
+"""Benchmark: a trivial GET and a WebSocket echo served by rayweb, by the same FastAPI app on
+raw Ray Serve, and by plain uvicorn, in one run on loopback; plus seconds from
+``rayweb serve`` to the first 200.
 
-    python bench/run.py [--duration 10] [--out bench/RESULTS.md]
+    python bench/run.py [--duration 10] [--data-path gateway|serve|serve-haproxy]
+
+``gateway`` is rayweb's default data path (HAProxy in front of each replica's own server);
+``serve`` is Serve's HTTP proxy; ``serve-haproxy`` is Serve's experimental HAProxy mode.
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``). Appends a dated section to the results file.
 """
@@ -31,7 +35,7 @@ MAX_INPUTS = 32
 APP_SOURCE = textwrap.dedent(
     """
     import rayweb
-    from fastapi import FastAPI
+    from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
     # The limiter runs (its leases are part of the cost) but at a rate wrk never reaches.
     app = rayweb.App("bench", limits=rayweb.Limits(rate_limit=1e6))
@@ -46,11 +50,28 @@ APP_SOURCE = textwrap.dedent(
         rayweb.concurrent(max_inputs=%d)(rayweb.fastapi_endpoint()(hello))
     )
 
-    # The same route as a plain FastAPI app (for raw Serve and for uvicorn).
+    # The same route as a plain FastAPI app (for raw Serve and for uvicorn), plus an echo.
     api = FastAPI()
     api.add_api_route("/", hello, methods=["GET"])
+
+
+    @api.websocket("/ws")
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                await ws.send_text(await ws.receive_text())
+        except WebSocketDisconnect:
+            pass
+
+
+    @app.function(min_containers=1, max_containers=1, name="ws")
+    @rayweb.concurrent(max_inputs=%d)
+    @rayweb.asgi_app()
+    def ws_app():
+        return api
     """
-    % MAX_INPUTS
+    % (MAX_INPUTS, MAX_INPUTS)
 )
 
 
@@ -70,6 +91,35 @@ def wait_200(url: str, timeout: float = 180) -> float:
             pass
         time.sleep(0.05)
     raise TimeoutError(url)
+
+
+def ws_round_trips(url: str, seconds: float) -> float:
+    """WebSocket echo round trips per second, one client, 64-byte text messages."""
+    from websockets.sync.client import connect
+
+    with connect(url, max_size=None) as ws:
+        for _ in range(50):  # warm-up
+            ws.send("x" * 64)
+            ws.recv()
+        count, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            ws.send("x" * 64)
+            ws.recv()
+            count += 1
+    return count / (time.monotonic() - start)
+
+
+DATA_PATHS = ("gateway", "serve", "serve-haproxy")
+
+
+def use_data_path(name: str) -> None:
+    """Set the environment for one data path (before Ray starts)."""
+    if name == "gateway":
+        os.environ["RAYWEB_DATA_PATH"] = "gateway"
+        return
+    os.environ["RAYWEB_DATA_PATH"] = "serve"
+    if name == "serve-haproxy":
+        os.environ.update(haproxy_environment())
 
 
 def haproxy_environment() -> dict[str, str]:
@@ -149,16 +199,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     parser.add_argument(
         "--data-path",
-        choices=("default", "haproxy"),
-        default="default",
-        help="haproxy: Serve's HAProxy mode + throughput-optimized (direct ingress), experimental",
+        choices=DATA_PATHS,
+        default="gateway",
+        help="gateway: rayweb's default; serve: Serve's HTTP proxy; serve-haproxy: Serve's "
+        "HAProxy mode + throughput-optimized (direct ingress), experimental",
     )
     parser.add_argument("--skip-startup", action="store_true")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
-    if args.data_path == "haproxy":
-        os.environ.update(haproxy_environment())
+    use_data_path(args.data_path)
 
     work = ROOT / "bench" / "out"
     work.mkdir(exist_ok=True)
@@ -166,6 +216,7 @@ def main() -> None:
     sys.path.insert(0, str(work))
 
     results: dict[str, dict[int, dict[str, float]]] = {}
+    ws: dict[str, float] = {}
 
     # (c) plain uvicorn, one process
     port = free_port()
@@ -188,6 +239,7 @@ def main() -> None:
         results["plain uvicorn"] = {
             c: wrk(f"http://127.0.0.1:{port}/", c, args.duration) for c in (1, 32)
         }
+        ws["plain uvicorn"] = ws_round_trips(f"ws://127.0.0.1:{port}/ws", args.duration)
     finally:
         uv.terminate()
         uv.wait(30)
@@ -222,6 +274,10 @@ def main() -> None:
                     best = results.setdefault(name, {}).get(c)
                     if best is None or r["rps"] > best["rps"]:
                         results[name][c] = r
+        ws["rayweb"] = ws_round_trips(
+            handle.urls["ws"].replace("http://", "ws://") + "/ws", args.duration
+        )
+        ws["raw Ray Serve"] = ws_round_trips(f"ws://127.0.0.1:{port}/raw/ws", args.duration)
         serve.delete("raw")
     finally:
         handle.stop()
@@ -230,7 +286,7 @@ def main() -> None:
         cluster.stop_embedded()
 
     startup = [] if args.skip_startup else measure_startup(args.startup_runs)
-    write_results(Path(args.out), results, startup, args.duration, args.data_path)
+    write_results(Path(args.out), results, startup, args.duration, args.data_path, ws)
 
 
 def write_results(
@@ -238,7 +294,8 @@ def write_results(
     results: dict[str, dict[int, dict[str, float]]],
     startup: list[float],
     duration: int,
-    data_path: str = "default",
+    data_path: str = "gateway",
+    ws: dict[str, float] | None = None,
 ) -> None:
     import ray
 
@@ -255,15 +312,13 @@ def write_results(
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = [
         f"## {datetime.date.today().isoformat()}: trivial sync GET, loopback, wrk {duration}s per cell"
-        + ("" if data_path == "default" else f" (data path: {data_path}, experimental)"),
+        f" (data path: {data_path})",
         "",
         f"Machine: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.platform()}, "
         f"Python {platform.python_version()}, ray {ray.__version__}. wrk runs on the same cores.",
         "rayweb and raw Serve: one replica, max_ongoing_requests=32, access log off, best of 2",
         "interleaved rounds; rayweb's limits on (rate limit set above what wrk reaches).",
-        "Command: `python bench/run.py"
-        + ("" if data_path == "default" else f" --data-path {data_path}")
-        + "`.",
+        f"Command: `python bench/run.py --data-path {data_path}`.",
         "",
         "| server | clients | req/s | p50 ms | p99 ms | non-2xx | vs uvicorn | vs raw Serve |",
         "|---|---|---|---|---|---|---|---|",
@@ -276,6 +331,13 @@ def write_results(
                 f"| {r['rps'] / base[c]['rps']:.2f}x | {r['rps'] / raw[c]['rps']:.2f}x |"
             )
     lines.append("")
+    if ws:
+        lines += [
+            "WebSocket echo, one client, 64-byte messages (round trips/s): "
+            + ", ".join(f"{name} {rate:,.0f}" for name, rate in ws.items())
+            + ".",
+            "",
+        ]
     if startup:
         lines += [
             "`rayweb serve examples/fastapi_endpoint.py` to first 200 (cold Ray start, 4 endpoints): "

@@ -87,25 +87,90 @@ def release() -> None:
         stop_embedded()
 
 
+def data_path() -> str:
+    """``gateway`` (rayweb's HAProxy in front of each replica's own server, the default) or
+    ``serve`` (Serve's HTTP proxy only), from ``RAYWEB_DATA_PATH``."""
+    value = os.environ.get("RAYWEB_DATA_PATH", "gateway").strip().lower() or "gateway"
+    if value not in ("gateway", "serve"):
+        from .exception import InvalidError
+
+        raise InvalidError(
+            f"RAYWEB_DATA_PATH={value!r} is not a data path. Suggestion: RAYWEB_DATA_PATH=gateway "
+            "(the default) or RAYWEB_DATA_PATH=serve."
+        )
+    return value
+
+
 def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """Start Serve's controller and HTTP proxy (head node only) if this cluster has none."""
-    if _state.started_ray and not _state.started_serve:
-        _check_port_free(host, port)
+    """Start Serve (controller and HTTP proxy, head node only) and rayweb's gateway if this
+    cluster has none; return where clients connect.
+
+    With the gateway (docs/architecture.md, "Data path"), HAProxy owns ``host:port`` and
+    Serve's proxy listens on a private loopback port behind it. A cluster that already runs
+    a gateway keeps its address; one whose Serve was started without rayweb is used as is.
+    """
     import logging
 
     from ray import serve
 
+    from .runtime.gateway import find_gateway, start_gateway
+
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    use_gateway = data_path() == "gateway"
+    gateway = find_gateway() if use_gateway else None
+    if gateway is not None:
+        import ray
+
+        gw_host, gw_port, _, _ = ray.get(gateway.address.remote())
+        _state.started_serve = True
+        _state.http_host, _state.http_port = gw_host, gw_port
+        return gw_host, gw_port
+    running = _serve_running()
+    if _state.started_ray and not running:
+        _check_port_free(host, port)
+    serve_port = free_port() if use_gateway and not running else port
     serve.start(
-        http_options={"host": host, "port": port},
+        http_options={"host": "127.0.0.1" if use_gateway else host, "port": serve_port},
         proxy_location="HeadOnly",
         # rayweb reports deploy failures itself (one line + the user's traceback); the
         # controller would print them again with 30 lines of Serve internals.
         logging_config={"log_level": "CRITICAL", "enable_access_log": False},
     )
     _state.started_serve = True
+    if use_gateway and not running:
+        import ray
+
+        from .exception import InvalidError
+
+        try:
+            ray.get(start_gateway(host, port, "127.0.0.1", serve_port).address.remote())
+        except Exception as exc:
+            from .runtime.loader import remote_error
+
+            raise InvalidError(
+                f"rayweb: could not start the gateway on {host}:{port}: {remote_error(exc)}. "
+                "Suggestion: RAYWEB_DATA_PATH=serve to use Serve's HTTP proxy only."
+            ) from None
+    elif running:
+        from ray.serve.context import _get_global_client
+
+        client = _get_global_client()
+        if client is not None:
+            host, port = client.http_config.host, client.http_config.port
     _state.http_host, _state.http_port = host, port
     return host, port
+
+
+def _serve_running() -> bool:
+    """Whether this cluster already runs Serve (its controller actor exists)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def free_port() -> int:

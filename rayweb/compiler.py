@@ -87,11 +87,11 @@ def deployment_options(
         "downscale_delay_s": float(scaling.scaledown_window or DEFAULT_SCALEDOWN_WINDOW),
         "upscale_delay_s": 0.0,
     }
-    if scaling.buffer_containers:
-        autoscaling["policy"] = {
-            "policy_function": BUFFER_POLICY,
-            "policy_kwargs": {"buffer": scaling.buffer_containers},
-        }
+    # Always rayweb's policy: it also counts requests on the direct (gateway) path.
+    autoscaling["policy"] = {
+        "policy_function": BUFFER_POLICY,
+        "policy_kwargs": {"buffer": scaling.buffer_containers or 0},
+    }
     return {
         "name": spec.label,
         "max_ongoing_requests": max_inputs,
@@ -171,6 +171,8 @@ def compile_endpoint(
         auth_headers=spec.auth_headers if spec.web.requires_proxy_auth else None,
         sidecar=sidecar,
         limits=spec.limits,
+        # Serve's force-kill deadline is the graceful shutdown timeout; leave it some slack.
+        drain_s=max(1.0, options["graceful_shutdown_timeout_s"] - 3.0),
     )
     return CompiledEndpoint(name, f"/{name}", function.tag, options, payload)
 

@@ -262,3 +262,4 @@ class ReplicaPayload:
     auth_headers: tuple[str, str] | None = None  # set when requires_proxy_auth
     sidecar: dict[str, Any] | None = field(default=None, hash=False)  # web_server actor options
     limits: Limits = field(default_factory=Limits)
+    drain_s: float = 15.0  # at shutdown, how long direct-path requests may take to finish

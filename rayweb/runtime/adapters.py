@@ -83,8 +83,13 @@ class LifespanGuard:
     docs/architecture.md, "Data path").
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, on_startup: Callable[[], Any] | None = None) -> None:
         self.app = app
+        self.on_startup = on_startup  # awaited after the app's startup, before Serve hears
+
+    async def _started(self) -> None:
+        if self.on_startup is not None:
+            await self.on_startup()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -103,6 +108,8 @@ class LifespanGuard:
             nonlocal answered
             if message["type"].startswith("lifespan.startup"):
                 answered = True
+            if message["type"] == "lifespan.startup.complete":
+                await self._started()
             await send(message)
 
         try:
@@ -115,6 +122,7 @@ class LifespanGuard:
         # The app does not speak lifespan: complete the protocol on its behalf.
         if "lifespan.startup" not in seen:
             await receive()
+        await self._started()
         await send({"type": "lifespan.startup.complete"})
         message = await receive()
         if message["type"] == "lifespan.shutdown":
@@ -143,10 +151,12 @@ def wrap(
     limits: Any = None,
     acquire: Any = None,
     auth: tuple[Any, tuple[str, str]] | None = None,
-) -> ASGIApp:
-    """rayweb's standard wrapping of any endpoint app, outermost first: lifespan, proxy auth
-    (``auth`` = (fetch token hashes, header names)), limits (``rayweb.Limits``; ``acquire``
-    takes rate-limit tokens), root-slash."""
+    on_startup: Callable[[], Any] | None = None,
+) -> LifespanGuard:
+    """rayweb's standard wrapping of any endpoint app, outermost first: lifespan (awaiting
+    ``on_startup`` once the app has started), proxy auth (``auth`` = (fetch token hashes,
+    header names)), limits (``rayweb.Limits``; ``acquire`` takes rate-limit tokens),
+    root-slash."""
     inner: ASGIApp = RootSlash(app)
     if limits is not None:
         from .limits import LimitsMiddleware
@@ -157,4 +167,4 @@ def wrap(
 
         fetch, (key_header, secret_header) = auth
         inner = ProxyAuthMiddleware(inner, fetch, key_header, secret_header)
-    return LifespanGuard(inner)
+    return LifespanGuard(inner, on_startup)

@@ -4,10 +4,16 @@ One class serves all web kinds. Its constructor sets the environment, loads the 
 and runs ``@enter``; Serve then calls ``__serve_build_asgi_app__`` (the one Serve seam rayweb
 uses, public since Ray 2.60's ``serve.ingress()`` without an app) to get the ASGI app, and
 ``__del__`` at shutdown, where ``@exit`` runs.
+
+When the cluster runs rayweb's gateway (``gateway.py``), the replica also serves the same app
+on its own port (``direct.py``) once the app has started, registers that port with the
+gateway, reports the requests it carries to Serve's autoscaler, and at shutdown deregisters
+and drains before ``@exit`` runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -18,6 +24,9 @@ from ray import serve
 from ..spec import ReplicaPayload
 from . import adapters
 from .auth import store_fetch
+from .autoscaling import DIRECT_ONGOING
+from .direct import QUEUE_FACTOR, Counted, DirectServer, GatewayTrust, RoutePrefix
+from .gateway import find_gateway
 from .limits import shared_limiter
 from .loader import UserCodeError, load_target, user_failure
 from .proxy import ReverseProxy
@@ -67,6 +76,15 @@ class RaywebReplica:
         self._payload = payload
         self._instance: Any = None
         self._sidecar: Any = None
+        self._direct: DirectServer | None = None
+        self._gateway: Any = find_gateway()
+        self._gateway_key: str | None = None
+        if self._gateway is not None:
+            try:
+                self._gateway_key = await self._gateway.gateway_key.remote()
+            except Exception:
+                logger.warning("rayweb's gateway did not answer; serving via Serve only")
+                self._gateway = None
         if payload.web.kind == "web_server":
             # The user's code runs in the sidecar; this replica only proxies to it.
             try:
@@ -117,7 +135,63 @@ class RaywebReplica:
         auth = None
         if self._payload.auth_headers is not None:
             auth = (store_fetch(), self._payload.auth_headers)
-        return adapters.wrap(app, limits, acquire, auth)
+        guard = adapters.wrap(app, limits, acquire, auth, on_startup=self._start_direct)
+        self._inner_app = guard.app
+        # One bound on requests running at once, shared by both paths (Serve enforces its
+        # own on its path; this keeps the sum at max_ongoing_requests).
+        self._slots = asyncio.Semaphore(self._payload.max_inputs)
+        return GatewayTrust(Counted(guard, self._slots), self._gateway_key, require=False)
+
+    async def _start_direct(self) -> None:
+        """Serve the app on this replica's own port and register it with the gateway."""
+        if self._gateway is None:
+            return
+        import ray
+
+        try:
+            context = serve.get_replica_context()
+            host = ray.util.get_node_ip_address()
+            app = GatewayTrust(
+                RoutePrefix(self._inner_app, f"/{context.app_name}"),
+                self._gateway_key,
+                require=True,
+            )
+            self._direct = DirectServer(
+                app,
+                host=host,
+                ws_max_size=self._payload.limits.max_websocket_message,
+                slots=self._slots,
+            )
+            await self._direct.start()
+            self._replica_name = ray.get_runtime_context().get_actor_name()
+            await self._gateway.register.remote(
+                context.app_name,
+                f"/{context.app_name}",
+                self._replica_name,
+                host,
+                self._direct.port,
+                self._payload.max_inputs * QUEUE_FACTOR,
+            )
+        except Exception:
+            logger.warning(
+                "rayweb: %s serves through Serve's proxy only (its direct port failed)",
+                self._payload.label,
+                exc_info=True,
+            )
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Requests on the direct path, which Serve's own request metrics do not see."""
+        return {DIRECT_ONGOING: float(self._direct.ongoing if self._direct else 0)}
+
+    async def _stop_direct(self) -> None:
+        direct, self._direct = self._direct, None
+        if direct is None:
+            return
+        try:
+            await asyncio.wait_for(self._gateway.deregister.remote(self._replica_name), 10)
+        except Exception:
+            logger.warning("rayweb: deregistering from the gateway failed", exc_info=True)
+        await direct.stop(grace_s=self._payload.drain_s)
 
     def _build_app(self) -> Any:
         web = self._payload.web
@@ -151,6 +225,8 @@ class RaywebReplica:
             await self._sidecar.health.remote()
 
     async def __del__(self) -> None:
+        if getattr(self, "_direct", None) is not None:
+            await self._stop_direct()
         if getattr(self, "_sidecar", None) is not None:
             await _stop_sidecar(self._sidecar)
         if getattr(self, "_instance", None) is None:

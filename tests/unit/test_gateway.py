@@ -1,0 +1,262 @@
+"""The gateway's parts without Ray: HAProxy config, a real HAProxy process with reloads,
+the trust/prefix/counting middlewares and a replica's direct uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rayweb.runtime.direct import Counted, DirectServer, GatewayTrust, RoutePrefix
+from rayweb.runtime.gateway import (
+    CLIENT_HEADER,
+    KEY_HEADER,
+    HAProxyProcess,
+    Route,
+    Server,
+    haproxy_binary,
+    parse_trusted,
+    render_config,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _check(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "check.cfg"
+    cfg.write_text(config)
+    return subprocess.run([haproxy_binary(), "-c", "-f", str(cfg)], capture_output=True, text=True)
+
+
+def test_config_routes_longest_prefix_first_with_serve_as_backup(tmp_path):
+    routes = {
+        "a": Route("/a", {"r1": Server("127.0.0.1", 1001, 4), "r2": Server("127.0.0.1", 1002, 4)}),
+        "ab": Route("/a-b", {"r3": Server("127.0.0.1", 1003, 1)}),
+        "idle": Route("/idle", {}),  # no replica registered: left to Serve's proxy
+    }
+    config = render_config(
+        bind=("127.0.0.1", 8000), serve=("127.0.0.1", 9000), key="k3y", routes=routes
+    )
+    lines = config.splitlines()
+    assert lines.index("    acl r0 path /a-b") < lines.index("    acl r1 path /a")
+    assert "    acl r1 path_beg /a/" in lines  # "/a" must not take "/a-b" or "/ab"
+    assert "/idle" not in config
+    assert "    default_backend serve" in lines
+    assert config.count("server serve 127.0.0.1:9000 backup") == 2
+    assert "server s0 127.0.0.1:1001 maxconn 4 check" in config
+    assert f"http-request del-header {KEY_HEADER}" in config
+    assert f"http-request set-header {KEY_HEADER} k3y" in config
+    assert "x-forwarded-for" not in config  # nobody trusted: the peer is the client
+    result = _check(config, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_config_trusts_forwarded_for_only_from_named_proxies(tmp_path):
+    trusted = parse_trusted("10.0.0.5, 192.168.0.0/16")
+    assert trusted == ["10.0.0.5/32", "192.168.0.0/16"]
+    config = render_config(
+        bind=("127.0.0.1", 8000), serve=("127.0.0.1", 9000), key="k", routes={}, trusted=trusted
+    )
+    assert "acl rayweb_trusted src 10.0.0.5/32 192.168.0.0/16" in config
+    assert "req.hdr_ip(x-forwarded-for,-1)" in config
+    assert _check(config, tmp_path).returncode == 0
+    with pytest.raises(ValueError, match="Suggestion: RAYWEB_TRUSTED_PROXIES="):
+        parse_trusted("10.0.0.5, proxy.example")
+
+
+class _Upstream:
+    """A tiny HTTP server that answers with its name and the headers it got."""
+
+    def __init__(self, name: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.seen.append({k.lower(): v for k, v in self.headers.items()})
+                body = name.encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.seen: list[dict[str, str]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_haproxy_process_routes_reloads_and_stops(tmp_path):
+    serve, replica = _Upstream("serve"), _Upstream("replica")
+    port = _free_port()
+    common = {"bind": ("127.0.0.1", port), "serve": ("127.0.0.1", serve.port), "key": "k"}
+    proc = HAProxyProcess(tmp_path, render_config(routes={}, **common))
+    try:
+        proc.wait_listening("127.0.0.1", port)
+        assert oct(os.stat(tmp_path / "haproxy.cfg").st_mode & 0o777) == "0o600"
+        url = f"http://127.0.0.1:{port}/app/x"
+        # spoofed gateway headers from a client are replaced
+        spoof = {KEY_HEADER: "guess", CLIENT_HEADER: "203.0.113.9"}
+        assert httpx.get(url, headers=spoof).text == "serve"  # not registered: Serve's proxy
+        assert serve.seen[-1][KEY_HEADER] == "k"
+        assert serve.seen[-1][CLIENT_HEADER] == "127.0.0.1"
+        routes = {"app": Route("/app", {"r": Server("127.0.0.1", replica.port, 2)})}
+        started = time.monotonic()
+        proc.reload(render_config(routes=routes, **common))
+        assert time.monotonic() - started < 5
+        assert httpx.get(url).text == "replica"  # the reload is applied when it returns
+        assert httpx.get(f"http://127.0.0.1:{port}/application").text == "serve"
+        proc.reload(render_config(routes={}, **common))
+        assert httpx.get(url).text == "serve"
+        with pytest.raises(RuntimeError, match="reload failed"):
+            proc.reload("global\n    nonsense-keyword\n")
+        assert httpx.get(url).text == "serve"  # a bad config keeps the old one serving
+    finally:
+        proc.stop()
+        serve.close()
+        replica.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_haproxy_dies_with_its_parent(tmp_path):
+    """HAProxy must not outlive the gateway actor's process (it would hold the port)."""
+    port = _free_port()
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from rayweb.runtime.gateway import HAProxyProcess, render_config\n"
+        f"p = HAProxyProcess(Path({str(tmp_path)!r}), render_config(bind=('127.0.0.1', {port}),"
+        " serve=('127.0.0.1', 9), key='k', routes={}))\n"
+        f"p.wait_listening('127.0.0.1', {port})\n"
+        "print(p.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())  # type: ignore[union-attr]
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # the port is free again
+
+
+async def _echo_scope(scope, receive, send):
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    body = repr(
+        (scope.get("client"), scope.get("root_path"), dict(scope.get("headers", ())))
+    ).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _call(app, headers, type_="http"):
+    sent = []
+    scope = {"type": type_, "path": "/p/x", "headers": headers, "client": ("127.0.0.1", 5)}
+
+    async def receive():
+        return {"type": "websocket.connect"} if type_ == "websocket" else {"type": "http.request"}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def test_gateway_trust_takes_client_only_with_the_key():
+    good = [(KEY_HEADER.encode(), b"s3cret"), (CLIENT_HEADER.encode(), b"198.51.100.7")]
+    app = GatewayTrust(_echo_scope, "s3cret", require=True)
+    sent = asyncio.run(_call(app, good + [(b"x-other", b"1")]))
+    client, _root, headers = eval(sent[1]["body"])  # noqa: S307 - our own repr
+    assert client == ("198.51.100.7", 0)
+    assert headers == {b"x-other": b"1"}  # the gateway's headers are not the app's business
+
+    wrong = [(KEY_HEADER.encode(), b"guess"), (CLIENT_HEADER.encode(), b"198.51.100.7")]
+    sent = asyncio.run(_call(app, wrong))
+    assert sent[0]["status"] == 403
+    assert asyncio.run(_call(app, [], "websocket")) == [{"type": "websocket.close", "code": 1008}]
+
+    optional = GatewayTrust(_echo_scope, "s3cret", require=False)  # Serve's path
+    client, _root, headers = eval(asyncio.run(_call(optional, wrong))[1]["body"])  # noqa: S307
+    assert client == ("127.0.0.1", 5)  # a wrong key does not move the client
+    assert headers == {}
+    no_key = GatewayTrust(_echo_scope, None, require=False)  # no gateway in this cluster
+    client, _root, _h = eval(asyncio.run(_call(no_key, good))[1]["body"])  # noqa: S307
+    assert client == ("127.0.0.1", 5)
+
+
+def test_route_prefix_and_counting():
+    app = Counted(RoutePrefix(_echo_scope, "/p"))
+    _client, root, _h = eval(asyncio.run(_call(app, []))[1]["body"])  # noqa: S307
+    assert root == "/p"
+    assert app.ongoing == 0 and app.idle.is_set()
+
+    async def slow(scope, receive, send):
+        await asyncio.sleep(0.05)
+
+    counted = Counted(slow)
+
+    async def two():
+        task = asyncio.ensure_future(_call(counted, []))
+        await asyncio.sleep(0.01)
+        during = (counted.ongoing, counted.idle.is_set())
+        await task
+        return during, (counted.ongoing, counted.idle.is_set())
+
+    assert asyncio.run(two()) == ((1, False), (0, True))
+
+
+def test_direct_server_serves_on_its_own_port_and_drains():
+    async def slow_app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(0.3)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    async def main():
+        server = DirectServer(slow_app, host="127.0.0.1", ws_max_size=None)
+        await server.start()
+        async with httpx.AsyncClient() as client:
+            request = asyncio.ensure_future(client.get(f"http://127.0.0.1:{server.port}/"))
+            await asyncio.sleep(0.1)
+            assert server.ongoing == 1
+            await server.stop(grace_s=5)  # waits for the request in flight
+            response = await request
+        return server.port, response.text
+
+    port, text = asyncio.run(main())
+    assert text == "done"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # closed after the drain
