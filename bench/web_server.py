@@ -4,8 +4,8 @@
 
 Measures, in one run on loopback, with the aiohttp example server:
 - GET / latency (p50/p99) and req/s at 1 client: direct to the server process, and through
-  rayweb (Serve proxy -> replica -> rayweb's reverse proxy -> server);
-- the same for a trivial rayweb fastapi_endpoint, to separate Serve's own hop from rayweb's;
+  rayweb (gateway -> replica -> rayweb's reverse proxy -> server);
+- the same for a trivial rayweb fastapi_endpoint, to separate the gateway hop from the reverse proxy;
 - WebSocket echo round trips per second, direct and through rayweb (one client, sequential).
 Needs ``wrk``.
 """
@@ -82,7 +82,7 @@ def main() -> None:
         rows.append(("aiohttp server via rayweb web_server", wrk(url + "/", 1, args.duration), ws))
         rows.append(
             (
-                "rayweb fastapi_endpoint (Serve hop only)",
+                "rayweb fastapi_endpoint (gateway hop only)",
                 wrk(trivial_handle.urls[hello.tag], 1, args.duration),
                 None,
             )
@@ -112,9 +112,9 @@ def write(out: Path, rows: list[tuple[str, dict[str, float], float | None]], dur
     lines += [
         "",
         f"Added at p50 over calling the server directly: {added:.2f} ms. A trivial "
-        f"fastapi_endpoint through Serve takes {serve_only['p50']:.2f} ms end to end, so "
+        f"fastapi_endpoint through the gateway takes {serve_only['p50']:.2f} ms end to end, so "
         f"rayweb's reverse-proxy hop plus the server's own handling (direct: "
-        f"{direct['p50']:.2f} ms) is {hop:.2f} ms; the rest is Serve's proxy-to-replica hop.",
+        f"{direct['p50']:.2f} ms) is {hop:.2f} ms; the rest is the gateway-to-replica hop.",
         "",
     ]
     append_results(out, lines)

@@ -129,6 +129,10 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     if _state.started_ray and not running:
         _check_port_free(host, port)
     serve_port = free_port() if use_gateway and not running else port
+    # The gateway's worker process starts while Serve starts (it only needs the port).
+    gateway = (
+        start_gateway(host, port, "127.0.0.1", serve_port) if use_gateway and not running else None
+    )
     serve.start(
         http_options={"host": "127.0.0.1" if use_gateway else host, "port": serve_port},
         proxy_location="HeadOnly",
@@ -137,16 +141,15 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
         logging_config={"log_level": "CRITICAL", "enable_access_log": False},
     )
     _state.started_serve = True
-    if use_gateway and not running:
+    if gateway is not None:
         import ray
 
         from .exception import InvalidError
+        from .runtime.loader import remote_error
 
         try:
-            ray.get(start_gateway(host, port, "127.0.0.1", serve_port).address.remote())
+            ray.get(gateway.address.remote())
         except Exception as exc:
-            from .runtime.loader import remote_error
-
             raise InvalidError(
                 f"rayweb: could not start the gateway on {host}:{port}: {remote_error(exc)}. "
                 "Suggestion: RAYWEB_DATA_PATH=serve to use Serve's HTTP proxy only."

@@ -143,8 +143,36 @@ def test_buffer_policy():
     from rayweb.runtime.autoscaling import BufferedPolicy
 
     config = SimpleNamespace(get_target_ongoing_requests=lambda: 4)
-    ctx = SimpleNamespace(total_num_requests=9, config=config, capacity_adjusted_min_replicas=0)
+    ctx = SimpleNamespace(
+        total_num_requests=9,
+        config=config,
+        capacity_adjusted_min_replicas=0,
+        aggregated_metrics={},
+    )
     assert BufferedPolicy(buffer=2)(ctx)[0] == 3 + 2
     assert (
         BufferedPolicy(buffer=2)(SimpleNamespace(**{**vars(ctx), "total_num_requests": 0}))[0] == 0
     )
+    # Requests on the direct (gateway) path arrive as a per-replica custom metric.
+    direct = {"rayweb_direct_ongoing": {"replica-a": 6.0, "replica-b": 5.0}}
+    only_direct = SimpleNamespace(**{**vars(ctx), "total_num_requests": 0})
+    only_direct.aggregated_metrics = direct
+    assert BufferedPolicy()(only_direct)[0] == 3  # ceil(11 / 4)
+    both = SimpleNamespace(**{**vars(ctx), "aggregated_metrics": direct})
+    assert BufferedPolicy()(both)[0] == 5  # ceil((9 + 11) / 4)
+
+
+def test_every_deployment_uses_raywebs_policy():
+    """Even without buffer_containers: Serve's default policy would not see the direct path."""
+    app = rayweb.App("policy")
+
+    @app.function(serialized=True)
+    @rayweb.fastapi_endpoint()
+    def f() -> dict:
+        return {}
+
+    ep = compile_endpoint(f)
+    policy = ep.deployment_options["autoscaling_config"]["policy"]
+    assert policy["policy_function"] == "rayweb.runtime.autoscaling:BufferedPolicy"
+    assert policy["policy_kwargs"] == {"buffer": 0}
+    assert ep.payload.drain_s == ep.deployment_options["graceful_shutdown_timeout_s"] - 3
