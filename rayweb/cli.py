@@ -145,13 +145,26 @@ def cluster_up(
     num_cpus: Annotated[int | None, typer.Option(help="CPUs Ray may use.")] = None,
     num_gpus: Annotated[int | None, typer.Option(help="GPUs Ray may use.")] = None,
     port: Annotated[int | None, typer.Option(help="The head's GCS port.")] = None,
+    autoscaling_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Ray cluster YAML for the head's autoscaler (e.g. "
+            "cluster/fake-gpu-autoscaling.yaml: fake GPU nodes on this machine)."
+        ),
+    ] = None,
 ) -> None:
-    """Start a local Ray head; use it with --address NAME (serve, token, secret)."""
+    """Start a local Ray head; use it with --address NAME (serve, deploy, token, secret)."""
     from .local_cluster import up
 
     err = Console(stderr=True, soft_wrap=True)
     with _user_errors(err, "starting the cluster"), err.status("Starting Ray"):
-        c = up(name, num_cpus=num_cpus, num_gpus=num_gpus, port=port)
+        c = up(
+            name,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            port=port,
+            autoscaling_config=autoscaling_config,
+        )
     Console(highlight=False).print(
         f"Cluster {c.name!r} is up at {c.address} (dashboard {c.dashboard}).\n"
         f"Use it: rayweb serve app.py --address {c.name}\n"
@@ -188,6 +201,9 @@ def cluster_status(name: NameOption = "default") -> None:
             resources = ray_cluster.cluster_resources()
             shown = {k: v for k, v in resources.items() if not k.startswith("node:")}
             out.print("resources: " + ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())))
+            import ray
+
+            out.print(f"nodes: {sum(1 for n in ray.nodes() if n['Alive'])} alive")
 
 
 app_cli = typer.Typer(help="The endpoints (Serve applications) running on a cluster.")
@@ -232,7 +248,7 @@ def app_stop(
     """Delete a deployed endpoint and its replicas."""
     from . import cluster as ray_cluster
     from .exception import NotFoundError
-    from .serving import delete_apps
+    from .serving import delete_apps, forget_deployed
 
     err = Console(stderr=True)
     with _user_errors(err, "stopping the app"):
@@ -245,7 +261,45 @@ def app_stop(
                 f"No endpoint {name!r} on this cluster. Running: {running or 'none'}"
             )
         delete_apps([name])
+        forget_deployed(name)
     err.print(f"Stopped {name!r}.")
+
+
+@app_cli.command("logs")
+def app_logs(
+    name: Annotated[str, typer.Argument(help="The endpoint (Serve application).")],
+    address: ClusterOption = "default",
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+    ] = False,
+    tail: Annotated[int, typer.Option(help="Lines per log to start from (-1: all).")] = 1000,
+) -> None:
+    """Print what an endpoint's replicas (and web_server processes) wrote to stdout/stderr."""
+    from . import cluster as ray_cluster
+    from .exception import NotFoundError
+    from .logs import show_logs
+
+    err = Console(stderr=True)
+    stop = _stop_event()
+    with _user_errors(err, "reading the logs"):
+        ray_cluster.ensure_ray(address)
+        from ray import serve
+
+        running = sorted(serve.status().applications)
+        if name not in running:
+            raise NotFoundError(
+                f"No endpoint {name!r} on this cluster. Running: {running or 'none'}. "
+                f"Suggestion: rayweb app list --address {address}"
+            )
+        found = show_logs(
+            name,
+            follow=follow,
+            tail=tail,
+            write=lambda line: print(line, flush=True),
+            stop=stop,
+        )
+    if not found:
+        err.print(f"{name!r} has no running replicas (scaled to zero?).")
 
 
 token_cli = typer.Typer(help="Proxy-auth tokens (for requires_proxy_auth=True endpoints).")
@@ -408,30 +462,84 @@ def secret_delete(
 def deploy(
     app_ref: AppRefArgument,
     module: ModuleOption = False,
-    kuberay: Annotated[bool, typer.Option(help="Render a KubeRay RayService manifest.")] = False,
+    address: Annotated[
+        str,
+        typer.Option(help="A rayweb cluster name (see `rayweb cluster up`) or host:port."),
+    ] = "default",
+    name: Annotated[
+        str | None,
+        typer.Option(help="Deploy under this app name (URL labels follow it)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the cluster's gateway binds.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port of the cluster's gateway, if it has none yet.")
+    ] = 8000,
+    deploy_timeout: Annotated[
+        float | None, typer.Option(help="Give up a deploy after this many seconds.")
+    ] = None,
+    kuberay: Annotated[
+        bool, typer.Option(help="Render a KubeRay RayService manifest instead.")
+    ] = False,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Write the manifest here (default: stdout)."),
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option(help="The RayService's name (default: the app's).")
+        typer.Option("-o", "--output", help="With --kuberay: write the manifest here."),
     ] = None,
     image: Annotated[
-        str | None, typer.Option(help="Container image with Ray, rayweb and the app's code.")
+        str | None,
+        typer.Option(help="With --kuberay: container image with Ray, rayweb and the code."),
     ] = None,
 ) -> None:
-    """Deploy an app. Today: --kuberay renders a RayService for Kubernetes."""
-    from .exception import InvalidError
+    """Deploy an app onto a running Ray cluster and exit; it keeps serving (`modal deploy`).
+
+    Ships the app's code directory with the deploy. Redeploying updates the endpoints in
+    place; if the new version does not start, the previous one keeps serving and the command
+    fails with the reason. With --kuberay, renders a RayService for Kubernetes instead."""
+    if kuberay:
+        _render_kuberay(app_ref, module, output=output, name=name, image=image)
+        return
+    from .import_refs import load_app
+    from .serving import deploy_app
+
+    err = Console(stderr=True, soft_wrap=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    with _user_errors(err, "loading the app"):
+        app = load_app(app_ref, is_module=module)
+        if name:
+            app.name = name
+    with _user_errors(err, "deploying the app"), err.status("Deploying") as status:
+        deployed = deploy_app(
+            app,
+            address=address,
+            host=host,
+            port=port,
+            deploy_timeout=deploy_timeout,
+            progress=lambda msg: status.update(msg),
+        )
+    from rich.table import Table
+
+    table = Table(title=f"rayweb app {deployed.app_name!r} deployed", title_justify="left")
+    table.add_column("endpoint")
+    table.add_column("URL")
+    for tag, url in deployed.urls.items():
+        table.add_row(tag, url)
+    wide_console().print(table)
+    if deployed.removed:
+        err.print(f"Removed endpoints the app no longer has: {', '.join(deployed.removed)}")
+    err.print(
+        f"[green]Deployed.[/green] It keeps serving after this command; "
+        f"`rayweb app list --address {address}` shows it, "
+        f"`rayweb app stop NAME --address {address}` removes an endpoint."
+    )
+
+
+def _render_kuberay(
+    app_ref: str, module: bool, *, output: Path | None, name: str | None, image: str | None
+) -> None:
     from .import_refs import find_app, import_module_of, parse_app_ref
     from .kuberay import render_rayservice, to_yaml
 
     err = Console(stderr=True, soft_wrap=True)
     with _user_errors(err, "rendering the manifest"):
-        if not kuberay:
-            raise InvalidError(
-                "Deploying onto a running Ray cluster is not available yet. Suggestion: "
-                "rayweb deploy app.py --kuberay -o rayservice.yaml, or rayweb serve --address."
-            )
         ref = parse_app_ref(app_ref, is_module=module)
         found = find_app(import_module_of(ref), ref)
         module_name = ref.target if ref.is_module else Path(ref.target).stem

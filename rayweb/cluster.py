@@ -37,6 +37,7 @@ def ensure_ray(
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     object_store_memory: int | None = None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> bool:
     """Connect to ``address``, or start an embedded loopback-only Ray. True if started here."""
     # Must be set before Ray starts: Ray then binds and advertises 127.0.0.1 only.
@@ -59,9 +60,13 @@ def ensure_ray(
     if address:
         from .local_cluster import resolve_address
 
+        if runtime_env:
+            kwargs["runtime_env"] = runtime_env  # uploaded now; Serve gives it to replicas
         ray.init(address=resolve_address(address), **kwargs)
         return False
     ray.init(
+        # Loopback even when Ray was imported before the variable above was set.
+        _node_ip_address="127.0.0.1",
         num_cpus=num_cpus if num_cpus is not None else os.cpu_count() or 1,
         num_gpus=num_gpus,
         object_store_memory=object_store_memory or DEFAULT_OBJECT_STORE_BYTES,

@@ -83,8 +83,13 @@ def up(
     object_store_mib: int = 512,
     extra_env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
+    autoscaling_config: Path | None = None,
 ) -> LocalCluster:
-    """Start a loopback-only Ray head and remember it as ``name``."""
+    """Start a loopback-only Ray head and remember it as ``name``.
+
+    ``autoscaling_config``: a Ray cluster YAML for the head's autoscaler; with the
+    ``fake_multinode`` provider (see cluster/fake-gpu-autoscaling.yaml), worker "nodes" are
+    started on this machine, and ``down`` stops them with the head."""
     path = state_file(name)
     if path.exists():
         existing = load(name)
@@ -113,6 +118,11 @@ def up(
         cmd.append(f"--num-gpus={num_gpus}")
     cmd += extra_args or []
     os.makedirs(temp_dir, mode=0o700, exist_ok=True)
+    if autoscaling_config is not None:
+        resolved, fake = _autoscaling_config(autoscaling_config, port, Path(temp_dir))
+        cmd.append(f"--autoscaling-config={resolved}")
+        if fake:
+            env["RAY_FAKE_CLUSTER"] = "1"
     result = subprocess.run(cmd, env=env, cwd=temp_dir, capture_output=True, text=True, timeout=180)
     if result.returncode != 0:
         raise InvalidError(f"ray start failed:\n{(result.stderr or result.stdout)[-2000:]}")
@@ -126,6 +136,28 @@ def up(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(cluster)))
     return cluster
+
+
+def _autoscaling_config(path: Path, port: int, temp_dir: Path) -> tuple[Path, bool]:
+    """The config with the fake provider pointed at this head; (its path, is it fake)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidError(f"Cannot read the autoscaling config {str(path)!r}: {exc}") from None
+    provider = (config or {}).get("provider") if isinstance(config, dict) else None
+    if not isinstance(provider, dict) or "type" not in provider:
+        raise InvalidError(
+            f"{str(path)!r} is not a Ray cluster config (no provider.type). Suggestion: start "
+            "from cluster/fake-gpu-autoscaling.yaml."
+        )
+    fake = provider["type"] == "fake_multinode"
+    if fake:
+        provider["gcs_address"] = f"127.0.0.1:{port}"
+    resolved = temp_dir / "autoscaling.yaml"
+    resolved.write_text(yaml.safe_dump(config))
+    return resolved, fake
 
 
 def down(name: str = "default", *, grace_s: float = 10) -> int:

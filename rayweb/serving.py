@@ -127,6 +127,161 @@ def serve(
     return handle
 
 
+STALE_S = 10.0  # how long a failure from before an update may still show in its status
+REGISTRY_NAME = "rayweb-deployments"  # detached actor: each app's last good deploy
+
+# What `rayweb deploy` leaves out of the code it ships (besides .gitignore'd files).
+SHIP_EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", "node_modules", ".mypy_cache"]
+
+
+@dataclass
+class Deployed:
+    """The result of ``deploy_app``: what runs now, and where."""
+
+    app_name: str
+    urls: dict[str, str]
+    removed: list[str]
+    working_dir: str | None
+
+
+def deploy_app(
+    app: App,
+    *,
+    address: str | None,
+    host: str = cluster.DEFAULT_HOST,
+    port: int = cluster.DEFAULT_PORT,
+    deploy_timeout: float | None = None,
+    progress: Progress | None = None,
+) -> Deployed:
+    """Deploy ``app`` persistently onto the cluster at ``address`` (Modal's ``modal deploy``).
+
+    The app's code directory is uploaded with the deploy (Ray's ``working_dir``), so the
+    cluster runs this snapshot, not files that change later. Endpoints already deployed by
+    this app are updated in place (Serve starts the new replicas before stopping the old
+    ones); endpoints the app no longer has are deleted. If the new version does not start,
+    every endpoint goes back to the version that ran before and ``DeploymentError`` says why.
+    """
+    say = progress or (lambda _msg: None)
+    if not app.name:
+        from .exception import InvalidError
+
+        raise InvalidError(
+            "A deployed app needs a name. Suggestion: rayweb.App('my-app'), or --name my-app."
+        )
+    endpoints = compile_app(app)  # fail on bad specs before connecting
+    roots = {ep.payload.code.sys_path for ep in endpoints if ep.payload.code.sys_path}
+    if len(roots) > 1:
+        from .exception import InvalidError
+
+        raise InvalidError(
+            f"The endpoints of {app.name!r} come from several source roots {sorted(roots)}; "
+            "rayweb deploy ships one directory. Suggestion: import them from one package."
+        )
+    runtime_env = {"working_dir": roots.pop(), "excludes": SHIP_EXCLUDES} if roots else None
+    say(f"Connecting to Ray at {address}" + (" and uploading the code" if runtime_env else ""))
+    cluster.ensure_ray(address, runtime_env=runtime_env)
+    import ray
+
+    working_dir = (ray.get_runtime_context().runtime_env or {}).get("working_dir")
+    # Replicas import the shipped copy (their working directory), never the local path.
+    shipped = [_ship(ep, working_dir) for ep in endpoints] if working_dir else endpoints
+    http_host, http_port = cluster.ensure_serve(host, port)
+    say("Storing secrets")
+    _prepare_secrets(app)
+    registry = _deploy_registry()
+    previous: dict[str, CompiledEndpoint] = ray.get(registry.get.remote(app.name)) or {}
+    limit = deploy_timeout if deploy_timeout is not None else _default_deploy_timeout(app)
+    say(f"Deploying {len(shipped)} endpoint(s)")
+    try:
+        deploy(shipped, timeout=limit, progress=say, delete_on_failure=False)
+    except BaseException:
+        _roll_back(shipped, previous, say)
+        raise
+    removed = sorted(set(previous) - {ep.name for ep in shipped})
+    delete_apps(removed)
+    ray.get(registry.put.remote(app.name, {ep.name: ep for ep in shipped}))
+    base = f"http://{cluster.url_host(http_host)}:{http_port}"
+    _wait_for_routes(base, shipped, timeout=max(10.0, limit))
+    urls = {ep.tag: f"{base}{ep.route_prefix}" for ep in shipped}
+    return Deployed(app.name, urls, removed, working_dir)
+
+
+def _ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:
+    """The endpoint with its code imported from the uploaded ``working_dir``."""
+    import dataclasses
+
+    if ep.payload.code.sys_path is None:
+        return ep  # pickled by value: travels in the payload
+    code = dataclasses.replace(ep.payload.code, sys_path=None)
+    actor = dict(ep.deployment_options["ray_actor_options"])
+    actor["runtime_env"] = {**actor.get("runtime_env", {}), "working_dir": working_dir}
+    sidecar = ep.payload.sidecar
+    if sidecar is not None:  # a web_server's code runs in its sidecar actor
+        sidecar = {
+            **sidecar,
+            "runtime_env": {**sidecar.get("runtime_env", {}), "working_dir": working_dir},
+        }
+    payload = dataclasses.replace(ep.payload, code=code, sidecar=sidecar)
+    options = {**ep.deployment_options, "ray_actor_options": actor}
+    return dataclasses.replace(ep, deployment_options=options, payload=payload)
+
+
+def _roll_back(
+    failed: list[CompiledEndpoint], previous: dict[str, CompiledEndpoint], say: Progress
+) -> None:
+    """Put back what ran before a failed deploy; delete endpoints that did not exist."""
+    back = [previous[ep.name] for ep in failed if ep.name in previous]
+    new = [ep.name for ep in failed if ep.name not in previous]
+    if back:
+        say("Restoring the previous version")
+        with contextlib.suppress(Exception):
+            deploy(back, timeout=120, progress=say, delete_on_failure=False)
+    delete_apps(new, wait_s=10)
+
+
+def _deploy_registry() -> Any:
+    """The cluster's record of what each app deployed last (for rollback and removals)."""
+    import ray
+
+    actor_class: Any = ray.remote(DeployRegistry)
+    return actor_class.options(
+        name=REGISTRY_NAME,
+        namespace="rayweb",
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        resources={"node:__internal_head__": 0.001},
+    ).remote()
+
+
+def forget_deployed(endpoint: str) -> None:
+    """A stopped endpoint is no longer part of its app's last deploy."""
+    import ray
+
+    try:
+        registry = ray.get_actor(REGISTRY_NAME, namespace="rayweb")
+    except ValueError:
+        return
+    ray.get(registry.forget.remote(endpoint))
+
+
+class DeployRegistry:
+    """app name -> {endpoint name: CompiledEndpoint} of its last successful deploy."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, dict[str, CompiledEndpoint]] = {}
+
+    def get(self, app: str) -> dict[str, CompiledEndpoint] | None:
+        return self.apps.get(app)
+
+    def put(self, app: str, endpoints: dict[str, CompiledEndpoint]) -> None:
+        self.apps[app] = endpoints
+
+    def forget(self, endpoint: str) -> None:
+        for endpoints in self.apps.values():
+            endpoints.pop(endpoint, None)
+
+
 def _prepare_secrets(app: App) -> None:
     """Put code-given secrets in the cluster's store; check that named ones exist there.
 
@@ -175,13 +330,18 @@ def deploy(
         serve.RunTarget(build_application(ep), name=ep.name, route_prefix=ep.route_prefix)
         for ep in endpoints
     ]
+    # An update's status can still show the previous deploy's failure for a moment.
+    names = {ep.name for ep in endpoints}
+    before = {
+        name for name, app in serve.status().applications.items() if name in names and _failing(app)
+    }
     try:
         serve.run_many(
             targets,
             wait_for_ingress_deployment_creation=False,
             wait_for_applications_running=False,
         )
-        _wait_running(endpoints, timeout=timeout, progress=progress)
+        _wait_running(endpoints, timeout=timeout, progress=progress, before=before)
     except BaseException:
         if delete_on_failure:
             # Don't hold the error for Serve's graceful shutdown of replicas that never started.
@@ -189,9 +349,20 @@ def deploy(
         raise
 
 
-def _wait_running(endpoints: list[CompiledEndpoint], *, timeout: float, progress: Progress) -> None:
+def _wait_running(
+    endpoints: list[CompiledEndpoint],
+    *,
+    timeout: float,
+    progress: Progress,
+    before: set[str] | None = None,
+) -> None:
+    """Wait until every endpoint runs. ``before``: endpoints that were failing before this
+    deploy; their failure counts only once they have been seen not failing, or after
+    ``STALE_S`` (Serve's status can lag the update by a control-loop round)."""
     from ray import serve
 
+    stale = set(before or ())
+    stale_until = time.monotonic() + STALE_S
     deadline = time.monotonic() + timeout
     announced: set[str] = set()
     while True:
@@ -202,6 +373,11 @@ def _wait_running(endpoints: list[CompiledEndpoint], *, timeout: float, progress
             if app_status is None:
                 pending[ep.name] = "not created yet"
                 continue
+            if ep.name in stale:
+                if _failing(app_status) and time.monotonic() < stale_until:
+                    pending[ep.name] = "updating"
+                    continue
+                stale.discard(ep.name)
             messages = [app_status.message] + [
                 d.message for d in app_status.deployments.values() if d.message
             ]
@@ -231,6 +407,14 @@ def _wait_running(endpoints: list[CompiledEndpoint], *, timeout: float, progress
         if time.monotonic() > deadline:
             raise DeployTimeoutError(_timeout_message(endpoints, pending, timeout))
         time.sleep(POLL_S)
+
+
+def _failing(app_status: Any) -> bool:
+    state = str(app_status.status)
+    messages = [app_status.message] + [d.message for d in app_status.deployments.values()]
+    return state.endswith(("DEPLOY_FAILED", "UNHEALTHY")) or any(
+        extract_user_error(m or "") for m in messages
+    )
 
 
 def _timeout_message(

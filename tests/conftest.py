@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Before any test module imports Ray: Ray reads this when it is imported, and without it a
+# cluster advertises the machine's external address instead of 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

@@ -175,6 +175,9 @@ def _node_ip() -> str:
     return str(ray.util.get_node_ip_address())
 
 
+SIDECAR_PREFIX = "rayweb-sidecar:"
+
+
 async def start_sidecar(payload: ReplicaPayload) -> tuple[Any, int]:
     """From inside a replica: create the sidecar in our placement group's bundle 1, start it."""
     import ray
@@ -188,6 +191,11 @@ async def start_sidecar(payload: ReplicaPayload) -> tuple[Any, int]:
             placement_group=group, placement_group_bundle_index=1
         )
     actor_class: Any = ray.remote(WebServerSidecar)
+    import uuid
+
+    # Named so that `rayweb app logs` finds the server's output with its replica's.
+    options.setdefault("name", f"{SIDECAR_PREFIX}{payload.label}:{uuid.uuid4().hex[:8]}")
+    options.setdefault("namespace", "rayweb")
     sidecar = actor_class.options(max_concurrency=4, **options).remote(payload)
     try:
         port = await sidecar.start.remote()

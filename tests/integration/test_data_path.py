@@ -161,6 +161,8 @@ def test_replica_port_refuses_requests_without_the_gateway_key(served):
     handle = served(slow_app)
     route = wait_registered("data-path-slow")
     (server,) = route["servers"].values()
+    assert server["host"] == "127.0.0.1"  # the test cluster is loopback-only
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
     direct = f"http://{server['host']}:{server['port']}/data-path-slow/pid"
     assert httpx.get(direct).status_code == 403
     spoof = {KEY_HEADER: "guess", CLIENT_HEADER: "203.0.113.9"}

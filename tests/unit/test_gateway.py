@@ -139,6 +139,27 @@ def test_haproxy_process_routes_reloads_and_stops(tmp_path):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
 
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path):
+    serve = _Upstream("serve")
+    port = _free_port()
+    common = {"bind": ("127.0.0.1", port), "serve": ("127.0.0.1", serve.port), "key": "k"}
+    proc = HAProxyProcess(tmp_path, render_config(routes={}, **common))
+    try:
+        proc.wait_listening("127.0.0.1", port)
+        xff = {"X-Forwarded-For": "198.51.100.1, 203.0.113.5"}
+        httpx.get(f"http://127.0.0.1:{port}/", headers=xff)
+        assert serve.seen[-1][CLIENT_HEADER] == "127.0.0.1"  # loopback is nobody's proxy
+        trusted = parse_trusted("127.0.0.0/8")
+        proc.reload(render_config(routes={}, trusted=trusted, **common))
+        httpx.get(f"http://127.0.0.1:{port}/", headers=xff)
+        assert serve.seen[-1][CLIENT_HEADER] == "203.0.113.5"  # the hop the proxy added
+        httpx.get(f"http://127.0.0.1:{port}/")
+        assert serve.seen[-1][CLIENT_HEADER] == "127.0.0.1"  # no header: the peer
+    finally:
+        proc.stop()
+        serve.close()
+
+
 def test_haproxy_dies_with_its_parent(tmp_path):
     """HAProxy must not outlive the gateway actor's process (it would hold the port)."""
     port = _free_port()

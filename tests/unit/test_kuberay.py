@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,10 +133,24 @@ def test_named_secrets_are_references_and_code_secrets_are_refused():
     assert "canary-k8s" not in str(info.value)
 
 
-def test_deploy_without_kuberay_says_what_exists_today(tmp_path: Path):
+def test_deploy_to_a_missing_cluster_names_the_fix(tmp_path: Path):
+    """No Ray is started: the named cluster does not exist, and the message says how to
+    make it (the deploy itself is tested in tests/e2e/test_cluster.py)."""
     out = subprocess.run(
-        [sys.executable, "-m", "rayweb.cli", "deploy", str(EXAMPLES / "fastapi_endpoint.py")],
+        [
+            sys.executable,
+            "-m",
+            "rayweb.cli",
+            "deploy",
+            str(EXAMPLES / "fastapi_endpoint.py"),
+            "--address",
+            "nosuch",
+        ],
         capture_output=True,
         text=True,
+        env={**os.environ, "RAYWEB_CLUSTERS_DIR": str(tmp_path)},
+        timeout=120,
     )
-    assert out.returncode == 1 and "--kuberay" in out.stderr
+    assert out.returncode == 1
+    assert "No rayweb cluster 'nosuch'. Suggestion: rayweb cluster up --name nosuch" in out.stderr
+    assert "Traceback" not in out.stderr
