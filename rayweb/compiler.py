@@ -173,6 +173,7 @@ def compile_endpoint(
         limits=spec.limits,
         # Serve's force-kill deadline is the graceful shutdown timeout; leave it some slack.
         drain_s=max(1.0, options["graceful_shutdown_timeout_s"] - 3.0),
+        hot_swap=dev,
     )
     return CompiledEndpoint(name, f"/{name}", function.tag, options, payload)
 

@@ -263,3 +263,4 @@ class ReplicaPayload:
     sidecar: dict[str, Any] | None = field(default=None, hash=False)  # web_server actor options
     limits: Limits = field(default_factory=Limits)
     drain_s: float = 15.0  # at shutdown, how long direct-path requests may take to finish
+    hot_swap: bool = False  # `rayweb serve`: swap in new source without a new process

@@ -289,6 +289,10 @@ class GatewayActor:
         self.haproxy = HAProxyProcess(_state_dir(), self._render())
         self.haproxy.wait_listening(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
         self._reconciler: asyncio.Task[None] | None = None
+        # Hot swap (`rayweb serve`): a generation per app, and each replica's answer.
+        self.generations: dict[str, int] = {}
+        self.answers: dict[tuple[str, int], dict[str, str | None]] = {}
+        self._changed: asyncio.Condition | None = None
 
     def _render(self) -> str:
         return render_config(
@@ -375,6 +379,38 @@ class GatewayActor:
                 with contextlib.suppress(Exception):
                     await self._apply()
 
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    def generation(self, app: str) -> int:
+        return self.generations.get(app, 0)
+
+    async def next_generation(self, app: str, known: int) -> int:
+        """Wait until ``app`` has a generation other than ``known`` (a replica's long poll)."""
+        changed = self._condition()
+        async with changed:
+            await changed.wait_for(lambda: self.generations.get(app, 0) != known)
+        return self.generations[app]
+
+    async def bump_generation(self, app: str) -> tuple[int, list[str]]:
+        """Ask ``app``'s replicas to reload their code; (generation, replicas asked)."""
+        changed = self._condition()
+        async with changed:
+            generation = self.generations.get(app, 0) + 1
+            self.generations[app] = generation
+            self.answers[(app, generation)] = {}
+            changed.notify_all()
+        route = self.routes.get(app)
+        return generation, sorted(route.servers) if route else []
+
+    def answer(self, app: str, generation: int, replica: str, error: str | None) -> None:
+        self.answers.setdefault((app, generation), {})[replica] = error
+
+    def generation_answers(self, app: str, generation: int) -> dict[str, str | None]:
+        return dict(self.answers.get((app, generation), {}))
+
     def stop(self) -> None:
         self.haproxy.stop()
 
@@ -401,6 +437,6 @@ def start_gateway(host: str, port: int, serve_host: str, serve_port: int) -> Any
         get_if_exists=True,
         num_cpus=0,
         resources={"node:__internal_head__": 0.001},
-        max_concurrency=64,
+        max_concurrency=1000,  # each dev replica keeps one long poll open
     ).remote(host, port, serve_host, serve_port)
     return actor

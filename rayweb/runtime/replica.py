@@ -27,6 +27,7 @@ from .auth import store_fetch
 from .autoscaling import DIRECT_ONGOING
 from .direct import QUEUE_FACTOR, Counted, DirectServer, GatewayTrust, RoutePrefix
 from .gateway import find_gateway
+from .hotswap import Swappable
 from .limits import shared_limiter
 from .loader import UserCodeError, load_target, user_failure
 from .proxy import ReverseProxy
@@ -77,6 +78,9 @@ class RaywebReplica:
         self._instance: Any = None
         self._sidecar: Any = None
         self._direct: DirectServer | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+        self._lifespan_stop: Any = None  # stops a hot-swapped app's lifespan
+        self._target: Any = None
         self._gateway: Any = find_gateway()
         self._gateway_key: str | None = None
         if self._gateway is not None:
@@ -172,6 +176,10 @@ class RaywebReplica:
                 self._direct.port,
                 self._payload.max_inputs * QUEUE_FACTOR,
             )
+            if self._payload.hot_swap and self._payload.web.kind != "web_server":
+                self._reload_task = asyncio.get_running_loop().create_task(
+                    self._watch_reloads(context.app_name)
+                )
         except Exception:
             logger.warning(
                 "rayweb: %s serves through Serve's proxy only (its direct port failed)",
@@ -184,6 +192,8 @@ class RaywebReplica:
         return {DIRECT_ONGOING: float(self._direct.ongoing if self._direct else 0)}
 
     async def _stop_direct(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
         direct, self._direct = self._direct, None
         if direct is None:
             return
@@ -194,30 +204,93 @@ class RaywebReplica:
         await direct.stop(grace_s=self._payload.drain_s)
 
     def _build_app(self) -> Any:
-        web = self._payload.web
-        if web.kind == "web_server":
+        if self._payload.web.kind == "web_server":
             return self._wrap(ReverseProxy("127.0.0.1", self._upstream_port))
+        self._swappable = Swappable(self._user_app())
+        return self._wrap(self._swappable)
+
+    def _user_app(self) -> Any:
+        """The endpoint's ASGI app, from the current user code."""
+        web = self._payload.web
         fn = self._user_callable()
         if web.kind == "fastapi_endpoint":
-            app = adapters.fastapi_endpoint_app(fn, web)
-        elif web.kind in ("asgi_app", "wsgi_app"):
-            try:
-                app = fn()
-            except BaseException as exc:
-                raise user_failure(f"@rayweb.{web.kind} factory", exc) from None
-            if app is None or not callable(app):
-                raise user_failure(
-                    f"@rayweb.{web.kind} factory",
-                    TypeError(
-                        f"The @rayweb.{web.kind} function must return an app, got {app!r}. "
-                        f"Suggestion: end it with `return app`."
-                    ),
-                )
-            if web.kind == "wsgi_app":
-                app = adapters.wsgi_adapter(app, self._payload.max_inputs)
-        else:
+            return adapters.fastapi_endpoint_app(fn, web)
+        if web.kind not in ("asgi_app", "wsgi_app"):
             raise ValueError(f"unknown web kind {web.kind!r}")
-        return self._wrap(app)
+        try:
+            app = fn()
+        except BaseException as exc:
+            raise user_failure(f"@rayweb.{web.kind} factory", exc) from None
+        if app is None or not callable(app):
+            raise user_failure(
+                f"@rayweb.{web.kind} factory",
+                TypeError(
+                    f"The @rayweb.{web.kind} function must return an app, got {app!r}. "
+                    f"Suggestion: end it with `return app`."
+                ),
+            )
+        if web.kind == "wsgi_app":
+            app = adapters.wsgi_adapter(app, self._payload.max_inputs)
+        return app
+
+    async def _watch_reloads(self, app_name: str) -> None:
+        """`rayweb serve`: swap in new code whenever the driver bumps the generation."""
+        known = await self._gateway.generation.remote(app_name)
+        while True:
+            known = await self._gateway.next_generation.remote(app_name, known)
+            error = await self._hot_swap()
+            await self._gateway.answer.remote(app_name, known, self._replica_name, error)
+
+    async def _hot_swap(self) -> str | None:
+        """Re-import the user's code and swap the app in place; the error text, or None."""
+        from pathlib import Path
+
+        from ..dev import drop_local_modules
+        from .hotswap import start_lifespan
+
+        old_target, old_instance = self._target, self._instance
+        try:
+            root = self._payload.code.sys_path
+            if root:
+                drop_local_modules(Path(root))
+            try:
+                self._target = load_target(self._payload.code)
+            except BaseException as exc:
+                raise user_failure(f"importing the code of {self._payload.label!r}", exc) from None
+            self._instance = None
+            if self._payload.is_cls:
+                try:
+                    self._instance = self._target._instantiate()
+                    for name in self._payload.enter_methods:
+                        await _call(getattr(self._instance, name))
+                except BaseException as exc:
+                    raise user_failure("@enter", exc) from None
+            app = self._user_app()
+            try:
+                state, stop = await start_lifespan(app)
+            except BaseException as exc:
+                raise user_failure("the app's lifespan startup", exc) from None
+        except BaseException as exc:
+            new_instance = self._instance
+            self._target, self._instance = old_target, old_instance
+            if new_instance is not None:
+                await self._run_exit(new_instance)
+            return str(exc)
+        previous_stop, self._lifespan_stop = self._lifespan_stop, stop
+        self._swappable.swap(app, state)
+        if previous_stop is not None:
+            await previous_stop()
+        if old_instance is not None:
+            await self._run_exit(old_instance)
+        logger.info("rayweb: %s now runs the new code", self._payload.label)
+        return None
+
+    async def _run_exit(self, instance: Any) -> None:
+        for name in self._payload.exit_methods:
+            try:
+                await _call(getattr(instance, name))
+            except Exception:
+                logger.exception("@exit method %s of %s failed", name, self._payload.label)
 
     async def check_health(self) -> None:
         """Serve calls this periodically: a dead web server makes the replica unhealthy."""
@@ -229,10 +302,8 @@ class RaywebReplica:
             await self._stop_direct()
         if getattr(self, "_sidecar", None) is not None:
             await _stop_sidecar(self._sidecar)
+        if getattr(self, "_lifespan_stop", None) is not None:
+            await self._lifespan_stop()  # a hot-swapped app's lifespan
         if getattr(self, "_instance", None) is None:
             return  # not a class, or the constructor failed before @enter completed
-        for name in self._payload.exit_methods:
-            try:
-                await _call(getattr(self._instance, name))
-            except Exception:
-                logger.exception("@exit method %s of %s failed", name, self._payload.label)
+        await self._run_exit(self._instance)

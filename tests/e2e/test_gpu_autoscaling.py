@@ -139,16 +139,16 @@ def test_gpu_nodes_follow_the_endpoints(tmp_path):
             env=env, timeout=400,
         )  # fmt: skip
         assert deployed.returncode == 0, deployed.stderr[-3000:]
-        timings["deploy, 2 GPU nodes added, both endpoints RUNNING"] = time.monotonic() - start
-        # one node per L40S replica (1 GPU per node); the watcher samples every 0.5 s
-        watch.wait_for(lambda n: n == 2, 30, "two GPU nodes")
+        timings["deploy until the endpoints are RUNNING"] = time.monotonic() - start
         warm = httpx.get(f"http://127.0.0.1:{port}/fakegpu-warm", timeout=60)
         assert warm.status_code == 200 and warm.json()["gpus"] == "0"
 
-        # The cold endpoint scales to zero after 2 s idle, then its node idles out (15 s).
-        timings["cold endpoint's node removed after deploy"] = watch.wait_for(
-            lambda n: n == 1, 180, "the idle GPU node to be removed"
-        )
+        # The cold endpoint (min_containers=0) may get a node for its first replica or be
+        # scaled to zero before one arrives; either way, once idle only the warm one's node
+        # is left (scaledown window 2 s + node idle timeout 15 s).
+        time.sleep(20)
+        watch.wait_for(lambda n: n == 1, 180, "one GPU node (the warm endpoint's)")
+        assert max(n for _t, n in watch.samples) <= 2  # one node per L40S replica
 
         start = time.monotonic()
         cold = httpx.get(f"http://127.0.0.1:{port}/fakegpu-cold", timeout=300)
@@ -162,6 +162,7 @@ def test_gpu_nodes_follow_the_endpoints(tmp_path):
         )
         time.sleep(20)  # longer than the idle timeout: the warm endpoint's node stays
         assert watch.now() == 1
+        assert min(n for _t, n in watch.samples[-30:]) == 1
         assert httpx.get(f"http://127.0.0.1:{port}/fakegpu-warm").status_code == 200
     finally:
         watch.stop()

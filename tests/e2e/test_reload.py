@@ -77,8 +77,9 @@ def _until(predicate, limit_s: float = 60) -> float:
 
 
 def test_saving_redeploys_only_what_changed_without_failing_requests(dev_server):
-    script, base, _ = dev_server
+    script, base, lines = dev_server
     b_pid = httpx.get(f"{base}/hot-b-b-dev").json()["pid"]
+    a_pid = httpx.get(f"{base}/hot-a-dev").json()["pid"]
     failures: list[str] = []
     stop = threading.Event()
 
@@ -105,6 +106,17 @@ def test_saving_redeploys_only_what_changed_without_failing_requests(dev_server)
         load.join()
     assert failures == []
     assert httpx.get(f"{base}/hot-b-b-dev").json()["pid"] == b_pid  # b was not redeployed
+    # Only a's source changed: its replica swapped the code in place (same process).
+    assert httpx.get(f"{base}/hot-a-dev").json()["pid"] == a_pid
+    assert any("swapped in new code: a" in line for line in lines), lines[-5:]
+
+
+def test_changing_options_redeploys_in_a_new_process(dev_server):
+    script, base, lines = dev_server
+    a_pid = httpx.get(f"{base}/hot-a-dev").json()["pid"]
+    _edit(script, "@app.function()", "@app.function(max_containers=3)")
+    _until(lambda: httpx.get(f"{base}/hot-a-dev").json()["pid"] != a_pid, limit_s=120)
+    assert any("redeploying a" in line for line in lines), lines[-5:]
 
 
 def test_a_broken_save_keeps_the_last_good_version(dev_server):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request  # module level: FastAPI resolves annotations here
 
 from rayweb.runtime.direct import Counted, DirectServer, GatewayTrust, RoutePrefix
 from rayweb.runtime.gateway import (
@@ -281,3 +282,61 @@ def test_direct_server_serves_on_its_own_port_and_drains():
     assert text == "done"
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # closed after the drain
+
+
+def test_swappable_and_lifespan_of_a_swapped_in_app():
+    from contextlib import asynccontextmanager
+
+    from rayweb.runtime.hotswap import Swappable, start_lifespan
+
+    events: list[str] = []
+
+    def make(version: str) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(app):
+            events.append(f"start {version}")
+            yield {"version": version}
+            events.append(f"stop {version}")
+
+        api = FastAPI(lifespan=lifespan)
+
+        @api.get("/")
+        async def root(request: Request) -> dict:
+            return {"code": version, "state": getattr(request.state, "version", None)}
+
+        return api
+
+    async def get(app) -> dict:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return (await client.get("/")).json()
+
+    async def scenario():
+        swappable = Swappable(make("v1"))
+        before = await get(swappable)
+        v2 = make("v2")
+        state, stop = await start_lifespan(v2)
+        swappable.swap(v2, state)
+        after = await get(swappable)
+        await stop()
+
+        async def broken_lifespan(scope, receive, send):
+            await receive()
+            await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+        with pytest.raises(RuntimeError, match="no database"):
+            await start_lifespan(broken_lifespan)
+
+        async def plain(scope, receive, send):  # no lifespan support at all
+            if scope["type"] == "lifespan":
+                raise RuntimeError("lifespan not supported")
+
+        plain_state, plain_stop = await start_lifespan(plain)
+        await plain_stop()
+        return before, after, plain_state
+
+    before, after, plain_state = asyncio.run(scenario())
+    assert before == {"code": "v1", "state": None}
+    assert after == {"code": "v2", "state": "v2"}  # the new app's lifespan state reaches it
+    assert events == ["start v2", "stop v2"]
+    assert plain_state == {}
