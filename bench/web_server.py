@@ -16,7 +16,6 @@ import argparse
 import datetime
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,22 +23,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from run import append_results, free_port, wait_200, wrk  # noqa: E402
-
-
-def ws_round_trips(url: str, seconds: float) -> float:
-    from websockets.sync.client import connect
-
-    with connect(url, max_size=None) as ws:
-        for _ in range(50):  # warm-up
-            ws.send("x" * 64)
-            ws.recv()
-        count, start = 0, time.monotonic()
-        while time.monotonic() - start < seconds:
-            ws.send("x" * 64)
-            ws.recv()
-            count += 1
-    return count / (time.monotonic() - start)
+from run import append_results, free_port, wait_200, wrk, ws_round_trips  # noqa: E402
 
 
 def main() -> None:

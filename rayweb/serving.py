@@ -241,25 +241,19 @@ def _roll_back(
 
 def _deploy_registry() -> Any:
     """The cluster's record of what each app deployed last (for rollback and removals)."""
-    import ray
+    from .runtime.actors import cluster_actor
 
-    actor_class: Any = ray.remote(DeployRegistry)
-    return actor_class.options(
-        name=REGISTRY_NAME,
-        namespace="rayweb",
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        resources={"node:__internal_head__": 0.001},
-    ).remote()
+    return cluster_actor(DeployRegistry, REGISTRY_NAME)
 
 
 def forget_deployed(endpoint: str) -> None:
     """A stopped endpoint is no longer part of its app's last deploy."""
     import ray
 
+    from .runtime.actors import NAMESPACE
+
     try:
-        registry = ray.get_actor(REGISTRY_NAME, namespace="rayweb")
+        registry = ray.get_actor(REGISTRY_NAME, namespace=NAMESPACE)
     except ValueError:
         return
     ray.get(registry.forget.remote(endpoint))

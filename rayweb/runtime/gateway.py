@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 GATEWAY_NAME = "rayweb-gateway"
-GATEWAY_NAMESPACE = "rayweb"
 KEY_HEADER = "x-rayweb-gateway-key"
 CLIENT_HEADER = "x-rayweb-client"
 RECONCILE_S = 2.0
@@ -419,24 +418,19 @@ def find_gateway() -> Any | None:
     """This cluster's gateway actor, or None when rayweb's data path is not running."""
     import ray
 
+    from .actors import NAMESPACE
+
     try:
-        return ray.get_actor(GATEWAY_NAME, namespace=GATEWAY_NAMESPACE)
+        return ray.get_actor(GATEWAY_NAME, namespace=NAMESPACE)
     except ValueError:
         return None
 
 
 def start_gateway(host: str, port: int, serve_host: str, serve_port: int) -> Any:
     """Start the cluster's gateway on the head node (or return the running one)."""
-    import ray
+    from .actors import cluster_actor
 
-    actor_class: Any = ray.remote(GatewayActor)
-    actor = actor_class.options(
-        name=GATEWAY_NAME,
-        namespace=GATEWAY_NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        resources={"node:__internal_head__": 0.001},
-        max_concurrency=1000,  # each dev replica keeps one long poll open
-    ).remote(host, port, serve_host, serve_port)
-    return actor
+    # Each dev replica keeps one long poll open here (hot swap).
+    return cluster_actor(
+        GatewayActor, GATEWAY_NAME, host, port, serve_host, serve_port, max_concurrency=1000
+    )

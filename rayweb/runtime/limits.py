@@ -23,7 +23,6 @@ from ..spec import Limits
 from .adapters import ASGIApp, Message, Receive, Scope, Send
 
 LIMITER_NAME = "rayweb-rate-limiter"
-LIMITER_NAMESPACE = "rayweb"
 LEASE_S = 0.25  # a replica may use tokens it took for this long, then gives up the rest
 
 Acquire = Callable[[str, int], Awaitable[tuple[int, float]]]
@@ -73,17 +72,9 @@ class RateLimiterActor:
 
 def shared_limiter(endpoint: str, rate: float, burst_s: float) -> Acquire:
     """The cluster's rate limiter actor (created on first use), as an ``acquire`` function."""
-    import ray
+    from .actors import cluster_actor
 
-    actor_class: Any = ray.remote(RateLimiterActor)
-    actor = actor_class.options(
-        name=LIMITER_NAME,
-        namespace=LIMITER_NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        max_concurrency=1000,
-    ).remote()
+    actor = cluster_actor(RateLimiterActor, LIMITER_NAME, head=False, max_concurrency=1000)
 
     async def acquire(client: str, wanted: int) -> tuple[int, float]:
         taken, wait = await actor.acquire.remote(f"{endpoint}|{client}", wanted, rate, burst_s)

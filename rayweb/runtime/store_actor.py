@@ -12,7 +12,6 @@ from typing import Any
 from ..store import Store
 
 STORE_NAME = "rayweb-store"
-STORE_NAMESPACE = "rayweb"
 
 
 class StoreActor:
@@ -62,15 +61,6 @@ class StoreActor:
 
 def store_actor() -> Any:
     """The cluster's store actor (created on the head node on first use)."""
-    import ray
+    from .actors import cluster_actor
 
-    actor_class: Any = ray.remote(StoreActor)
-    return actor_class.options(
-        name=STORE_NAME,
-        namespace=STORE_NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        resources={"node:__internal_head__": 0.001},
-        max_restarts=-1,
-    ).remote()
+    return cluster_actor(StoreActor, STORE_NAME, max_restarts=-1)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.e2e.test_cli import _free_port
+
 RAYWEB = [sys.executable, "-m", "rayweb.cli"]
 
 APP = textwrap.dedent(
@@ -47,13 +49,8 @@ def _write(project: Path, version: str, fail: bool = False) -> None:
     (project / "helper.py").write_text(f"VERSION = {version!r}\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """The rayweb CLI, run from / (so nothing resolves against the repository)."""
     return subprocess.run(
         [*RAYWEB, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd="/"
     )

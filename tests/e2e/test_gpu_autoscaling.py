@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,10 +23,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.e2e.test_cli import _free_port
 from tests.e2e.test_cluster import _tagged
+from tests.e2e.test_deploy import _run
 
 ROOT = Path(__file__).resolve().parents[2]
-RAYWEB = [sys.executable, "-m", "rayweb.cli"]
 
 APP = textwrap.dedent(
     """
@@ -103,18 +103,6 @@ class NodeWatch:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _run(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*RAYWEB, *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
 
 
 def test_gpu_nodes_follow_the_endpoints(tmp_path):
