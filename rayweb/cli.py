@@ -227,7 +227,8 @@ def app_list(address: ClusterOption = "default") -> None:
         from ray import serve
 
         status = serve.status()
-    table = Table("endpoint", "status", "route", "replicas", "message")
+        base = ray_cluster.public_base_url()
+    table = Table("endpoint", "status", "URL", "replicas", "message")
     for name, app in sorted(status.applications.items()):
         states: dict[str, int] = {}
         for deployment in app.deployments.values():
@@ -235,7 +236,11 @@ def app_list(address: ClusterOption = "default") -> None:
                 states[str(state).split(".")[-1]] = states.get(str(state).split(".")[-1], 0) + count
         replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "0"
         table.add_row(
-            name, str(app.status).split(".")[-1], f"/{name}", replicas, (app.message or "")[:80]
+            name,
+            str(app.status).split(".")[-1],
+            f"{base}/{name}",
+            replicas,
+            (app.message or "")[:80],
         )
     wide_console().print(table)
 

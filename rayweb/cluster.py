@@ -160,13 +160,33 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
                 "Suggestion: RAYWEB_DATA_PATH=serve to use Serve's HTTP proxy only."
             ) from None
     elif running:
-        from ray.serve.context import _get_global_client
-
-        client = _get_global_client()
-        if client is not None:
-            host, port = client.http_config.host, client.http_config.port
+        host, port = _serve_proxy_address() or (host, port)
     _state.http_host, _state.http_port = host, port
     return host, port
+
+
+def public_base_url() -> str:
+    """Where clients reach this cluster's endpoints: the gateway, else Serve's proxy."""
+    import ray
+
+    from .runtime.gateway import find_gateway
+
+    gateway = find_gateway()
+    if gateway is not None:
+        host, port, _, _ = ray.get(gateway.address.remote())
+        return f"http://{url_host(host)}:{port}"
+    proxy = _serve_proxy_address()
+    return f"http://{url_host(proxy[0])}:{proxy[1]}" if proxy else ""
+
+
+def _serve_proxy_address() -> tuple[str, int] | None:
+    """Where this cluster's Serve HTTP proxy listens (None: no Serve client here)."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    if client is None:
+        return None
+    return client.http_config.host, client.http_config.port
 
 
 def _serve_running() -> bool:

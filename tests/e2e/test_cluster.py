@@ -76,6 +76,7 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
         assert "api-service-search-dev" in listed.stdout and "RUNNING" in listed.stdout, (
             listed.stderr[-2000:]
         )
+        assert f"http://127.0.0.1:{port}/api-service-search-dev" in listed.stdout
         stopped = subprocess.run(
             [*RAYWEB, "app", "stop", "api-service-echo-dev", "--address", name],
             capture_output=True,
