@@ -53,7 +53,7 @@ class Route:
 
 
 def parse_trusted(spec: str) -> list[str]:
-    """``RAYWEB_TRUSTED_PROXIES`` ("10.0.0.1, 192.168.0.0/16") as HAProxy source patterns."""
+    """``RAYWEB_TRUSTED_PROXIES`` ("198.51.100.1, 203.0.113.0/24") as HAProxy source patterns."""
     nets = []
     for part in spec.replace(";", ",").split(","):
         part = part.strip()
@@ -67,7 +67,7 @@ def parse_trusted(spec: str) -> list[str]:
         except ValueError:
             raise ValueError(
                 f"RAYWEB_TRUSTED_PROXIES: {part!r} is not an IP address or network. "
-                "Suggestion: RAYWEB_TRUSTED_PROXIES=10.0.0.5,192.168.0.0/16"
+                "Suggestion: RAYWEB_TRUSTED_PROXIES=198.51.100.5,203.0.113.0/24"
             ) from None
     return nets
 

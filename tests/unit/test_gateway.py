@@ -65,16 +65,16 @@ def test_config_routes_longest_prefix_first_with_serve_as_backup(tmp_path):
 
 
 def test_config_trusts_forwarded_for_only_from_named_proxies(tmp_path):
-    trusted = parse_trusted("10.0.0.5, 192.168.0.0/16")
-    assert trusted == ["10.0.0.5/32", "192.168.0.0/16"]
+    trusted = parse_trusted("198.51.100.5, 203.0.113.0/24")
+    assert trusted == ["198.51.100.5/32", "203.0.113.0/24"]
     config = render_config(
         bind=("127.0.0.1", 8000), serve=("127.0.0.1", 9000), key="k", routes={}, trusted=trusted
     )
-    assert "acl rayweb_trusted src 10.0.0.5/32 192.168.0.0/16" in config
+    assert "acl rayweb_trusted src 198.51.100.5/32 203.0.113.0/24" in config
     assert "req.hdr_ip(x-forwarded-for,-1)" in config
     assert _check(config, tmp_path).returncode == 0
     with pytest.raises(ValueError, match="Suggestion: RAYWEB_TRUSTED_PROXIES="):
-        parse_trusted("10.0.0.5, proxy.example")
+        parse_trusted("198.51.100.5, proxy.example")
 
 
 class _Upstream:
