@@ -528,6 +528,8 @@ def deploy(
     for tag, url in deployed.urls.items():
         table.add_row(tag, url)
     wide_console().print(table)
+    if deployed.working_dir:
+        err.print(f"Code shipped as {deployed.working_dir}", highlight=False)
     if deployed.removed:
         err.print(f"Removed endpoints the app no longer has: {', '.join(deployed.removed)}")
     err.print(

@@ -315,7 +315,7 @@ class GatewayActor:
         return proc.pid if proc is not None and proc.poll() is None else None
 
     def table(self) -> dict[str, dict[str, Any]]:
-        """What is routed where (for ``rayweb app list`` and tests)."""
+        """What is routed where (for inspection and tests)."""
         return {
             name: {"prefix": r.prefix, "servers": {k: vars(v) for k, v in r.servers.items()}}
             for name, r in self.routes.items()

@@ -74,6 +74,7 @@ def test_deploy_update_rollback_and_logs(tmp_path, monkeypatch):
         assert first.returncode == 0, first.stderr[-3000:]
         url = f"http://127.0.0.1:{port}/shipped-greeter-hello"
         assert url in first.stdout  # the URL table; the CLI has exited
+        assert "Code shipped as gcs://" in first.stderr  # uploaded, not read from this disk
         assert httpx.get(url, params={"who": "a"}).json() == {"version": "v1", "who": "a"}
 
         # The cluster runs the shipped snapshot: local edits alone change nothing.
