@@ -58,8 +58,8 @@ def _root(
 def serve(
     app_ref: AppRefArgument,
     module: ModuleOption = False,
-    host: Annotated[str, typer.Option(help="Address Serve's HTTP proxy binds.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of Serve's HTTP proxy.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address the endpoints are served on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the endpoints are served on.")] = 8000,
     address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster instead of starting one.")
     ] = None,
