@@ -245,26 +245,33 @@ def app_list(address: ClusterOption = "default") -> None:
     wide_console().print(table)
 
 
+def _require_endpoint(name: str, address: str) -> None:
+    """Join the cluster; fail with what runs there if ``name`` is not one of its endpoints."""
+    from . import cluster as ray_cluster
+    from .exception import NotFoundError
+
+    ray_cluster.ensure_ray(address)
+    from ray import serve
+
+    running = sorted(serve.status().applications)
+    if name not in running:
+        raise NotFoundError(
+            f"No endpoint {name!r} on this cluster. Running: {running or 'none'}. "
+            f"Suggestion: rayweb app list --address {address}"
+        )
+
+
 @app_cli.command("stop")
 def app_stop(
     name: Annotated[str, typer.Argument(help="The endpoint (Serve application) to stop.")],
     address: ClusterOption = "default",
 ) -> None:
     """Delete a deployed endpoint and its replicas."""
-    from . import cluster as ray_cluster
-    from .exception import NotFoundError
     from .serving import delete_apps, forget_deployed
 
     err = Console(stderr=True)
     with _user_errors(err, "stopping the app"):
-        ray_cluster.ensure_ray(address)
-        from ray import serve
-
-        running = sorted(serve.status().applications)
-        if name not in running:
-            raise NotFoundError(
-                f"No endpoint {name!r} on this cluster. Running: {running or 'none'}"
-            )
+        _require_endpoint(name, address)
         delete_apps([name])
         forget_deployed(name)
     err.print(f"Stopped {name!r}.")
@@ -280,22 +287,12 @@ def app_logs(
     tail: Annotated[int, typer.Option(help="Lines per log to start from (-1: all).")] = 1000,
 ) -> None:
     """Print what an endpoint's replicas (and web_server processes) wrote to stdout/stderr."""
-    from . import cluster as ray_cluster
-    from .exception import NotFoundError
     from .logs import show_logs
 
     err = Console(stderr=True)
     stop = _stop_event()
     with _user_errors(err, "reading the logs"):
-        ray_cluster.ensure_ray(address)
-        from ray import serve
-
-        running = sorted(serve.status().applications)
-        if name not in running:
-            raise NotFoundError(
-                f"No endpoint {name!r} on this cluster. Running: {running or 'none'}. "
-                f"Suggestion: rayweb app list --address {address}"
-            )
+        _require_endpoint(name, address)
         found = show_logs(
             name,
             follow=follow,
