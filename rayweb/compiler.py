@@ -173,7 +173,9 @@ def compile_endpoint(
         limits=spec.limits,
         # Serve's force-kill deadline is the graceful shutdown timeout; leave it some slack.
         drain_s=max(1.0, options["graceful_shutdown_timeout_s"] - 3.0),
-        hot_swap=dev,
+        # `rayweb serve` swaps new source into running replicas; a web_server's code runs in
+        # its sidecar process, so it is always redeployed.
+        hot_swap=dev and spec.web.kind != "web_server",
     )
     return CompiledEndpoint(name, f"/{name}", function.tag, options, payload)
 

@@ -126,7 +126,6 @@ class DevSession:
         return (
             old is not None
             and ep.payload.hot_swap
-            and ep.payload.web.kind != "web_server"
             and ep.payload == old.payload
             and _options_key(ep) == _options_key(old)
         )

@@ -104,17 +104,24 @@ class RaywebReplica:
             raise user_failure("loading secrets", exc) from None
         os.environ["RAYWEB_IS_REMOTE"] = "1"
         os.environ["RAYWEB_ENDPOINT"] = payload.label
+        self._target, self._instance = await self._load_code()
+
+    async def _load_code(self) -> tuple[Any, Any]:
+        """Import the user's code; for an ``@app.cls``, make an instance and run ``@enter``.
+        Returns (target, instance or None); failures are the user's, formatted."""
         try:
-            self._target = load_target(payload.code)
+            target = load_target(self._payload.code)
         except BaseException as exc:
-            raise user_failure(f"importing the code of {payload.label!r}", exc) from None
-        if payload.is_cls:
-            try:
-                self._instance = self._target._instantiate()
-                for name in payload.enter_methods:
-                    await _call(getattr(self._instance, name))
-            except BaseException as exc:
-                raise user_failure("@enter", exc) from None
+            raise user_failure(f"importing the code of {self._payload.label!r}", exc) from None
+        if not self._payload.is_cls:
+            return target, None
+        try:
+            instance = target._instantiate()
+            for name in self._payload.enter_methods:
+                await _call(getattr(instance, name))
+        except BaseException as exc:
+            raise user_failure("@enter", exc) from None
+        return target, instance
 
     def _user_callable(self) -> Any:
         if self._payload.is_cls:
@@ -176,7 +183,7 @@ class RaywebReplica:
                 self._direct.port,
                 self._payload.max_inputs * QUEUE_FACTOR,
             )
-            if self._payload.hot_swap and self._payload.web.kind != "web_server":
+            if self._payload.hot_swap:
                 self._reload_task = asyncio.get_running_loop().create_task(
                     self._watch_reloads(context.app_name)
                 )
@@ -253,25 +260,14 @@ class RaywebReplica:
             root = self._payload.code.sys_path
             if root:
                 drop_local_modules(Path(root))
-            try:
-                self._target = load_target(self._payload.code)
-            except BaseException as exc:
-                raise user_failure(f"importing the code of {self._payload.label!r}", exc) from None
-            self._instance = None
-            if self._payload.is_cls:
-                try:
-                    self._instance = self._target._instantiate()
-                    for name in self._payload.enter_methods:
-                        await _call(getattr(self._instance, name))
-                except BaseException as exc:
-                    raise user_failure("@enter", exc) from None
+            self._target, self._instance = await self._load_code()
             app = self._user_app()
             try:
                 state, stop = await start_lifespan(app)
             except BaseException as exc:
                 raise user_failure("the app's lifespan startup", exc) from None
         except BaseException as exc:
-            new_instance = self._instance
+            new_instance = self._instance if self._instance is not old_instance else None
             self._target, self._instance = old_target, old_instance
             if new_instance is not None:
                 await self._run_exit(new_instance)
