@@ -122,9 +122,7 @@ def test_haproxy_process_routes_reloads_and_stops(tmp_path):
         assert serve.seen[-1][KEY_HEADER] == "k"
         assert serve.seen[-1][CLIENT_HEADER] == "127.0.0.1"
         routes = {"app": Route("/app", {"r": Server("127.0.0.1", replica.port, 2)})}
-        started = time.monotonic()
         proc.reload(render_config(routes=routes, **common))
-        assert time.monotonic() - started < 5
         assert httpx.get(url).text == "replica"  # the reload is applied when it returns
         assert httpx.get(f"http://127.0.0.1:{port}/application").text == "serve"
         proc.reload(render_config(routes={}, **common))
