@@ -194,8 +194,13 @@ def deploy_app(
     say(f"Deploying {len(shipped)} endpoint(s)")
     try:
         deploy(shipped, timeout=limit, progress=say, delete_on_failure=False)
-    except BaseException:
-        _roll_back(shipped, previous, say)
+    except BaseException as exc:
+        problem = _roll_back(shipped, previous, say)
+        if problem and isinstance(exc, DeploymentError):
+            raise DeploymentError(
+                f"{exc.args[0]} The previous version could not be restored either: {problem}",
+                user_traceback=exc.user_traceback,
+            ) from None
         raise
     removed = sorted(set(previous) - {ep.name for ep in shipped})
     delete_apps(removed)
@@ -228,15 +233,20 @@ def _ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:
 
 def _roll_back(
     failed: list[CompiledEndpoint], previous: dict[str, CompiledEndpoint], say: Progress
-) -> None:
-    """Put back what ran before a failed deploy; delete endpoints that did not exist."""
+) -> str | None:
+    """Put back what ran before a failed deploy and delete endpoints that did not exist;
+    return why the previous version could not be restored, if it could not."""
     back = [previous[ep.name] for ep in failed if ep.name in previous]
     new = [ep.name for ep in failed if ep.name not in previous]
+    problem = None
     if back:
         say("Restoring the previous version")
-        with contextlib.suppress(Exception):
+        try:
             deploy(back, timeout=120, progress=say, delete_on_failure=False)
+        except Exception as exc:
+            problem = _one_line(str(exc))
     delete_apps(new, wait_s=10)
+    return problem
 
 
 def _deploy_registry() -> Any:
