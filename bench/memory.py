@@ -97,7 +97,7 @@ def main() -> None:
     use_data_path(args.data_path)
 
     import rayweb
-    from rayweb import cluster
+    from rayweb.driver import cluster
 
     app = rayweb.App("memory", limits=rayweb.Limits(rate_limit=None, request_timeout=3600))
     pause, size = args.read_pause, args.size_mib * MIB

@@ -281,7 +281,7 @@ def main() -> None:
         serve.delete("raw")
     finally:
         handle.stop()
-        from rayweb import cluster
+        from rayweb.driver import cluster
 
         cluster.stop_embedded()
 

@@ -33,8 +33,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import rayweb
-    from rayweb import cluster
-    from rayweb.import_refs import load_app
+    from rayweb.driver import cluster
+    from rayweb.driver.import_refs import load_app
 
     rows: list[tuple[str, dict[str, float], float | None]] = []
     port = free_port()

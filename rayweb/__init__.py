@@ -5,7 +5,6 @@ Importing rayweb does not import Ray; only serving and compiling do.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from . import exception
@@ -29,7 +28,7 @@ from .secret import Secret
 from .spec import Limits
 
 if TYPE_CHECKING:
-    from .serving import ServeHandle
+    from .driver.serve import ServeHandle
 
 __version__ = "0.1.0"
 __rayweb_alias__ = True  # lets rayweb._compat recognise itself standing in for `modal`
@@ -37,12 +36,14 @@ __rayweb_alias__ = True  # lets rayweb._compat recognise itself standing in for 
 
 def is_local() -> bool:
     """False inside a rayweb replica, True everywhere else (Modal's ``modal.is_local``)."""
-    return os.environ.get("RAYWEB_IS_REMOTE") != "1"
+    from .common import is_remote
+
+    return not is_remote()
 
 
 def serve(app: App, **kwargs: Any) -> ServeHandle:
-    """Serve ``app``'s web endpoints on Ray Serve; see :func:`rayweb.serving.serve`."""
-    from .serving import serve as _serve
+    """Serve ``app``'s web endpoints on Ray Serve; see :func:`rayweb.driver.serve.serve`."""
+    from .driver.serve import serve as _serve
 
     return _serve(app, **kwargs)
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import sys
 
+from . import exception
+
 
 def install_modal_alias() -> None:
     """Make ``import modal`` and ``import modal.exception`` give rayweb's modules."""
     existing = sys.modules.get("modal")
     if existing is not None and not getattr(existing, "__rayweb_alias__", False):
         return  # the real Modal client is loaded: leave it alone
-    import rayweb
-    import rayweb.exception
-
-    sys.modules["modal"] = rayweb
-    sys.modules["modal.exception"] = rayweb.exception
+    # The package itself is always imported before any of its modules.
+    sys.modules["modal"] = sys.modules[__name__.rpartition(".")[0]]
+    sys.modules["modal.exception"] = exception

@@ -2,7 +2,7 @@
 
 ``App.function`` and ``App.cls`` validate Modal's keyword arguments at decoration time and
 wrap the callable into a :class:`~rayweb.functions.Function` or :class:`~rayweb.functions.Cls`.
-Nothing here touches Ray: serving happens in ``rayweb.serving``.
+Nothing here touches Ray: serving happens in ``rayweb.driver``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ _NO_EFFECT = (
     "single_use_containers",
     "experimental_options",
     "schedule",
-    "volumes",
     "network_file_systems",
     "include_source",
 )
@@ -91,6 +90,7 @@ class App:
             raise InvalidError("Invalid value for `name`: Must be string.")
         if image is not None and not isinstance(image, Image):
             raise InvalidError("`image=` has to be a `rayweb.Image` object")
+        _check_volumes(volumes)
         self.name = name
         self.tags = dict(tags or {})
         self.image = image
@@ -291,7 +291,18 @@ def _check_limits(limits: Any) -> Limits | None:
     return limits
 
 
+def _check_volumes(volumes: Any) -> None:
+    """Volumes are not there yet: refuse them rather than lose what the app writes."""
+    if volumes:
+        raise InvalidError(
+            "rayweb does not support `volumes=` yet: files written there would not persist "
+            "or be shared between replicas. Suggestion: remove `volumes=` and keep the data "
+            "in a directory every Ray node mounts, or in external storage."
+        )
+
+
 def _check_kwargs(decorator: str, kwargs: dict[str, Any]) -> None:
+    _check_volumes(kwargs.pop("volumes", None))
     for key in kwargs:
         if key in _RENAMED:
             date, message = _RENAMED[key]

@@ -1,21 +1,24 @@
-"""The one bridge from rayweb specs to Ray Serve.
+"""The one bridge from rayweb specs to Ray Serve: every mapping rule lives here.
 
-``compile_endpoint`` is pure: it maps an :class:`~rayweb.spec.EndpointSpec` to Serve
-deployment options (DESIGN.md section 4) and the replica's payload. ``build_application``
-turns that into a Serve ``Application`` (importing Ray only there), so the mapping is
-unit-tested without a cluster.
+``compile_endpoint`` is pure: it builds a function's :class:`~rayweb.spec.EndpointSpec`
+(with rayweb's defaults), the replica's :class:`ResourcePlan`, the Serve deployment options
+(docs/architecture.md section 4) and the replica's payload. ``build_application`` turns that
+into a Serve ``Application`` (importing Ray only there), so the mapping is unit-tested
+without a cluster. The KubeRay renderer and the driver's "cannot be placed" message read the
+same plan.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .exception import InvalidError
-from .spec import CodeRef, EndpointSpec, GpuSpec, ReplicaPayload
+from .spec import CodeRef, EndpointSpec, GpuSpec, Limits, ReplicaPayload
 
 if TYPE_CHECKING:
     from .app import App
@@ -26,7 +29,45 @@ PROXY_NUM_CPUS = 0.05  # a web_server replica only proxies; its sidecar holds th
 DEFAULT_MAX_CONTAINERS = 10  # each replica is a process: cap what one burst can start
 DEFAULT_SCALEDOWN_WINDOW = 60  # seconds, Modal's default
 DEV_SUFFIX = "dev"
-BUFFER_POLICY = "rayweb.runtime.autoscaling:BufferedPolicy"
+BUFFER_POLICY = "rayweb.services.autoscaling:BufferedPolicy"
+# HAProxy sends each replica up to this many times its slots: extra requests wait in the
+# replica (counted, so the autoscaler sees them) rather than in HAProxy's queue (unseen).
+GATEWAY_QUEUE_FACTOR = 4
+ACCELERATOR_SHARE = 0.001  # asks for "a node of this type" without using up the resource
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """What one replica reserves, in Ray's resource names (``CPU``, ``GPU``, ``memory`` in
+    bytes, ``accelerator_type:<X>``): the replica actor itself and, for a ``web_server``, the
+    sidecar actor that holds the endpoint's resources on the same node."""
+
+    replica: Mapping[str, float]
+    sidecar: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> dict[str, float]:
+        out = dict(self.replica)
+        for key, value in self.sidecar.items():
+            out[key] = out.get(key, 0) + value
+        return {k: v for k, v in out.items() if v}
+
+    @property
+    def cpus(self) -> float:
+        return float(self.total.get("CPU", 0))
+
+    @property
+    def gpus(self) -> float:
+        return float(self.total.get("GPU", 0))
+
+    @property
+    def accelerator(self) -> str | None:
+        prefix = "accelerator_type:"
+        return next((k[len(prefix) :] for k in self.total if k.startswith(prefix)), None)
+
+    def missing(self, have: Mapping[str, float]) -> list[str]:
+        """The resources a cluster with ``have`` lacks for one replica."""
+        return [k for k, v in self.total.items() if have.get(k, 0) < v]
 
 
 @dataclass(frozen=True)
@@ -38,6 +79,8 @@ class CompiledEndpoint:
     tag: str
     deployment_options: dict[str, Any] = field(hash=False)
     payload: ReplicaPayload = field(hash=False)
+    plan: ResourcePlan = field(default_factory=lambda: ResourcePlan({}), hash=False)
+    startup_timeout: float = 300.0  # how long a deploy may wait for it (Modal's rule)
 
 
 def app_label(spec: EndpointSpec, *, dev: bool) -> str:
@@ -57,23 +100,71 @@ def choose_gpu(choices: Sequence[GpuSpec], available: Iterable[str] | None) -> G
     return choices[0]
 
 
+def endpoint_spec(function: Function[Any, Any]) -> EndpointSpec:
+    """The compiler's input for one web endpoint: the function's options over the app's, with
+    rayweb's defaults (code-given secrets keep their values here, on the driver)."""
+    if function.web is None:
+        raise InvalidError(f"{function.tag} is not a web endpoint.")
+    app, options = function.app, function.options
+    secrets = tuple(s.ref() for s in (*app.secrets, *options.secrets))
+    image = options.image or app.image
+    return EndpointSpec(
+        tag=function.tag,
+        label=function.label,
+        web=function.web,
+        resources=options.resources,
+        scaling=options.scaling,
+        concurrency=function.concurrency,
+        timeout=options.timeout,
+        startup_timeout=options.startup_timeout,
+        secrets=secrets,
+        auth_headers=app.auth_headers,
+        runtime_env=image.runtime_env() if image else {},
+        limits=options.limits or app.limits or Limits(),
+    )
+
+
+def resource_plan(
+    spec: EndpointSpec, *, available_accelerators: Iterable[str] | None = None
+) -> ResourcePlan:
+    """What one replica of ``spec`` reserves; a ``web_server``'s resources go to its sidecar."""
+    res = spec.resources
+    need: dict[str, float] = {"CPU": res.cpu if res.cpu is not None else DEFAULT_NUM_CPUS}
+    gpu = choose_gpu(res.gpu, available_accelerators)
+    if gpu is not None:
+        need["GPU"] = gpu.count
+        if gpu.accelerator:
+            need[f"accelerator_type:{gpu.accelerator}"] = ACCELERATOR_SHARE
+    if res.memory is not None:
+        need["memory"] = res.memory * 1024 * 1024
+    if spec.web.kind == "web_server":
+        return ResourcePlan({"CPU": PROXY_NUM_CPUS}, need)
+    return ResourcePlan(need)
+
+
+def _actor_options(need: Mapping[str, float]) -> dict[str, Any]:
+    """Ray actor options asking for ``need`` (the inverse of the plan's resource names)."""
+    actor: dict[str, Any] = {"num_cpus": need.get("CPU", 0)}
+    if need.get("GPU"):
+        actor["num_gpus"] = need["GPU"]
+    if need.get("memory"):
+        actor["memory"] = need["memory"]
+    return actor
+
+
 def deployment_options(
     spec: EndpointSpec, *, available_accelerators: Iterable[str] | None = None
 ) -> dict[str, Any]:
-    """Serve deployment options for one endpoint (DESIGN.md section 4)."""
-    res, scaling = spec.resources, spec.scaling
-    actor: dict[str, Any] = {"num_cpus": res.cpu if res.cpu is not None else DEFAULT_NUM_CPUS}
-    gpu = choose_gpu(res.gpu, available_accelerators)
-    if gpu is not None:
-        actor["num_gpus"] = gpu.count
-        if gpu.accelerator:
-            actor["accelerator_type"] = gpu.accelerator
-    if res.memory is not None:
-        actor["memory"] = res.memory * 1024 * 1024
-    if spec.runtime_env:
+    """Serve deployment options for one endpoint (docs/architecture.md section 4)."""
+    plan = resource_plan(spec, available_accelerators=available_accelerators)
+    scaling = spec.scaling
+    actor = _actor_options(plan.replica)
+    if plan.accelerator and not plan.sidecar:
+        actor["accelerator_type"] = plan.accelerator
+    if spec.runtime_env and not plan.sidecar:  # a web_server's code runs in its sidecar
         actor["runtime_env"] = spec.runtime_env
 
-    max_inputs = spec.concurrency.max_inputs if spec.concurrency else 1
+    max_inputs = max_inputs_of(spec)
     target = (spec.concurrency.target_inputs if spec.concurrency else None) or max_inputs
     min_replicas = scaling.min_containers or 0
     max_replicas = scaling.max_containers or max(DEFAULT_MAX_CONTAINERS, min_replicas)
@@ -92,7 +183,7 @@ def deployment_options(
         "policy_function": BUFFER_POLICY,
         "policy_kwargs": {"buffer": scaling.buffer_containers or 0},
     }
-    return {
+    options: dict[str, Any] = {
         "name": spec.label,
         "max_ongoing_requests": max_inputs,
         "autoscaling_config": autoscaling,
@@ -102,6 +193,29 @@ def deployment_options(
         "graceful_shutdown_timeout_s": float(min(spec.timeout, 30)),
         "logging_config": {"log_level": "WARNING", "enable_access_log": False},
     }
+    if plan.sidecar:
+        # The sidecar (bundle 1) holds the resources, packed on the proxy replica's node.
+        options["placement_group_bundles"] = [dict(plan.replica), dict(plan.sidecar)]
+        options["placement_group_strategy"] = "STRICT_PACK"
+        # A dead server should be noticed (and its replica replaced) in seconds, not 10+.
+        options["health_check_period_s"] = 2.0
+        options["health_check_timeout_s"] = 10.0
+    return options
+
+
+def max_inputs_of(spec: EndpointSpec) -> int:
+    """``@concurrent(max_inputs)``, else Modal's one input per container."""
+    return spec.concurrency.max_inputs if spec.concurrency else 1
+
+
+def _sidecar_options(plan: ResourcePlan, runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """The web_server sidecar actor's options (it runs the user's code: it gets the env)."""
+    sidecar = _actor_options(plan.sidecar)
+    if plan.accelerator:
+        sidecar["resources"] = {f"accelerator_type:{plan.accelerator}": ACCELERATOR_SHARE}
+    if runtime_env:
+        sidecar["runtime_env"] = runtime_env
+    return sidecar
 
 
 def code_ref(function: Function[Any, Any]) -> CodeRef:
@@ -152,57 +266,41 @@ def compile_endpoint(
     available_accelerators: Iterable[str] | None = None,
 ) -> CompiledEndpoint:
     """Compile one web function or web method."""
-    spec = function.endpoint_spec()
+    spec = endpoint_spec(function)
     name = app_label(spec, dev=dev)
+    plan = resource_plan(spec, available_accelerators=available_accelerators)
     options = deployment_options(spec, available_accelerators=available_accelerators)
-    sidecar = None
-    if spec.web.kind == "web_server":
-        sidecar = _split_for_sidecar(options)
+    max_inputs = options["max_ongoing_requests"]
     cls = function.cls
     payload = ReplicaPayload(
         label=name,
         code=code_ref(function),
         web=spec.web,
-        max_inputs=options["max_ongoing_requests"],
+        max_inputs=max_inputs,
         is_cls=cls is not None,
         enter_methods=tuple(cls.enter_methods) if cls else (),
         exit_methods=tuple(cls.exit_methods) if cls else (),
         secrets=tuple((s.name, s.required_keys) for s in spec.secrets),
         auth_headers=spec.auth_headers if spec.web.requires_proxy_auth else None,
-        sidecar=sidecar,
+        sidecar=_sidecar_options(plan, spec.runtime_env) if plan.sidecar else None,
         limits=spec.limits,
         # Serve's force-kill deadline is the graceful shutdown timeout; leave it some slack.
         drain_s=max(1.0, options["graceful_shutdown_timeout_s"] - 3.0),
         # `rayweb serve` swaps new source into running replicas; a web_server's code runs in
         # its sidecar process, so it is always redeployed.
         hot_swap=dev and spec.web.kind != "web_server",
+        gateway_maxconn=max_inputs * GATEWAY_QUEUE_FACTOR,
+        # One WSGI thread per input the replica may take at once.
+        wsgi_threads=max_inputs,
     )
-    return CompiledEndpoint(name, f"/{name}", function.tag, options, payload)
+    # Modal's rule: startup_timeout defaults to timeout.
+    startup = float(spec.startup_timeout or spec.timeout)
+    return CompiledEndpoint(name, f"/{name}", function.tag, options, payload, plan, startup)
 
 
-def _split_for_sidecar(options: dict[str, Any]) -> dict[str, Any]:
-    """Move a web_server's resources to its sidecar actor (bundle 1 of the replica's
-    placement group, packed on the same node); the proxy replica keeps almost nothing."""
-    actor = options["ray_actor_options"]
-    sidecar: dict[str, Any] = {"num_cpus": actor["num_cpus"]}
-    bundle: dict[str, float] = {"CPU": actor["num_cpus"]}
-    if actor.get("num_gpus"):
-        sidecar["num_gpus"] = bundle["GPU"] = actor["num_gpus"]
-    if actor.get("accelerator_type"):
-        key = f"accelerator_type:{actor['accelerator_type']}"
-        sidecar["resources"] = {key: 0.001}
-        bundle[key] = 0.001
-    if actor.get("memory"):
-        sidecar["memory"] = bundle["memory"] = actor["memory"]
-    if actor.get("runtime_env"):
-        sidecar["runtime_env"] = actor["runtime_env"]
-    options["ray_actor_options"] = {"num_cpus": PROXY_NUM_CPUS}
-    options["placement_group_bundles"] = [{"CPU": PROXY_NUM_CPUS}, bundle]
-    options["placement_group_strategy"] = "STRICT_PACK"
-    # A dead server should be noticed (and its replica replaced) in seconds, not 10+.
-    options["health_check_period_s"] = 2.0
-    options["health_check_timeout_s"] = 10.0
-    return sidecar
+def deploy_timeout(endpoints: Iterable[CompiledEndpoint]) -> float:
+    """How long deploying ``endpoints`` together may take: the longest startup timeout."""
+    return max((ep.startup_timeout for ep in endpoints), default=300.0)
 
 
 def compile_app(
@@ -221,6 +319,7 @@ def compile_app(
                 "Suggestion: give one of them label='another-name'."
             )
         owners[ep.name] = ep.tag
+    _warn_unsupported_image_steps(app)
     if not endpoints:
         raise InvalidError(
             f"App {app.name!r} has no web endpoints to serve. Suggestion: decorate a function "
@@ -229,11 +328,29 @@ def compile_app(
     return endpoints
 
 
+def _warn_unsupported_image_steps(app: App) -> None:
+    """apt/run_commands steps cannot be applied per deployment on Ray: say so (once per
+    distinct message; Python's warning registry drops repeats)."""
+    steps: list[str] = []
+    for function in app.web_endpoints:
+        image = function.options.image or app.image
+        for step in image.unsupported_steps() if image else []:
+            if step not in steps:
+                steps.append(step)
+    if steps:
+        warnings.warn(
+            f"rayweb: Ray cannot apply these Image steps per deployment: {', '.join(steps)}. "
+            "The cluster's node image must already provide them (on KubeRay: build them into "
+            "--image).",
+            stacklevel=3,
+        )
+
+
 def build_application(endpoint: CompiledEndpoint) -> Any:
     """The Serve ``Application`` for one compiled endpoint (imports Ray Serve)."""
     from ray import serve
 
-    from .runtime.replica import RaywebReplica
+    from .replica.deployment import RaywebReplica
 
     deployment = serve.deployment(RaywebReplica).options(  # type: ignore[attr-defined]
         **endpoint.deployment_options
@@ -241,21 +358,9 @@ def build_application(endpoint: CompiledEndpoint) -> Any:
     return deployment.bind(endpoint.payload)
 
 
-def replicas_needed(options: dict[str, Any]) -> dict[str, float]:
-    """Resources one replica reserves, in Ray's resource names (for messages)."""
-    actor = options["ray_actor_options"]
-    need = {"CPU": actor.get("num_cpus", 0)}
-    if actor.get("num_gpus"):
-        need["GPU"] = actor["num_gpus"]
-    if actor.get("accelerator_type"):
-        need[f"accelerator_type:{actor['accelerator_type']}"] = 0.001
-    if actor.get("memory"):
-        need["memory"] = actor["memory"]
-    return {k: v for k, v in need.items() if v}
-
-
 __all__ = [
     "CompiledEndpoint",
+    "ResourcePlan",
     "app_label",
     "build_application",
     "choose_gpu",
@@ -263,5 +368,7 @@ __all__ = [
     "compile_app",
     "compile_endpoint",
     "deployment_options",
-    "replicas_needed",
+    "deploy_timeout",
+    "endpoint_spec",
+    "resource_plan",
 ]

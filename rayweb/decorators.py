@@ -12,7 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
@@ -43,7 +43,6 @@ class PartialParams:
     web: WebSpec | None = None
     max_inputs: int | None = None
     target_inputs: int | None = None
-    lifecycle: Literal["enter", "exit"] | None = None
     snap: bool = False
     is_generator: bool | None = None
     max_batch_size: int | None = None
@@ -103,17 +102,14 @@ class PartialFunction(Generic[P, R]):
 
 
 def _target_error(name: str, target: Any) -> None:
-    """Reject a decorator applied on top of an app decorator, with Modal's hint."""
-    from .functions import Cls, Function  # local: functions imports this module
+    """Reject a decorator applied on top of an app decorator, with Modal's hint.
 
-    if isinstance(target, Function):
+    ``Function`` and ``Cls`` (``functions.py``, which imports this module) say which app
+    decorator made them in ``_rayweb_decorator``."""
+    made_by = getattr(type(target), "_rayweb_decorator", None)
+    if isinstance(made_by, str):
         raise InvalidError(
-            f"Cannot stack `@rayweb.{name}` on top of `@app.function`. "
-            "Hint: swap the order of the decorators."
-        )
-    if isinstance(target, Cls):
-        raise InvalidError(
-            f"Cannot stack `@rayweb.{name}` on top of `@app.cls()`. "
+            f"Cannot stack `@rayweb.{name}` on top of `{made_by}`. "
             "Hint: swap the order of the decorators."
         )
 
@@ -363,7 +359,7 @@ def enter(
     """Run this method once per replica, before the web app is built or requests arrive."""
     if _warn_parentheses_missing is not None:
         _no_positional("enter", (_warn_parentheses_missing,))
-    params = PartialParams(lifecycle="enter", snap=snap)
+    params = PartialParams(snap=snap)
     return lambda f: _apply("enter", f, _Flags.ENTER, params)
 
 
@@ -373,7 +369,7 @@ def exit(
     """Run this method when the replica shuts down (scale-down, redeploy, stop)."""
     if _warn_parentheses_missing is not None:
         _no_positional("exit", (_warn_parentheses_missing,))
-    params = PartialParams(lifecycle="exit")
+    params = PartialParams()
     return lambda f: _apply("exit", f, _Flags.EXIT, params)
 
 

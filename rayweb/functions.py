@@ -1,7 +1,7 @@
 """``Function`` and ``Cls``: what ``@app.function`` and ``@app.cls`` return.
 
-They hold the user's callable, the validated options and, once served, the web URL. They
-build the :class:`~rayweb.spec.EndpointSpec` of each web endpoint for the compiler.
+They hold the user's callable, the validated options and, once served, the web URL; the
+compiler reads them (``compiler.endpoint_spec``). No Ray here.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from typing_extensions import ParamSpec
 
@@ -20,7 +20,6 @@ from .secret import Secret
 from .spec import (
     DEFAULT_TIMEOUT,
     ConcurrencySpec,
-    EndpointSpec,
     Limits,
     ResourceSpec,
     ScalingSpec,
@@ -28,11 +27,19 @@ from .spec import (
     make_label,
 )
 
-if TYPE_CHECKING:
-    from .app import App
-
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class AppOptions(Protocol):
+    """What a Function reads from its ``rayweb.App`` (``app.py`` imports this module, not
+    the other way round)."""
+
+    name: str | None
+    image: Image | None
+    secrets: tuple[Secret, ...]
+    limits: Limits | None
+    auth_headers: tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,11 @@ class FunctionOptions:
 class Function(Generic[P, R]):
     """A function registered on an App (``@app.function``), or one web method of a Cls."""
 
+    _rayweb_decorator = "@app.function"  # decorators stacked on top of it name this
+
     def __init__(
         self,
-        app: App,
+        app: AppOptions,
         tag: str,
         raw_f: Callable[P, R],
         options: FunctionOptions,
@@ -98,27 +107,6 @@ class Function(Generic[P, R]):
         if self.web.label:
             return self.web.label
         return make_label(self.app.name, *self.tag.split("."))
-
-    def endpoint_spec(self) -> EndpointSpec:
-        """The compiler's input for this web endpoint (secrets resolved here, on the driver)."""
-        if self.web is None:
-            raise InvalidError(f"{self.tag} is not a web endpoint.")
-        secrets = tuple(s.ref() for s in (*self.app.secrets, *self.options.secrets))
-        image = self.options.image or self.app.image
-        return EndpointSpec(
-            tag=self.tag,
-            label=self.label,
-            web=self.web,
-            resources=self.options.resources,
-            scaling=self.options.scaling,
-            concurrency=self.concurrency,
-            timeout=self.options.timeout,
-            startup_timeout=self.options.startup_timeout,
-            secrets=secrets,
-            auth_headers=self.app.auth_headers,
-            runtime_env=image.runtime_env() if image else {},
-            limits=self.options.limits or self.app.limits or Limits(),
-        )
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function in this process, as Modal's ``.local()`` does."""
@@ -173,9 +161,11 @@ class Function(Generic[P, R]):
 class Cls:
     """A class registered with ``@app.cls``: ``@enter``/``@exit`` hooks and web methods."""
 
+    _rayweb_decorator = "@app.cls()"
+
     def __init__(
         self,
-        app: App,
+        app: AppOptions,
         user_cls: type[Any],
         options: FunctionOptions,
         concurrency: ConcurrencySpec | None,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .common import is_remote
 from .exception import InvalidError
 from .spec import SecretRef
 
@@ -60,7 +61,7 @@ class Secret:
     def from_local_environ(env_keys: Sequence[str]) -> Secret:
         """Copy the named variables from the local environment."""
         values: dict[str, str] = {}
-        remote = os.environ.get("RAYWEB_IS_REMOTE") == "1"
+        remote = is_remote()
         for key in env_keys:
             if key not in os.environ and remote:
                 continue  # a replica re-importing the module: values came with the deploy
@@ -97,6 +98,11 @@ class Secret:
         """A named secret stored on the cluster (``rayweb secret create NAME KEY=VALUE``)."""
         if not isinstance(name, str) or not name:
             raise InvalidError("Secret.from_name needs a non-empty name.")
+        if environment_name is not None:
+            raise InvalidError(
+                "rayweb has no environments: a cluster keeps one set of secrets (`rayweb secret "
+                f"list`). Suggestion: Secret.from_name({name!r}) without environment_name=."
+            )
         return Secret({}, name=name, required_keys=tuple(required_keys))
 
     def ref(self) -> SecretRef:

@@ -1,8 +1,9 @@
 """The metadata rayweb records about each endpoint: small frozen dataclasses, no Ray.
 
-Decorators validate their arguments and record these specs; ``compiler.py`` turns them into
-Ray Serve options in one step. Keeping them plain data means the whole mapping can be tested
-without a cluster, and the same spec feeds ``rayweb.serve``, ``rayweb deploy`` and KubeRay.
+Decorators validate their arguments and record these specs; ``compiler.py`` fills in
+rayweb's defaults and turns them into Ray Serve options in one step. Keeping them plain data
+means the whole mapping can be tested without a cluster, and the same spec feeds
+``rayweb.serve``, ``rayweb deploy`` and KubeRay.
 """
 
 from __future__ import annotations
@@ -264,3 +265,5 @@ class ReplicaPayload:
     limits: Limits = field(default_factory=Limits)
     drain_s: float = 15.0  # at shutdown, how long direct-path requests may take to finish
     hot_swap: bool = False  # `rayweb serve`: swap in new source without a new process
+    gateway_maxconn: int = 4  # connections HAProxy may open to one replica
+    wsgi_threads: int = 1  # the thread pool of a wsgi_app

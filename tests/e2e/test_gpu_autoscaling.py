@@ -54,7 +54,7 @@ APP = textwrap.dedent(
 WATCH = textwrap.dedent(
     """
     import json, sys, time
-    from rayweb import cluster
+    from rayweb.driver import cluster
     cluster.ensure_ray(sys.argv[1])  # handles the cluster's token auth
     import ray
     while True:

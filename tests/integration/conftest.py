@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import rayweb
-from rayweb.import_refs import load_app
+from rayweb.driver.import_refs import load_app
 from tests.conftest import EXAMPLES
 
 TEST_PORT = int(os.environ.get("RAYWEB_TEST_PORT", "18321"))
@@ -21,7 +21,7 @@ TEST_PORT = int(os.environ.get("RAYWEB_TEST_PORT", "18321"))
 
 @pytest.fixture(scope="session")
 def ray_cluster(store_dir: Path) -> Iterator[None]:
-    from rayweb import cluster
+    from rayweb.driver import cluster
 
     cluster.ensure_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
     held = cluster.hold()  # the session's own hold: handles stopping never stop the cluster
@@ -32,9 +32,9 @@ def ray_cluster(store_dir: Path) -> Iterator[None]:
 
 
 @pytest.fixture
-def served(ray_cluster: None) -> Iterator[Callable[..., rayweb.serving.ServeHandle]]:
+def served(ray_cluster: None) -> Iterator[Callable[..., rayweb.driver.serve.ServeHandle]]:
     """``served(app, **kw)`` serves on the shared cluster; everything is deleted afterwards."""
-    from rayweb.serving import ServeHandle
+    from rayweb.driver.serve import ServeHandle
 
     handles: list[ServeHandle] = []
 

@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 
 import rayweb
 from rayweb.exception import NotFoundError
-from rayweb.store import Store
+from rayweb.services.store import Store
 from tests.integration.conftest import example_app
 
 CANARY = "canary-5f1e9d2c7b"

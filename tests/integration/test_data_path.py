@@ -18,7 +18,8 @@ import ray
 from ray import serve
 
 import rayweb
-from rayweb.runtime.gateway import CLIENT_HEADER, KEY_HEADER, find_gateway
+from rayweb.common import CLIENT_HEADER, KEY_HEADER
+from rayweb.services.gateway import find_gateway
 
 pytestmark = pytest.mark.cluster
 

@@ -88,12 +88,12 @@ def test_resources_example_env_and_secrets(served):
 
 
 def test_serve_config_builder_runs_an_endpoint(ray_cluster):
-    """What KubeRay's serveConfigV2 runs: rayweb.runtime.entry:build(args)."""
+    """What KubeRay's serveConfigV2 runs: rayweb.entry:build(args)."""
     import sys
 
     from ray import serve
 
-    from rayweb.runtime.entry import build
+    from rayweb.entry import build
     from tests.conftest import EXAMPLES
     from tests.integration.conftest import TEST_PORT
 

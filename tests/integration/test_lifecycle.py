@@ -146,6 +146,24 @@ def test_unplaceable_gpu_replica_times_out_naming_what_is_missing(served):
     _assert_gone_or_deleting("gpu-demo-gpu-info")
 
 
+def test_unplaceable_web_server_names_its_sidecars_gpu(served):
+    """A web_server's resources are held by its sidecar (bundle 1 of the replica's placement
+    group): the message must name those, not the proxy replica's 0.05 CPU."""
+    app = rayweb.App("nogpu-server")
+
+    @app.function(gpu="L40S", serialized=True)
+    @rayweb.web_server(8000)
+    def server() -> None:
+        pass
+
+    with pytest.raises(DeployTimeoutError) as info:
+        served(app, deploy_timeout=6)
+    message = str(info.value)
+    assert "server (nogpu-server-server)" in message
+    assert "missing: GPU, accelerator_type:L40S" in message
+    _assert_gone_or_deleting("nogpu-server-server")
+
+
 def test_duplicate_labels_fail_before_deploying(served):
     app = rayweb.App("dup")
 

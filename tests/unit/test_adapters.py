@@ -9,13 +9,13 @@ import pytest
 from pydantic import BaseModel
 from starlette.testclient import TestClient
 
-from rayweb.runtime.adapters import (
+from rayweb.replica.adapters import (
     LifespanGuard,
     RootSlash,
     fastapi_endpoint_app,
-    wrap,
     wsgi_adapter,
 )
+from rayweb.replica.chain import Chain
 from rayweb.spec import WebSpec
 
 
@@ -32,7 +32,7 @@ def create(item: Item) -> dict:
 
 
 def test_fastapi_endpoint_one_route_at_root():
-    client = TestClient(wrap(fastapi_endpoint_app(search, WebSpec("fastapi_endpoint"))))
+    client = TestClient(Chain(fastapi_endpoint_app(search, WebSpec("fastapi_endpoint"))).serve_path)
     assert client.get("/", params={"query": "x"}).json() == {"query": "x", "limit": 10}
     assert client.get("/").status_code == 422
     assert client.post("/").status_code == 405
@@ -46,7 +46,9 @@ def test_fastapi_endpoint_one_route_at_root():
 
 def test_fastapi_endpoint_post_model_and_docs():
     client = TestClient(
-        wrap(fastapi_endpoint_app(create, WebSpec("fastapi_endpoint", method="POST", docs=True)))
+        Chain(
+            fastapi_endpoint_app(create, WebSpec("fastapi_endpoint", method="POST", docs=True))
+        ).serve_path
     )
     assert client.post("/", json={"name": "a"}).json() == {"name": "a"}
     assert client.post("/", json={}).status_code == 422
@@ -165,7 +167,7 @@ def test_lifespan_adopts_anyio_root_task():
             started.append(1)
         return {}
 
-    _serve_like_a_replica(wrap(api), requests=20)
+    _serve_like_a_replica(Chain(api).serve_path, requests=20)
     assert 1 <= len(started) <= 2, f"{len(started)} threads started for 20 requests"
 
 
@@ -178,5 +180,5 @@ def test_wsgi_adapter_flask():
     def echo():
         return {"got": request.get_json()}
 
-    client = TestClient(wrap(wsgi_adapter(web, threads=2)))
+    client = TestClient(Chain(wsgi_adapter(web, threads=2)).serve_path)
     assert client.post("/echo", json={"a": 1}).json() == {"got": {"a": 1}}

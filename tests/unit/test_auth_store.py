@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import rayweb
-from rayweb.auth import hash_secret, new_token, parse_credentials, verify_secret
 from rayweb.exception import InvalidError, NotFoundError
-from rayweb.store import Store
+from rayweb.services.store import Store
+from rayweb.tokens import hash_secret, new_token, parse_credentials, verify_secret
 
 
 def test_tokens_hash_and_verify():

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from rayweb import cluster
+from rayweb.driver import cluster
 from rayweb.exception import InvalidError
 
 

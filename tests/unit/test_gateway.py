@@ -16,17 +16,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request  # module level: FastAPI resolves annotations here
 
-from rayweb.runtime.direct import Counted, DirectServer, GatewayTrust, RoutePrefix
-from rayweb.runtime.gateway import (
-    CLIENT_HEADER,
-    KEY_HEADER,
-    HAProxyProcess,
-    Route,
-    Server,
-    haproxy_binary,
-    parse_trusted,
-    render_config,
-)
+from rayweb.common import CLIENT_HEADER, KEY_HEADER
+from rayweb.replica.direct import Counted, DirectServer
+from rayweb.replica.trust import GatewayTrust, RoutePrefix
+from rayweb.services.haproxy import HAProxyProcess, haproxy_binary
+from rayweb.services.haproxy_config import Route, Server, parse_trusted, render_config
 
 
 def _free_port() -> int:
@@ -165,7 +159,8 @@ def test_haproxy_dies_with_its_parent(tmp_path):
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from rayweb.runtime.gateway import HAProxyProcess, render_config\n"
+        "from rayweb.services.haproxy import HAProxyProcess\n"
+        "from rayweb.services.haproxy_config import render_config\n"
         f"p = HAProxyProcess(Path({str(tmp_path)!r}), render_config(bind=('127.0.0.1', {port}),"
         " serve=('127.0.0.1', 9), key='k', routes={}))\n"
         f"p.wait_listening('127.0.0.1', {port})\n"
@@ -285,7 +280,7 @@ def test_direct_server_serves_on_its_own_port_and_drains():
 def test_swappable_and_lifespan_of_a_swapped_in_app():
     from contextlib import asynccontextmanager
 
-    from rayweb.runtime.hotswap import Swappable, start_lifespan
+    from rayweb.replica.hotswap import Swappable, start_lifespan
 
     events: list[str] = []
 

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
+from rayweb.driver.import_refs import load_app, parse_app_ref
 from rayweb.exception import InvalidError, NotFoundError
-from rayweb.import_refs import load_app, parse_app_ref
 from tests.conftest import EXAMPLES
 
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 import rayweb
+from rayweb.driver.import_refs import load_app
+from rayweb.driver.kuberay import render_rayservice, to_yaml
 from rayweb.exception import InvalidError
-from rayweb.import_refs import load_app
-from rayweb.kuberay import render_rayservice, to_yaml
 from tests.conftest import EXAMPLES, ROOT
 
 CRD = ROOT.parent / "shared" / "kuberay" / "ray.io_rayservices.yaml"

@@ -11,8 +11,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from rayweb import Limits
 from rayweb.exception import InvalidError
-from rayweb.runtime.adapters import wrap
-from rayweb.runtime.limits import TokenBucket, local_limiter
+from rayweb.replica.chain import Chain
+from rayweb.services.ratelimit import TokenBucket, local_limiter
 
 calls: list[str] = []
 api = FastAPI()
@@ -52,7 +52,7 @@ def client(limits: Limits) -> TestClient:
     acquire = (
         local_limiter(limits.rate_limit, limits.rate_limit_burst_s) if limits.rate_limit else None
     )
-    return TestClient(wrap(api, limits, acquire))
+    return TestClient(Chain(api, max_inputs=64, limits=limits, acquire=acquire).serve_path)
 
 
 def test_declared_body_over_the_limit_is_refused_before_the_app_runs():

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 import rayweb
-from rayweb.compiler import choose_gpu, compile_app, compile_endpoint, deployment_options
+from rayweb.compiler import (
+    choose_gpu,
+    compile_app,
+    compile_endpoint,
+    deployment_options,
+    endpoint_spec,
+)
 from rayweb.exception import InvalidError
 from rayweb.spec import GpuSpec, make_label, parse_gpu
 
@@ -72,7 +78,7 @@ def test_fallback_list_takes_the_first_available():
 
 
 def test_defaults_are_modal_like_and_fractional():
-    opts = deployment_options(get_item.endpoint_spec())
+    opts = deployment_options(endpoint_spec(get_item))
     assert opts["max_ongoing_requests"] == 1  # no @concurrent: one at a time
     assert opts["ray_actor_options"] == {"num_cpus": 0.1}
     scaling = opts["autoscaling_config"]
@@ -84,7 +90,7 @@ def test_defaults_are_modal_like_and_fractional():
 
 
 def test_full_mapping():
-    spec = big.endpoint_spec()
+    spec = endpoint_spec(big)
     opts = deployment_options(spec)
     actor = opts["ray_actor_options"]
     assert actor["num_gpus"] == 2 and actor["accelerator_type"] == "H100"
@@ -127,7 +133,7 @@ def test_compiled_options_are_valid_serve_options():
 
     for ep in compile_app(app):
         AutoscalingConfig(**ep.deployment_options["autoscaling_config"])
-        from rayweb.runtime.replica import RaywebReplica
+        from rayweb.replica.deployment import RaywebReplica
 
         serve.deployment(RaywebReplica).options(**ep.deployment_options).bind(ep.payload)
 
@@ -140,7 +146,7 @@ def test_an_app_without_web_endpoints_is_an_error():
 def test_buffer_policy():
     from types import SimpleNamespace
 
-    from rayweb.runtime.autoscaling import BufferedPolicy
+    from rayweb.services.autoscaling import BufferedPolicy
 
     config = SimpleNamespace(get_target_ongoing_requests=lambda: 4)
     ctx = SimpleNamespace(
@@ -173,6 +179,6 @@ def test_every_deployment_uses_raywebs_policy():
 
     ep = compile_endpoint(f)
     policy = ep.deployment_options["autoscaling_config"]["policy"]
-    assert policy["policy_function"] == "rayweb.runtime.autoscaling:BufferedPolicy"
+    assert policy["policy_function"] == "rayweb.services.autoscaling:BufferedPolicy"
     assert policy["policy_kwargs"] == {"buffer": 0}
     assert ep.payload.drain_s == ep.deployment_options["graceful_shutdown_timeout_s"] - 3

@@ -9,8 +9,8 @@ import sys
 
 import rayweb
 from rayweb.compiler import compile_endpoint
-from rayweb.runtime.proxy import _forward_headers, _rewrite_location, _strip_prefix
-from rayweb.runtime.webserver import PORTMAP_DIR
+from rayweb.replica.proxy import _forward_headers, _rewrite_location, _strip_prefix
+from rayweb.replica.webserver import PORTMAP_DIR
 
 app = rayweb.App("ws-unit")
 

@@ -1,0 +1,5 @@
+"""``python -m rayweb.cli``."""
+
+from . import main
+
+main()

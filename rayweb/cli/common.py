@@ -1,0 +1,78 @@
+"""What every command shares: argument types, turning errors into readable output, signals."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..exception import DeploymentError, Error
+
+AppRefArgument = Annotated[
+    str, typer.Argument(help="file.py, file.py::app or (with -m) pkg.module")
+]
+ModuleOption = Annotated[bool, typer.Option("-m", help="APP_REF is a Python module path.")]
+ClusterOption = Annotated[
+    str,
+    typer.Option("--address", help="A rayweb cluster name (see `rayweb cluster up`) or host:port."),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(help="The cluster to use (default: this machine's store, used by its clusters)."),
+]
+
+
+def stderr() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """A signal handler that unwinds like Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def stop_event() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, so Ctrl-C and `kill` both stop cleanly."""
+    event = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        event.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return event
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+@contextmanager
+def user_errors(console: Console, phase: str) -> Iterator[None]:
+    """Turn rayweb errors into one readable message, user errors into their traceback."""
+    try:
+        yield
+    except DeploymentError as exc:
+        console.print(f"[red]Error:[/red] {escape(exc.args[0])}", highlight=False)
+        if exc.user_traceback:
+            console.print(exc.user_traceback, markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except Error as exc:
+        console.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    except (KeyboardInterrupt, typer.Exit):
+        raise
+    except Exception as exc:
+        console.print(f"[red]Error while {phase}:[/red]", highlight=False)
+        console.print(
+            "".join(traceback.format_exception(exc)).rstrip(), markup=False, highlight=False
+        )
+        raise typer.Exit(1) from None

@@ -1,0 +1,192 @@
+"""``rayweb serve`` (foreground, hot reload) and ``rayweb deploy`` (persistent, or a KubeRay
+manifest): parse the arguments, call the driver, print what happened."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..driver.output import print_urls, wide_console
+from .common import AppRefArgument, ModuleOption, interrupt, stop_event, user_errors
+from .root import cli
+
+
+@cli.command()
+def serve(
+    app_ref: AppRefArgument,
+    module: ModuleOption = False,
+    host: Annotated[str, typer.Option(help="Address the endpoints are served on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the endpoints are served on.")] = 8000,
+    address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster instead of starting one.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (like MODAL_SERVE_TIMEOUT).")
+    ] = None,
+    deploy_timeout: Annotated[
+        float | None, typer.Option(help="Give up a deploy after this many seconds.")
+    ] = None,
+    reload: Annotated[
+        bool, typer.Option("--reload/--no-reload", help="Redeploy what changed on save.")
+    ] = True,
+) -> None:
+    """Serve an app's web endpoints in the foreground, with -dev URLs, until Ctrl-C.
+
+    Saving a file of the app redeploys the endpoints that changed; if the new code does
+    not load or start, the last good version keeps serving."""
+    from ..driver.dev import DevSession, watch_changes
+
+    err = Console(stderr=True, soft_wrap=True)
+
+    def say(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+
+    session = DevSession.from_ref(
+        app_ref,
+        is_module=module,
+        say=say,
+        host=host,
+        port=port,
+        address=address,
+        deploy_timeout=deploy_timeout,
+    )
+    # SIGTERM while deploying unwinds like Ctrl-C, so serve() deletes what it started.
+    signal.signal(signal.SIGTERM, interrupt)
+    with user_errors(err, "loading the app"):
+        session.app = session.load()
+    with user_errors(err, "serving the app"), err.status("Starting") as status:
+        handle = session.start(progress=lambda msg: status.update(msg))
+    stop = stop_event()
+    changed = threading.Event()
+    if reload:
+        watching = threading.Event()
+        threading.Thread(
+            target=watch_changes,
+            args=(session, stop, lambda _paths: changed.set(), watching),
+            daemon=True,
+        ).start()
+        watching.wait(10)
+    try:
+        print_urls(handle.urls, console=wide_console())
+        err.print(
+            "[green]Serving.[/green] "
+            + ("Watching for changes. " if reload else "")
+            + "Press Ctrl-C to stop."
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not stop.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                err.print(f"Timeout of {timeout:g}s reached.")
+                break
+            if changed.wait(0.2 if left is None else max(0.0, min(0.2, left))):
+                changed.clear()
+                session.reload()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with err.status("Stopping"):
+            handle.stop()
+        err.print("Stopped.")
+
+
+@cli.command()
+def deploy(
+    app_ref: AppRefArgument,
+    module: ModuleOption = False,
+    address: Annotated[
+        str,
+        typer.Option(help="A rayweb cluster name (see `rayweb cluster up`) or host:port."),
+    ] = "default",
+    name: Annotated[
+        str | None,
+        typer.Option(help="Deploy under this app name (URL labels follow it)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the cluster's gateway binds.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port of the cluster's gateway, if it has none yet.")
+    ] = 8000,
+    deploy_timeout: Annotated[
+        float | None, typer.Option(help="Give up a deploy after this many seconds.")
+    ] = None,
+    kuberay: Annotated[
+        bool, typer.Option(help="Render a KubeRay RayService manifest instead.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="With --kuberay: write the manifest here."),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="With --kuberay: container image with Ray, rayweb and the code."),
+    ] = None,
+) -> None:
+    """Deploy an app onto a running Ray cluster and exit; it keeps serving (`modal deploy`).
+
+    Ships the app's code directory with the deploy. Redeploying updates the endpoints in
+    place; if the new version does not start, the previous one keeps serving and the command
+    fails with the reason. With --kuberay, renders a RayService for Kubernetes instead."""
+    if kuberay:
+        _render_kuberay(app_ref, module, output=output, name=name, image=image)
+        return
+    from ..driver.deploy import deploy_app
+    from ..driver.import_refs import load_app
+
+    err = Console(stderr=True, soft_wrap=True)
+    signal.signal(signal.SIGTERM, interrupt)
+    with user_errors(err, "loading the app"):
+        app = load_app(app_ref, is_module=module)
+        if name:
+            app.name = name
+    with user_errors(err, "deploying the app"), err.status("Deploying") as status:
+        deployed = deploy_app(
+            app,
+            address=address,
+            host=host,
+            port=port,
+            deploy_timeout=deploy_timeout,
+            progress=lambda msg: status.update(msg),
+        )
+    print_urls(deployed.urls, title=f"rayweb app {deployed.app_name!r} deployed")
+    if deployed.working_dir:
+        err.print(f"Code shipped as {deployed.working_dir}", highlight=False)
+    if deployed.removed:
+        err.print(f"Removed endpoints the app no longer has: {', '.join(deployed.removed)}")
+    err.print(
+        f"[green]Deployed.[/green] It keeps serving after this command; "
+        f"`rayweb app list --address {address}` shows it, "
+        f"`rayweb app stop NAME --address {address}` removes an endpoint."
+    )
+
+
+def _render_kuberay(
+    app_ref: str, module: bool, *, output: Path | None, name: str | None, image: str | None
+) -> None:
+    from ..driver.import_refs import find_app, import_module_of, parse_app_ref
+    from ..driver.kuberay import render_rayservice, to_yaml
+
+    err = Console(stderr=True, soft_wrap=True)
+    with user_errors(err, "rendering the manifest"):
+        ref = parse_app_ref(app_ref, is_module=module)
+        found = find_app(import_module_of(ref), ref)
+        module_name = ref.target if ref.is_module else Path(ref.target).stem
+        variable = next(k for k, v in vars(sys.modules[module_name]).items() if v is found)
+        text = to_yaml(
+            render_rayservice(found, module=module_name, variable=variable, name=name, image=image)
+        )
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        err.print(f"Wrote {output}.")
+    err.print(
+        f"The image must contain rayweb and make `{module_name}` importable (e.g. on PYTHONPATH).",
+        highlight=False,
+    )

@@ -1,0 +1,243 @@
+"""Start or join Ray, and start Serve's HTTP proxy, loopback-only by default.
+
+The embedded Ray that ``rayweb.serve`` starts listens on 127.0.0.1 only, reserves a bounded
+object store and stops with the process that started it (``stop_embedded``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..common import free_port
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_OBJECT_STORE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class ClusterState:
+    """What this process started, so that it stops exactly that and nothing else."""
+
+    started_ray: bool = False
+    holders: int = 0  # live handles using the embedded Ray; the last one out stops it
+
+
+_state = ClusterState()
+
+
+def ensure_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    object_store_memory: int | None = None,
+    runtime_env: dict[str, Any] | None = None,
+) -> bool:
+    """Connect to ``address``, or start an embedded loopback-only Ray. True if started here."""
+    # Must be set before Ray starts: Ray then binds and advertises 127.0.0.1 only.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Serve's proxy (uvicorn) trusts X-Forwarded-For from these addresses; uvicorn's default
+    # trusts loopback, so any local client could claim to be anyone. rayweb trusts nobody
+    # unless RAYWEB_TRUSTED_PROXIES (or FORWARDED_ALLOW_IPS itself) names the proxies.
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
+    if address:
+        # Ray 2.60 clusters use token auth by default; a driver without it retries for ~20 s
+        # and fails. Use the machine's token when there is one (read when Ray is imported).
+        token = Path.home() / ".ray" / "auth_token"
+        if token.exists() or os.environ.get("RAY_AUTH_TOKEN"):
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"namespace": "rayweb", "logging_level": "WARNING"}
+    if address:
+        from .local_cluster import resolve_address
+
+        if runtime_env:
+            kwargs["runtime_env"] = runtime_env  # uploaded now; Serve gives it to replicas
+        ray.init(address=resolve_address(address), **kwargs)
+        return False
+    ray.init(
+        # Loopback even when Ray was imported before the variable above was set.
+        _node_ip_address="127.0.0.1",
+        num_cpus=num_cpus if num_cpus is not None else os.cpu_count() or 1,
+        num_gpus=num_gpus,
+        object_store_memory=object_store_memory or DEFAULT_OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        **kwargs,
+    )
+    _state.started_ray = True
+    return True
+
+
+def hold() -> bool:
+    """Count one more user of the embedded Ray this process started (False: not ours)."""
+    if not _state.started_ray:
+        return False
+    _state.holders += 1
+    return True
+
+
+def release() -> None:
+    """One user of the embedded Ray is done; the last one stops it."""
+    _state.holders = max(0, _state.holders - 1)
+    if _state.holders == 0:
+        stop_embedded()
+
+
+def data_path() -> str:
+    """``gateway`` (rayweb's HAProxy in front of each replica's own server, the default) or
+    ``serve`` (Serve's HTTP proxy only), from ``RAYWEB_DATA_PATH``."""
+    value = os.environ.get("RAYWEB_DATA_PATH", "gateway").strip().lower() or "gateway"
+    if value not in ("gateway", "serve"):
+        from ..exception import InvalidError
+
+        raise InvalidError(
+            f"RAYWEB_DATA_PATH={value!r} is not a data path. Suggestion: RAYWEB_DATA_PATH=gateway "
+            "(the default) or RAYWEB_DATA_PATH=serve."
+        )
+    return value
+
+
+def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """Start Serve (controller and HTTP proxy, head node only) and rayweb's gateway if this
+    cluster has none; return where clients connect.
+
+    With the gateway (docs/architecture.md, "Data path"), HAProxy owns ``host:port`` and
+    Serve's proxy listens on a private loopback port behind it. A cluster that already runs
+    a gateway keeps its address; one whose Serve was started without rayweb is used as is.
+    """
+    import logging
+
+    from ray import serve
+
+    from ..services.gateway import find_gateway, start_gateway
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    use_gateway = data_path() == "gateway"
+    gateway = find_gateway() if use_gateway else None
+    if gateway is not None:
+        import ray
+
+        gw_host, gw_port, _, _ = ray.get(gateway.address.remote())
+        return gw_host, gw_port
+    running = _serve_running()
+    if _state.started_ray and not running:
+        _check_port_free(host, port)
+    serve_port = free_port() if use_gateway and not running else port
+    # The gateway's worker process starts while Serve starts (it only needs the port).
+    gateway = (
+        start_gateway(host, port, "127.0.0.1", serve_port) if use_gateway and not running else None
+    )
+    serve.start(
+        http_options={"host": "127.0.0.1" if use_gateway else host, "port": serve_port},
+        proxy_location="HeadOnly",
+        # rayweb reports deploy failures itself (one line + the user's traceback); the
+        # controller would print them again with 30 lines of Serve internals.
+        logging_config={"log_level": "CRITICAL", "enable_access_log": False},
+    )
+    if gateway is not None:
+        import ray
+
+        from ..common import remote_error
+        from ..exception import InvalidError
+
+        try:
+            ray.get(gateway.address.remote())
+        except Exception as exc:
+            raise InvalidError(
+                f"rayweb: could not start the gateway on {host}:{port}: {remote_error(exc)}. "
+                "Suggestion: RAYWEB_DATA_PATH=serve to use Serve's HTTP proxy only."
+            ) from None
+    elif running:
+        host, port = _serve_proxy_address() or (host, port)
+    return host, port
+
+
+def public_base_url() -> str:
+    """Where clients reach this cluster's endpoints: the gateway, else Serve's proxy."""
+    import ray
+
+    from ..services.gateway import find_gateway
+
+    gateway = find_gateway()
+    if gateway is not None:
+        host, port, _, _ = ray.get(gateway.address.remote())
+        return f"http://{url_host(host)}:{port}"
+    proxy = _serve_proxy_address()
+    return f"http://{url_host(proxy[0])}:{proxy[1]}" if proxy else ""
+
+
+def _serve_proxy_address() -> tuple[str, int] | None:
+    """Where this cluster's Serve HTTP proxy listens (None: no Serve client here)."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    if client is None:
+        return None
+    return client.http_config.host, client.http_config.port
+
+
+def _serve_running() -> bool:
+    """Whether this cluster already runs Serve (its controller actor exists)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail fast on a taken port: Serve's proxy would otherwise die quietly and every
+    request would be refused."""
+    import socket
+
+    from ..exception import InvalidError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InvalidError(
+                f"Port {port} on {host} is not available ({exc.strerror}). "
+                f"Suggestion: --port {port + 1} (or rayweb.serve(app, port={port + 1}))."
+            ) from None
+
+
+def available_accelerators() -> set[str]:
+    """Accelerator types some node of the cluster has (``accelerator_type:X`` resources)."""
+    import ray
+
+    prefix = "accelerator_type:"
+    return {k[len(prefix) :] for k in ray.cluster_resources() if k.startswith(prefix)}
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def stop_embedded() -> None:
+    """Shut down Serve and Ray if this process started them; leave other clusters alone."""
+    import ray
+
+    if _state.started_ray and ray.is_initialized():
+        # Endpoints were already deleted (so @exit ran); shutting Ray down ends the rest.
+        ray.shutdown()
+    _state.started_ray = False
+
+
+def url_host(host: str) -> str:
+    """The host to put in URLs: a wildcard bind address is reached on loopback."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

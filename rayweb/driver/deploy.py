@@ -1,0 +1,165 @@
+"""``rayweb deploy``: a persistent deploy onto a running cluster, with the code shipped and
+the previous version restored when the new one does not start (Modal's ``modal deploy``).
+
+The decisions are pure functions (:func:`rollback_plan`, :func:`ship`), unit-tested
+without a cluster; :func:`deploy_app` carries them out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .. import compiler
+from ..compiler import CompiledEndpoint, compile_app
+from ..exception import DeploymentError, InvalidError
+from ..services.registry import deploy_registry
+from . import cluster
+from .output import Progress
+from .secrets import prepare_secrets
+from .status import delete_apps, deploy, one_line, wait_for_routes
+
+if TYPE_CHECKING:
+    from ..app import App
+
+# What `rayweb deploy` leaves out of the code it ships (besides .gitignore'd files).
+SHIP_EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", "node_modules", ".mypy_cache"]
+
+
+@dataclass
+class Deployed:
+    """The result of ``deploy_app``: what runs now, and where."""
+
+    app_name: str
+    urls: dict[str, str]
+    removed: list[str]
+    working_dir: str | None
+
+
+def deploy_app(
+    app: App,
+    *,
+    address: str | None,
+    host: str = cluster.DEFAULT_HOST,
+    port: int = cluster.DEFAULT_PORT,
+    deploy_timeout: float | None = None,
+    progress: Progress | None = None,
+) -> Deployed:
+    """Deploy ``app`` persistently onto the cluster at ``address`` (Modal's ``modal deploy``).
+
+    The app's code directory is uploaded with the deploy (Ray's ``working_dir``), so the
+    cluster runs this snapshot, not files that change later. Endpoints already deployed by
+    this app are updated in place (Serve starts the new replicas before stopping the old
+    ones); endpoints the app no longer has are deleted. If the new version does not start,
+    every endpoint goes back to the version that ran before and ``DeploymentError`` says why.
+    """
+    say = progress or (lambda _msg: None)
+    if not app.name:
+        raise InvalidError(
+            "A deployed app needs a name. Suggestion: rayweb.App('my-app'), or --name my-app."
+        )
+    endpoints = compile_app(app)  # fail on bad specs before connecting
+    roots = {ep.payload.code.sys_path for ep in endpoints if ep.payload.code.sys_path}
+    if len(roots) > 1:
+        raise InvalidError(
+            f"The endpoints of {app.name!r} come from several source roots {sorted(roots)}; "
+            "rayweb deploy ships one directory. Suggestion: import them from one package."
+        )
+    runtime_env = {"working_dir": roots.pop(), "excludes": SHIP_EXCLUDES} if roots else None
+    say(f"Connecting to Ray at {address}" + (" and uploading the code" if runtime_env else ""))
+    cluster.ensure_ray(address, runtime_env=runtime_env)
+    import ray
+
+    working_dir = (ray.get_runtime_context().runtime_env or {}).get("working_dir")
+    # Replicas import the shipped copy (their working directory), never the local path.
+    shipped = [ship(ep, working_dir) for ep in endpoints] if working_dir else endpoints
+    http_host, http_port = cluster.ensure_serve(host, port)
+    say("Storing secrets")
+    prepare_secrets(app)
+    registry = deploy_registry()
+    previous: dict[str, CompiledEndpoint] = ray.get(registry.get.remote(app.name)) or {}
+    limit = deploy_timeout if deploy_timeout is not None else compiler.deploy_timeout(shipped)
+    say(f"Deploying {len(shipped)} endpoint(s)")
+    try:
+        deploy(shipped, timeout=limit, progress=say, delete_on_failure=False)
+    except BaseException as exc:
+        problem = _roll_back(shipped, previous, say)
+        if problem and isinstance(exc, DeploymentError):
+            raise DeploymentError(
+                f"{exc.args[0]} The previous version could not be restored either: {problem}",
+                user_traceback=exc.user_traceback,
+            ) from None
+        raise
+    removed = removed_endpoints(shipped, previous)
+    delete_apps(removed)
+    ray.get(registry.put.remote(app.name, {ep.name: ep for ep in shipped}))
+    base = f"http://{cluster.url_host(http_host)}:{http_port}"
+    wait_for_routes(base, shipped, timeout=max(10.0, limit))
+    urls = {ep.tag: f"{base}{ep.route_prefix}" for ep in shipped}
+    return Deployed(app.name, urls, removed, working_dir)
+
+
+def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:
+    """The endpoint with its code imported from the uploaded ``working_dir``."""
+    if ep.payload.code.sys_path is None:
+        return ep  # pickled by value: travels in the payload
+    code = dataclasses.replace(ep.payload.code, sys_path=None)
+    actor = dict(ep.deployment_options["ray_actor_options"])
+    actor["runtime_env"] = {**actor.get("runtime_env", {}), "working_dir": working_dir}
+    sidecar = ep.payload.sidecar
+    if sidecar is not None:  # a web_server's code runs in its sidecar actor
+        sidecar = {
+            **sidecar,
+            "runtime_env": {**sidecar.get("runtime_env", {}), "working_dir": working_dir},
+        }
+    payload = dataclasses.replace(ep.payload, code=code, sidecar=sidecar)
+    options = {**ep.deployment_options, "ray_actor_options": actor}
+    return dataclasses.replace(ep, deployment_options=options, payload=payload)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """After a failed deploy: the previous versions to deploy again, the new endpoints to
+    delete (they did not exist before)."""
+
+    restore: list[CompiledEndpoint]
+    delete: list[str]
+
+
+def rollback_plan(
+    failed: list[CompiledEndpoint], previous: dict[str, CompiledEndpoint]
+) -> RollbackPlan:
+    """What to do after ``failed`` did not start, given each endpoint's last good version.
+
+    Endpoints of the previous deploy that the failed one did not touch keep running as they
+    are; they need nothing."""
+    return RollbackPlan(
+        restore=[previous[ep.name] for ep in failed if ep.name in previous],
+        delete=[ep.name for ep in failed if ep.name not in previous],
+    )
+
+
+def removed_endpoints(
+    deployed: list[CompiledEndpoint], previous: dict[str, CompiledEndpoint]
+) -> list[str]:
+    """Endpoints of the previous deploy that the app no longer has (deleted on success)."""
+    return sorted(set(previous) - {ep.name for ep in deployed})
+
+
+def _roll_back(
+    failed: list[CompiledEndpoint], previous: dict[str, CompiledEndpoint], say: Progress
+) -> str | None:
+    """Put back what ran before a failed deploy and delete endpoints that did not exist;
+    return why the previous version could not be restored, if it could not."""
+    plan = rollback_plan(failed, previous)
+    back, new = plan.restore, plan.delete
+    problem = None
+    if back:
+        say("Restoring the previous version")
+        try:
+            deploy(back, timeout=120, progress=say, delete_on_failure=False)
+        except Exception as exc:
+            problem = one_line(str(exc))
+    delete_apps(new, wait_s=10)
+    return problem

@@ -1,0 +1,230 @@
+"""``rayweb cluster up/down/status``: a persistent local Ray head, loopback-only, with Ray's
+token auth handled for the user.
+
+``up`` runs ``ray start --head`` bound to 127.0.0.1 with its own temp dir, capped CPUs and
+object store, and records the cluster in ``~/.rayweb/clusters/<name>.json``. ``down`` stops
+exactly the processes of that cluster: those whose command line names its temp dir (never
+``ray stop``, which would stop every Ray on the host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..common import free_port
+from ..exception import InvalidError, NotFoundError
+
+STATE_DIR = Path.home() / ".rayweb" / "clusters"
+
+
+@dataclass
+class LocalCluster:
+    name: str
+    address: str
+    temp_dir: str
+    dashboard: str
+    started: float
+
+    @property
+    def state_file(self) -> Path:
+        return state_file(self.name)
+
+    def pids(self) -> list[int]:
+        """The live processes of this cluster. Ray rewrites the titles (and with them the
+        visible environment) of workers and agents, so a process counts if its command line
+        names the cluster's temp dir, it runs in that dir (``ray start`` is started there),
+        or it has a file open there (every Ray process writes its logs there)."""
+        import psutil
+
+        out = []
+        for proc in psutil.process_iter(["pid", "cmdline", "status", "cwd"]):
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.info["pid"] == os.getpid():
+                continue
+            if proc.info["cwd"] == self.temp_dir or any(
+                self.temp_dir in arg for arg in proc.info["cmdline"] or []
+            ):
+                out.append(proc.info["pid"])
+                continue
+            with contextlib.suppress(psutil.Error):
+                if any(f.path.startswith(self.temp_dir + "/") for f in proc.open_files()):
+                    out.append(proc.info["pid"])
+        return out
+
+
+def state_file(name: str) -> Path:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise InvalidError(f"Invalid cluster name {name!r}: use letters, digits, '-' or '_'.")
+    return Path(os.environ.get("RAYWEB_CLUSTERS_DIR") or STATE_DIR) / f"{name}.json"
+
+
+def load(name: str) -> LocalCluster:
+    path = state_file(name)
+    if not path.exists():
+        raise NotFoundError(
+            f"No rayweb cluster {name!r}. Suggestion: rayweb cluster up --name {name}"
+        )
+    return LocalCluster(**json.loads(path.read_text()))
+
+
+def up(
+    name: str = "default",
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    port: int | None = None,
+    object_store_mib: int = 512,
+    extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    autoscaling_config: Path | None = None,
+) -> LocalCluster:
+    """Start a loopback-only Ray head and remember it as ``name``.
+
+    ``autoscaling_config``: a Ray cluster YAML for the head's autoscaler; with the
+    ``fake_multinode`` provider (see cluster/fake-gpu-autoscaling.yaml), worker "nodes" are
+    started on this machine, and ``down`` stops them with the head."""
+    path = state_file(name)
+    if path.exists():
+        existing = load(name)
+        if existing.pids():
+            raise InvalidError(
+                f"rayweb cluster {name!r} is already running at {existing.address}. "
+                f"Suggestion: rayweb cluster down --name {name}"
+            )
+    port = port or free_port()
+    dashboard_port = free_port()
+    temp_dir = f"/tmp/rayweb-{name}-{os.getuid()}"
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "FORWARDED_ALLOW_IPS": os.environ.get("RAYWEB_TRUSTED_PROXIES", ""),
+        **(extra_env or {}),
+    }
+    cmd = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
+        f"--port={port}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        f"--object-store-memory={object_store_mib * 1024 * 1024}", "--disable-usage-stats",
+        f"--num-cpus={num_cpus if num_cpus is not None else os.cpu_count() or 1}",
+    ]  # fmt: skip
+    if num_gpus is not None:
+        cmd.append(f"--num-gpus={num_gpus}")
+    cmd += extra_args or []
+    os.makedirs(temp_dir, mode=0o700, exist_ok=True)
+    if autoscaling_config is not None:
+        resolved, fake = _autoscaling_config(autoscaling_config, port, Path(temp_dir))
+        cmd.append(f"--autoscaling-config={resolved}")
+        if fake:
+            env["RAY_FAKE_CLUSTER"] = "1"
+    result = subprocess.run(cmd, env=env, cwd=temp_dir, capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        raise InvalidError(f"ray start failed:\n{(result.stderr or result.stdout)[-2000:]}")
+    cluster = LocalCluster(
+        name=name,
+        address=f"127.0.0.1:{port}",
+        temp_dir=temp_dir,
+        dashboard=f"http://127.0.0.1:{dashboard_port}",
+        started=time.time(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(cluster)))
+    return cluster
+
+
+def _autoscaling_config(path: Path, port: int, temp_dir: Path) -> tuple[Path, bool]:
+    """The config with the fake provider pointed at this head; (its path, is it fake)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidError(f"Cannot read the autoscaling config {str(path)!r}: {exc}") from None
+    provider = (config or {}).get("provider") if isinstance(config, dict) else None
+    if not isinstance(provider, dict) or "type" not in provider:
+        raise InvalidError(
+            f"{str(path)!r} is not a Ray cluster config (no provider.type). Suggestion: start "
+            "from cluster/fake-gpu-autoscaling.yaml."
+        )
+    fake = provider["type"] == "fake_multinode"
+    if fake:
+        provider["gcs_address"] = f"127.0.0.1:{port}"
+    resolved = temp_dir / "autoscaling.yaml"
+    resolved.write_text(yaml.safe_dump(config))
+    return resolved, fake
+
+
+def down(name: str = "default", *, grace_s: float = 10) -> int:
+    """Stop the cluster's own processes (by PID); return how many there were."""
+    import psutil
+
+    cluster = load(name)
+    pids = cluster.pids()
+    # The raylet respawns agents that die: stop it (and the GCS) first, hard.
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            if Path(psutil.Process(pid).exe()).name in ("raylet", "gcs_server"):
+                _signal(pid, signal.SIGKILL)
+    seen = set(pids)
+    deadline = time.monotonic() + grace_s
+    quiet_since = None
+    while time.monotonic() < deadline:
+        alive = cluster.pids()
+        seen.update(alive)
+        for pid in alive:
+            _signal(pid, signal.SIGTERM)
+        if alive:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 2:  # nothing left, and nothing came back
+            break
+        time.sleep(0.2)
+    for pid in cluster.pids():
+        _signal(pid, signal.SIGKILL)
+    cluster.state_file.unlink(missing_ok=True)
+    return len(seen)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def resolve_address(address: str | None) -> str | None:
+    """``--address`` may name a rayweb cluster (``default``) as well as host:port."""
+    if address and ":" not in address and "/" not in address:
+        return load(address).address
+    return address
+
+
+@dataclass
+class ClusterStatus:
+    """``rayweb cluster status``: where the cluster is, whether it runs, with what."""
+
+    cluster: LocalCluster
+    processes: int
+    resources: dict[str, float] | None = None  # None when it is down
+    nodes_alive: int | None = None
+
+
+def status(name: str) -> ClusterStatus:
+    """The recorded cluster, its live processes and (when up) its resources and nodes."""
+    found = load(name)
+    pids = found.pids()
+    if not pids:
+        return ClusterStatus(found, 0)
+    from . import cluster
+
+    cluster.ensure_ray(found.address)  # before importing Ray: it sets up token auth
+    import ray
+
+    resources = {k: v for k, v in cluster.cluster_resources().items() if not k.startswith("node:")}
+    alive = sum(1 for n in ray.nodes() if n["Alive"])
+    return ClusterStatus(found, len(pids), resources, alive)

@@ -1,0 +1,121 @@
+"""``rayweb.serve(app)``: deploy every web endpoint, wait until each answers, return URLs.
+
+Deploys all endpoints at once (one Serve application each, ``status.deploy``): a failing
+``@enter``/factory fails fast with the user's traceback, and a replica that cannot be placed
+(say it needs a GPU the cluster lacks) times out with a message naming what it lacks.
+Whatever this call deployed is deleted when it fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .. import compiler
+from ..common import is_remote
+from ..compiler import CompiledEndpoint, compile_app
+from . import cluster
+from .output import Progress, print_urls
+from .secrets import prepare_secrets
+from .status import delete_apps, deploy, wait_for_routes
+
+if TYPE_CHECKING:
+    from ..app import App
+
+
+@dataclass
+class ServeHandle:
+    """A served app: ``urls`` maps each endpoint's tag (``"search"``, ``"Model.web"``) to its URL.
+
+    ``stop()`` deletes the endpoints (and the embedded Ray, once no other handle uses it);
+    ``with rayweb.serve(app) as handle:`` stops on exit.
+    """
+
+    app: App | None
+    endpoints: list[CompiledEndpoint] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    base_url: str = ""
+    holds_embedded: bool = False
+    stopped: bool = False
+
+    def __enter__(self) -> ServeHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServeHandle(urls={self.urls!r})"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{tag}</td><td><a href='{url}'>{url}</a></td></tr>"
+            for tag, url in self.urls.items()
+        )
+        return f"<table><tr><th>endpoint</th><th>URL</th></tr>{rows}</table>"
+
+    def stop(self) -> None:
+        """Delete this app's endpoints; stop the embedded Ray when no other handle uses it."""
+        if self.stopped:
+            return
+        self.stopped = True
+        delete_apps([ep.name for ep in self.endpoints])
+        if self.app is not None:
+            for function in self.app.web_endpoints:
+                function._hydrate(None)
+        if self.holds_embedded:
+            cluster.release()
+
+
+def serve(
+    app: App,
+    *,
+    host: str = cluster.DEFAULT_HOST,
+    port: int = cluster.DEFAULT_PORT,
+    address: str | None = None,
+    dev: bool = False,
+    deploy_timeout: float | None = None,
+    quiet: bool = False,
+    progress: Progress | None = None,
+) -> ServeHandle:
+    """Serve every web endpoint of ``app`` on Ray Serve and return their URLs.
+
+    Starts an embedded, loopback-only Ray unless one is running in this process or
+    ``address`` names a cluster. Example (``examples/fastapi_endpoint.py``)::
+
+        with rayweb.serve(app) as handle:
+            print(handle.urls["search"])
+    """
+    if is_remote():
+        return ServeHandle(app=None, stopped=True)  # a replica importing a serving script
+    say = progress or (lambda _msg: None)
+    endpoints = compile_app(app, dev=dev)  # fail on bad specs before starting anything
+    say("Starting Ray" if address is None else f"Connecting to Ray at {address}")
+    cluster.ensure_ray(address)
+    holds = cluster.hold()
+    try:
+        http_host, http_port = cluster.ensure_serve(host, port)
+        if any(len(f.options.resources.gpu) > 1 for f in app.web_endpoints):
+            endpoints = compile_app(
+                app, dev=dev, available_accelerators=cluster.available_accelerators()
+            )
+        say("Storing secrets")
+        prepare_secrets(app)
+        base = f"http://{cluster.url_host(http_host)}:{http_port}"
+        limit = deploy_timeout if deploy_timeout is not None else compiler.deploy_timeout(endpoints)
+        say(f"Deploying {len(endpoints)} endpoint(s)")
+        deploy(endpoints, timeout=limit, progress=say)
+        say("Waiting for the HTTP routes")
+        wait_for_routes(base, endpoints, timeout=max(10.0, limit))
+    except BaseException:
+        if holds:
+            cluster.release()
+        raise
+    tags = {ep.name: ep.tag for ep in endpoints}
+    urls = {tags[ep.name]: f"{base}{ep.route_prefix}" for ep in endpoints}
+    for function in app.web_endpoints:
+        function._hydrate(urls.get(function.tag))
+    handle = ServeHandle(app, endpoints, urls, base, holds_embedded=holds)
+    if not quiet:
+        print_urls(handle.urls)
+    return handle

@@ -1,0 +1,268 @@
+"""Deploying endpoints and watching them come up, and what runs on a cluster now.
+
+``deploy`` runs every endpoint at once (``serve.run_many``) and watches ``serve.status()``
+itself with a deadline: a user failure (the replica's marked traceback) fails within seconds,
+a replica that cannot be placed times out naming what the cluster lacks (from the compiler's
+:class:`~rayweb.compiler.ResourcePlan`). Also: waiting for the HTTP routes, deleting apps,
+and the endpoint list of ``rayweb app list``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..common import extract_user_error
+from ..compiler import CompiledEndpoint, build_application
+from ..exception import DeploymentError, DeployTimeoutError, NotFoundError
+from . import cluster
+from .output import Progress
+
+POLL_S = 0.25
+STALE_S = 10.0  # how long a failure from before an update may still show in its status
+
+
+def deploy(
+    endpoints: list[CompiledEndpoint],
+    *,
+    timeout: float,
+    progress: Progress,
+    delete_on_failure: bool = True,
+) -> None:
+    """Deploy ``endpoints`` together and wait until all run; on failure delete them all
+    (unless ``delete_on_failure`` is False: a reload keeps the old version serving)."""
+    from ray import serve
+
+    targets = [
+        serve.RunTarget(build_application(ep), name=ep.name, route_prefix=ep.route_prefix)
+        for ep in endpoints
+    ]
+    # An update's status can still show the previous deploy's failure for a moment.
+    names = {ep.name for ep in endpoints}
+    before = {
+        name for name, app in serve.status().applications.items() if name in names and _failing(app)
+    }
+    try:
+        serve.run_many(
+            targets,
+            wait_for_ingress_deployment_creation=False,
+            wait_for_applications_running=False,
+        )
+        _wait_running(endpoints, timeout=timeout, progress=progress, before=before)
+    except BaseException:
+        if delete_on_failure:
+            # Don't hold the error for Serve's graceful shutdown of replicas that never started.
+            delete_apps([ep.name for ep in endpoints], wait_s=5)
+        raise
+
+
+def _wait_running(
+    endpoints: list[CompiledEndpoint],
+    *,
+    timeout: float,
+    progress: Progress,
+    before: set[str] | None = None,
+) -> None:
+    """Wait until every endpoint runs. ``before``: endpoints that were failing before this
+    deploy; their failure counts only once they have been seen not failing, or after
+    ``STALE_S`` (Serve's status can lag the update by a control-loop round)."""
+    from ray import serve
+
+    stale = set(before or ())
+    stale_until = time.monotonic() + STALE_S
+    deadline = time.monotonic() + timeout
+    announced: set[str] = set()
+    while True:
+        status = serve.status()
+        pending: dict[str, str] = {}
+        for ep in endpoints:
+            app_status = status.applications.get(ep.name)
+            if app_status is None:
+                pending[ep.name] = "not created yet"
+                continue
+            if ep.name in stale:
+                if _failing(app_status) and time.monotonic() < stale_until:
+                    pending[ep.name] = "updating"
+                    continue
+                stale.discard(ep.name)
+            messages = [app_status.message] + [
+                d.message for d in app_status.deployments.values() if d.message
+            ]
+            for message in messages:
+                found = extract_user_error(message or "")
+                if found:
+                    summary, tb = found
+                    raise DeploymentError(
+                        f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to start: {summary}",
+                        user_traceback=tb,
+                    )
+            state = str(app_status.status)
+            if state.endswith("RUNNING"):
+                if ep.name not in announced:
+                    announced.add(ep.name)
+                    progress(f"{ep.tag} is running")
+                continue
+            if state.endswith("DEPLOY_FAILED") or state.endswith("UNHEALTHY"):
+                # The deployment's message says why; the app's only says that it failed.
+                detail = next((m for m in reversed(messages) if m), state)
+                raise DeploymentError(
+                    f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to deploy: {one_line(detail)}"
+                )
+            pending[ep.name] = state.split(".")[-1]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            have = cluster.cluster_resources()
+            raise DeployTimeoutError(timeout_message(endpoints, pending, timeout, have))
+        time.sleep(POLL_S)
+
+
+def _failing(app_status: Any) -> bool:
+    state = str(app_status.status)
+    messages = [app_status.message] + [d.message for d in app_status.deployments.values()]
+    return state.endswith(("DEPLOY_FAILED", "UNHEALTHY")) or any(
+        extract_user_error(m or "") for m in messages
+    )
+
+
+def timeout_message(
+    endpoints: list[CompiledEndpoint],
+    pending: Mapping[str, str],
+    timeout: float,
+    have: Mapping[str, float],
+) -> str:
+    """Why a deploy timed out: per pending endpoint, what one replica needs (its resource
+    plan, web_server sidecar included), what the cluster ``have``s, and what is missing."""
+    lines = [f"rayweb: deploy timed out after {timeout:.0f}s; still pending:"]
+    for ep in endpoints:
+        if ep.name not in pending:
+            continue
+        need = ep.plan.total
+        short = ep.plan.missing(have)
+        why = f"its replica needs {_fmt(need)} but the cluster has {_fmt(have)}" + (
+            f" (missing: {', '.join(short)})" if short else ""
+        )
+        lines.append(f"  - {ep.tag} ({ep.name}): {pending[ep.name]}; {why}")
+    lines.append(
+        "Suggestion: add the missing resources (or an autoscaler that can), lower the "
+        "request (gpu=, cpu=, memory=), or raise the limit with deploy_timeout= / startup_timeout=."
+    )
+    return "\n".join(lines)
+
+
+def _fmt(resources: Mapping[str, float]) -> str:
+    shown = {
+        k: (f"{v / 2**30:.1f}GiB" if k in ("memory", "object_store_memory") else v)
+        for k, v in resources.items()
+        if not k.startswith("node:") and k != "object_store_memory"
+    }
+    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(shown.items())) + "}"
+
+
+def one_line(text: str) -> str:
+    """The last non-empty line of an error (where Ray puts the exception itself)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else text
+
+
+def wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: float) -> None:
+    """Wait until Serve's HTTP proxy routes every endpoint's prefix."""
+    wanted = {ep.route_prefix for ep in endpoints}
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/-/routes", timeout=2) as resp:
+                routes = json.loads(resp.read())
+            if wanted <= set(routes):
+                return
+            last_error = f"routes so far: {sorted(routes)}"
+        except OSError as exc:
+            last_error = str(exc)
+        time.sleep(POLL_S)
+    raise DeployTimeoutError(
+        f"rayweb: Serve's HTTP proxy at {base} did not route {sorted(wanted)} within "
+        f"{timeout:.0f}s ({last_error}). Suggestion: check that port is free and reachable."
+    )
+
+
+def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
+    """Delete Serve apps; wait (up to ``wait_s``) until they are gone, so @exit has run."""
+    import ray
+
+    if not names or not ray.is_initialized():
+        return
+    from ray import serve
+
+    for name in names:
+        with contextlib.suppress(Exception):  # already gone, or Serve is shutting down
+            serve.delete(name, _blocking=False)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            remaining = set(serve.status().applications) & set(names)
+        except Exception:
+            return
+        if not remaining:
+            return
+        time.sleep(POLL_S)
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """One row of ``rayweb app list``."""
+
+    name: str
+    status: str
+    url: str
+    replicas: str
+    message: str
+
+
+def list_endpoints() -> list[EndpointStatus]:
+    """Every Serve application of the connected cluster, with its URL and replica counts."""
+    from ray import serve
+
+    status = serve.status()
+    base = cluster.public_base_url()
+    rows = []
+    for name, app in sorted(status.applications.items()):
+        states: dict[str, int] = {}
+        for deployment in app.deployments.values():
+            for state, count in deployment.replica_states.items():
+                key = str(state).split(".")[-1]
+                states[key] = states.get(key, 0) + count
+        replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "0"
+        rows.append(
+            EndpointStatus(
+                name, str(app.status).split(".")[-1], f"{base}/{name}", replicas, app.message or ""
+            )
+        )
+    return rows
+
+
+def require_endpoint(name: str, address: str) -> None:
+    """Join the cluster; fail with what runs there if ``name`` is not one of its endpoints."""
+    cluster.ensure_ray(address)
+    from ray import serve
+
+    running = sorted(serve.status().applications)
+    if name not in running:
+        raise NotFoundError(
+            f"No endpoint {name!r} on this cluster. Running: {running or 'none'}. "
+            f"Suggestion: rayweb app list --address {address}"
+        )
+
+
+def stop_endpoint(name: str, address: str) -> None:
+    """Delete a deployed endpoint (waiting until its replicas are gone) and forget it."""
+    from ..services.registry import forget_deployed
+
+    require_endpoint(name, address)
+    delete_apps([name])
+    forget_deployed(name)

@@ -1,0 +1,124 @@
+"""A replica's own HTTP server: the endpoint's app on uvicorn, behind the cluster's gateway.
+
+Requests that come this way skip Serve's proxy and its per-request machinery; uvicorn's flow
+control gives backpressure both ways (a slow reader pauses the upload, a slow client pauses
+the download), so memory stays bounded. The server runs on the replica's user-code event
+loop, so the app, its lifespan state and its clients live on one loop whichever path a
+request takes.
+
+No Ray here: unit-tested with a real socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from .types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger("rayweb.direct")
+
+
+class Counted:
+    """Counts requests and WebSockets in flight; with ``slots``, lets at most that many run
+    at once (``max_ongoing_requests``, shared by both data paths).
+
+    On a replica's own port one ``Counted`` without slots sits outermost: its count is what
+    the replica reports to Serve's autoscaler and what the drain at shutdown waits for. The
+    gateway sends each replica more connections than it has slots (the compiler's
+    ``gateway_maxconn``), so requests that wait for a slot wait in the replica, where they
+    are counted, rather than in HAProxy's queue, which the autoscaler cannot see.
+    """
+
+    def __init__(self, app: ASGIApp, slots: int | None = None) -> None:
+        self.app = app
+        self.slots = asyncio.Semaphore(slots) if slots else None
+        self.ongoing = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        self.ongoing += 1
+        self.idle.clear()
+        try:
+            if self.slots is None:
+                await self.app(scope, receive, send)
+            else:
+                async with self.slots:
+                    await self.app(scope, receive, send)
+        finally:
+            self.ongoing -= 1
+            if self.ongoing == 0:
+                self.idle.set()
+
+
+class DirectServer:
+    """uvicorn on a free port of ``host``, on the running event loop."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str,
+        ws_max_size: int | None,
+    ) -> None:
+        self.counted = Counted(app)
+        self.host = host
+        config = uvicorn.Config(
+            self.counted,
+            lifespan="off",  # Serve runs the app's lifespan once, on this same loop
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            ws_max_size=ws_max_size or 16 * 1024 * 1024,
+            timeout_keep_alive=120,  # longer than the gateway's, so HAProxy closes first
+            timeout_graceful_shutdown=None,
+            proxy_headers=False,  # the client comes from the gateway's header (GatewayTrust)
+        )
+        self.server = _QuietServer(config)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.port: int = self.sock.getsockname()[1]
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.server.serve([self.sock]))
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise RuntimeError("rayweb: the replica's HTTP server stopped at start")
+            await asyncio.sleep(0.01)
+
+    @property
+    def ongoing(self) -> int:
+        return self.counted.ongoing
+
+    async def stop(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for requests in flight, then close."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.counted.idle.wait(), timeout=grace_s)
+        self.server.should_exit = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:
+                logger.warning("the replica's HTTP server failed while stopping", exc_info=True)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn's Server without signal handling: it runs inside a Ray actor's thread."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

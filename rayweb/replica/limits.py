@@ -1,0 +1,207 @@
+"""rayweb's limits, enforced in the replica before the user's app sees a request.
+
+``LimitsMiddleware`` answers 429 (rate limit, with ``Retry-After``) and 413 (body too large:
+before reading when ``Content-Length`` says so, else as soon as the count passes the limit),
+and closes a WebSocket with 1009 on a too-large message; ``RequestTimeout`` answers 504.
+
+The rate limit is per client IP and shared by every replica of an endpoint: one small async
+actor per cluster (``services/ratelimit.py``) keeps a token bucket per (endpoint, client);
+replicas take tokens in small leases so most requests need no actor call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from typing import Any
+
+from ..services.ratelimit import Acquire
+from ..spec import Limits
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+LEASE_S = 0.25  # a replica may use tokens it took for this long, then gives up the rest
+
+
+class LimitsMiddleware:
+    """Enforce :class:`~rayweb.spec.Limits` around an ASGI app."""
+
+    def __init__(self, app: ASGIApp, limits: Limits, acquire: Acquire | None = None) -> None:
+        self.app = app
+        self.limits = limits
+        self.acquire = acquire
+        self.lease_size = max(1, int((limits.rate_limit or 0) * 0.02))
+        self.leases: dict[str, tuple[int, float]] = {}  # client -> (tokens, expires)
+        self.lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        retry_after = await self._rate_limited(scope)
+        if retry_after is not None:
+            await _reject_rate(scope, receive, send, retry_after)
+            return
+        if kind == "websocket":
+            await self.app(scope, self._ws_receive(receive, send), send)
+        else:
+            await self._http(scope, receive, send)
+
+    async def _rate_limited(self, scope: Scope) -> float | None:
+        """None if allowed, else seconds to wait."""
+        if self.limits.rate_limit is None or self.acquire is None:
+            return None
+        client = (scope.get("client") or ("unknown", 0))[0]
+        now = time.monotonic()
+        tokens, expires = self.leases.get(client, (0, 0.0))
+        if tokens > 0 and now < expires:
+            self.leases[client] = (tokens - 1, expires)
+            return None
+        async with self.lock:
+            tokens, expires = self.leases.get(client, (0, 0.0))
+            if tokens > 0 and now < expires:
+                self.leases[client] = (tokens - 1, expires)
+                return None
+            taken, wait = await self.acquire(client, self.lease_size)
+            if taken == 0:
+                return max(wait, 0.001)
+            self.leases[client] = (taken - 1, time.monotonic() + LEASE_S)
+            if len(self.leases) > 10_000:
+                self.leases = {k: v for k, v in self.leases.items() if v[1] > now}
+            return None
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.limits.max_request_body
+        if limit is not None:
+            length = _content_length(scope)
+            if length is not None and length > limit:
+                await _json(send, 413, {"detail": _too_large(limit)})
+                return
+        started = False
+        too_large = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if too_large and not started:
+                return  # the app's answer to the cut-off body; the client gets 413 instead
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        received = 0
+
+        async def receive_counted() -> Message:
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message: Message = await receive()
+            if limit is not None and message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Stop reading: to the app it looks like the client went away.
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        try:
+            await self.app(scope, receive_counted, send_tracked)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not started:
+            await _json(send, 413, {"detail": _too_large(limit or 0)})
+
+    def _ws_receive(self, receive: Receive, send: Send) -> Receive:
+        limit = self.limits.max_websocket_message
+        if limit is None:
+            return receive
+
+        async def checked() -> Message:
+            message: Message = await receive()
+            if message["type"] == "websocket.receive":
+                data = message.get("bytes")
+                size = len(data) if data is not None else len((message.get("text") or "").encode())
+                if size > limit:
+                    await send(
+                        {"type": "websocket.close", "code": 1009, "reason": "message too big"}
+                    )
+                    return {"type": "websocket.disconnect", "code": 1009}
+            return message
+
+        return checked
+
+
+class RequestTimeout:
+    """504 when a request has not started its response ``seconds`` after it got its slot
+    (the handler is cancelled). It sits inside the concurrency slot (``chain.py``), so time
+    spent waiting for a slot does not count, as Modal's ``timeout`` counts execution only."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, send_tracked), self.seconds)
+        except asyncio.TimeoutError:
+            if not started:
+                await _json(send, 504, {"detail": f"Request timed out after {self.seconds:g}s."})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int) -> str:
+    return f"Request body is larger than the limit of {limit} bytes."
+
+
+async def _json(
+    send: Send, status: int, body: dict[str, Any], headers: list[Any] | None = None
+) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _reject_rate(scope: Scope, receive: Receive, send: Send, retry_after: float) -> None:
+    seconds = max(1, math.ceil(retry_after))
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1013, "reason": "rate limited"})
+        return
+    await _json(
+        send,
+        429,
+        {"detail": "Too many requests from this client. Retry later."},
+        [(b"retry-after", str(seconds).encode())],
+    )

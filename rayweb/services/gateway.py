@@ -1,0 +1,193 @@
+"""rayweb's gateway: the cluster's HAProxy in front of every replica's own HTTP server.
+
+Serve keeps replicas, placement, health, autoscaling and config. Requests skip Serve's
+per-request machinery: each replica also serves its app with its own uvicorn
+(``replica/direct.py``) and registers it here; the ``rayweb-gateway`` actor (detached, on the
+head node, no CPU) renders an HAProxy config (``haproxy_config.py``) with one backend per
+endpoint and reloads HAProxy (``haproxy.py``) through its master socket (seamless: the
+listening socket is handed to the new worker, and old workers finish the connections they
+hold). Serve's own proxy is every backend's backup server and the default backend, so a
+scaled-to-zero endpoint, an unknown path or a replica that has not registered yet still go
+through Serve (which also scales up from zero).
+
+The actor also carries the hot-swap mailbox of `rayweb serve` (``reloads.py``): one process
+for both, since every dev replica keeps one long poll open here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .actors import NAMESPACE, cluster_actor
+from .haproxy import HAProxyProcess, max_connections
+from .haproxy_config import Route, Server, parse_trusted, render_config
+from .reloads import ReloadMailbox
+
+GATEWAY_NAME = "rayweb-gateway"
+RECONCILE_S = 2.0
+
+logger = logging.getLogger("rayweb.gateway")
+
+
+def state_dir() -> Path:
+    """Under the Ray session directory, so that ``rayweb cluster down`` finds HAProxy too."""
+    base: Path | None = None
+    with contextlib.suppress(Exception):
+        import ray
+
+        base = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+    if base is None:
+        base = Path(tempfile.gettempdir())
+    directory = Path(tempfile.mkdtemp(prefix="rayweb-gateway-", dir=base))
+    os.chmod(directory, 0o700)
+    return directory
+
+
+class GatewayActor:
+    """The cluster's HAProxy and its route table (one detached async actor on the head)."""
+
+    def __init__(self, host: str, port: int, serve_host: str, serve_port: int) -> None:
+        self.bind = (host, port)
+        self.serve = (serve_host, serve_port)
+        self.key = secrets.token_urlsafe(24)
+        self.trusted = parse_trusted(os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
+        self.routes: dict[str, Route] = {}
+        self.version = 0  # bumped by every change; ``applied`` follows it
+        self.applied = 0
+        self._lock = asyncio.Lock()
+        self.haproxy = HAProxyProcess(state_dir(), self._render())
+        self.haproxy.wait_listening(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
+        self._reconciler: asyncio.Task[None] | None = None
+        self.reloads = ReloadMailbox()
+
+    def _render(self) -> str:
+        return render_config(
+            bind=self.bind,
+            serve=self.serve,
+            key=self.key,
+            routes=self.routes,
+            trusted=self.trusted,
+            maxconn=max_connections(),
+        )
+
+    def address(self) -> tuple[str, int, str, int]:
+        return (*self.bind, *self.serve)
+
+    def gateway_key(self) -> str:
+        return self.key
+
+    def haproxy_pid(self) -> int | None:
+        """The HAProxy master's pid (its workers are its children), for inspection and tests."""
+        proc = self.haproxy.proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def table(self) -> dict[str, dict[str, Any]]:
+        """What is routed where (for inspection and tests)."""
+        return {
+            name: {"prefix": r.prefix, "servers": {k: vars(v) for k, v in r.servers.items()}}
+            for name, r in self.routes.items()
+        }
+
+    async def register(
+        self, app: str, prefix: str, replica: str, host: str, port: int, maxconn: int
+    ) -> str:
+        route = self.routes.setdefault(app, Route(prefix))
+        route.prefix = prefix
+        route.servers[replica] = Server(host, port, max(1, maxconn))
+        await self._apply()
+        if self._reconciler is None:
+            self._reconciler = asyncio.get_running_loop().create_task(self._reconcile())
+        return self.key
+
+    async def deregister(self, replica: str) -> None:
+        if self._drop([replica]):
+            await self._apply()
+
+    def _drop(self, replicas: list[str]) -> bool:
+        changed = False
+        for name in list(self.routes):
+            route = self.routes[name]
+            for replica in replicas:
+                changed |= route.servers.pop(replica, None) is not None
+            if not route.servers:
+                del self.routes[name]
+        return changed
+
+    async def _apply(self) -> None:
+        """Make HAProxy serve the current table; concurrent changes share one reload."""
+        self.version += 1
+        wanted = self.version
+        async with self._lock:
+            if self.applied >= wanted:
+                return
+            current = self.version
+            config = self._render()
+            await asyncio.get_running_loop().run_in_executor(None, self.haproxy.reload, config)
+            self.applied = current
+
+    async def _reconcile(self) -> None:
+        """Drop replicas whose actor died without deregistering (crash, node loss)."""
+        import ray
+
+        while True:
+            await asyncio.sleep(RECONCILE_S)
+            dead = []
+            for route in list(self.routes.values()):
+                for replica in list(route.servers):
+                    try:
+                        ray.get_actor(replica, namespace="serve")
+                    except ValueError:
+                        dead.append(replica)
+                    except Exception:
+                        logger.debug("checking replica %s failed", replica, exc_info=True)
+            if dead and self._drop(dead):
+                logger.info("gateway: dropped dead replicas %s", dead)
+                with contextlib.suppress(Exception):
+                    await self._apply()
+
+    # -- hot swap (`rayweb serve`), see reloads.py -------------------------------------
+    def generation(self, app: str) -> int:
+        return self.reloads.generation(app)
+
+    async def next_generation(self, app: str, known: int) -> int:
+        return await self.reloads.next_generation(app, known)
+
+    async def bump_generation(self, app: str) -> tuple[int, list[str]]:
+        """Ask ``app``'s replicas to reload their code; (generation, replicas asked)."""
+        generation = await self.reloads.bump(app)
+        route = self.routes.get(app)
+        return generation, sorted(route.servers) if route else []
+
+    def answer(self, app: str, generation: int, replica: str, error: str | None) -> None:
+        self.reloads.answer(app, generation, replica, error)
+
+    def generation_answers(self, app: str, generation: int) -> dict[str, str | None]:
+        return self.reloads.answers_for(app, generation)
+
+    def stop(self) -> None:
+        self.haproxy.stop()
+
+
+def find_gateway() -> Any | None:
+    """This cluster's gateway actor, or None when rayweb's data path is not running."""
+    import ray
+
+    try:
+        return ray.get_actor(GATEWAY_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def start_gateway(host: str, port: int, serve_host: str, serve_port: int) -> Any:
+    """Start the cluster's gateway on the head node (or return the running one)."""
+    # Each dev replica keeps one long poll open here (hot swap).
+    return cluster_actor(
+        GatewayActor, GATEWAY_NAME, host, port, serve_host, serve_port, max_concurrency=1000
+    )

@@ -1,0 +1,117 @@
+"""The gateway's HAProxy configuration: a pure function of the route table (tested without Ray).
+
+One frontend on the user's ``host:port`` that strips any client-sent gateway key, sets
+``x-rayweb-client`` (the peer, or the last ``X-Forwarded-For`` hop when the peer is a trusted
+proxy) and the cluster's key; one backend per endpoint with a registered replica (leastconn,
+``maxconn`` per server as the compiler says, health checks, Serve's proxy as backup); Serve's
+proxy as the default backend.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ..common import CLIENT_HEADER, KEY_HEADER
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    maxconn: int
+
+
+@dataclass
+class Route:
+    prefix: str
+    servers: dict[str, Server] = field(default_factory=dict)  # replica actor name -> server
+
+
+def parse_trusted(spec: str) -> list[str]:
+    """``RAYWEB_TRUSTED_PROXIES`` ("198.51.100.1, 203.0.113.0/24") as HAProxy source patterns."""
+    nets = []
+    for part in spec.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part == "*":
+            nets += ["0.0.0.0/0", "::/0"]
+            continue
+        try:
+            nets.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"RAYWEB_TRUSTED_PROXIES: {part!r} is not an IP address or network. "
+                "Suggestion: RAYWEB_TRUSTED_PROXIES=198.51.100.5,203.0.113.0/24"
+            ) from None
+    return nets
+
+
+def _addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def render_config(
+    *,
+    bind: tuple[str, int],
+    serve: tuple[str, int],
+    key: str,
+    routes: dict[str, Route],
+    trusted: list[str] | None = None,
+    threads: int = 1,
+    maxconn: int = 4096,
+) -> str:
+    """The HAProxy configuration for this cluster's routes (pure; tested without Ray)."""
+    lines = [
+        "global",
+        f"    maxconn {maxconn}",
+        f"    nbthread {max(1, threads)}",
+        "defaults",
+        "    mode http",
+        "    timeout connect 5s",
+        # Slow peers: a body may pause for a while between chunks without failing.
+        "    timeout client 10m",
+        "    timeout server 10m",
+        "    timeout tunnel 1h",
+        "    timeout http-request 60s",
+        "    timeout http-keep-alive 75s",
+        # Requests wait here while every replica has max_ongoing_requests in flight.
+        "    timeout queue 150s",
+        "    retries 3",
+        "    option redispatch 1",
+        "frontend rayweb",
+        f"    bind {_addr(*bind)}",
+        f"    http-request del-header {KEY_HEADER}",
+        f"    http-request set-header {CLIENT_HEADER} %[src]",
+    ]
+    if trusted:
+        lines.append(f"    acl rayweb_trusted src {' '.join(trusted)}")
+        lines.append(
+            f"    http-request set-header {CLIENT_HEADER} %[req.hdr_ip(x-forwarded-for,-1)]"
+            " if rayweb_trusted { req.hdr_ip(x-forwarded-for,-1) -m found }"
+        )
+    lines.append(f"    http-request set-header {KEY_HEADER} {key}")
+    live = sorted(
+        ((name, route) for name, route in routes.items() if route.servers),
+        key=lambda item: -len(item[1].prefix),  # longest prefix first, as Serve matches
+    )
+    for index, (_name, route) in enumerate(live):
+        acl = f"r{index}"
+        if route.prefix == "/":
+            lines.append(f"    acl {acl} always_true")
+        else:
+            lines.append(f"    acl {acl} path {route.prefix}")
+            lines.append(f"    acl {acl} path_beg {route.prefix}/")
+        lines.append(f"    use_backend b{index} if {acl}")
+    lines.append("    default_backend serve")
+    for index, (name, route) in enumerate(live):
+        lines += [f"backend b{index}  # {name}", "    balance leastconn"]
+        for sindex, (_replica, server) in enumerate(sorted(route.servers.items())):
+            lines.append(
+                f"    server s{sindex} {_addr(server.host, server.port)} "
+                f"maxconn {server.maxconn} check inter 2s"
+            )
+        lines.append(f"    server serve {_addr(*serve)} backup")
+    lines += ["backend serve", f"    server serve {_addr(*serve)}", ""]
+    return "\n".join(lines)
