@@ -157,6 +157,10 @@ def deploy(
     print_urls(deployed.urls, title=f"rayweb app {deployed.app_name!r} deployed")
     if deployed.working_dir:
         err.print(f"Code shipped as {deployed.working_dir}", highlight=False)
+    if deployed.excluded:
+        from ..driver.shipping import describe
+
+        err.print(describe(deployed.excluded), markup=False, highlight=False)
     if deployed.removed:
         err.print(f"Removed endpoints the app no longer has: {', '.join(deployed.removed)}")
     err.print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import compiler
@@ -18,13 +19,11 @@ from ..services.registry import deploy_registry
 from . import cluster
 from .output import Progress
 from .secrets import prepare_secrets
+from .shipping import ship_plan
 from .status import delete_apps, deploy, one_line, wait_for_routes
 
 if TYPE_CHECKING:
     from ..app import App
-
-# What `rayweb deploy` leaves out of the code it ships (besides .gitignore'd files).
-SHIP_EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", "node_modules", ".mypy_cache"]
 
 
 @dataclass
@@ -35,6 +34,7 @@ class Deployed:
     urls: dict[str, str]
     removed: list[str]
     working_dir: str | None
+    excluded: list[str] = dataclasses.field(default_factory=list)  # files not shipped
 
 
 def deploy_app(
@@ -66,7 +66,12 @@ def deploy_app(
             f"The endpoints of {app.name!r} come from several source roots {sorted(roots)}; "
             "rayweb deploy ships one directory. Suggestion: import them from one package."
         )
-    runtime_env = {"working_dir": roots.pop(), "excludes": SHIP_EXCLUDES} if roots else None
+    runtime_env = None
+    excluded: list[str] = []
+    if roots:
+        root = roots.pop()
+        plan = ship_plan(Path(root))
+        runtime_env, excluded = {"working_dir": root, "excludes": plan.excludes}, plan.excluded
     say(f"Connecting to Ray at {address}" + (" and uploading the code" if runtime_env else ""))
     cluster.ensure_ray(address, runtime_env=runtime_env)
     import ray
@@ -97,7 +102,7 @@ def deploy_app(
     base = f"http://{cluster.url_host(http_host)}:{http_port}"
     wait_for_routes(base, shipped, timeout=max(10.0, limit))
     urls = {ep.tag: f"{base}{ep.route_prefix}" for ep in shipped}
-    return Deployed(app.name, urls, removed, working_dir)
+    return Deployed(app.name, urls, removed, working_dir, excluded)
 
 
 def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:

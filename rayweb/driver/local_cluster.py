@@ -48,15 +48,32 @@ class LocalCluster:
         for proc in psutil.process_iter(["pid", "cmdline", "status", "cwd"]):
             if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.info["pid"] == os.getpid():
                 continue
-            if proc.info["cwd"] == self.temp_dir or any(
-                self.temp_dir in arg for arg in proc.info["cmdline"] or []
+            cwd = proc.info["cwd"] or ""
+            if in_dir(cwd, self.temp_dir) or any(
+                names_dir(arg, self.temp_dir) for arg in proc.info["cmdline"] or []
             ):
                 out.append(proc.info["pid"])
                 continue
             with contextlib.suppress(psutil.Error):
-                if any(f.path.startswith(self.temp_dir + "/") for f in proc.open_files()):
+                if any(in_dir(f.path, self.temp_dir) for f in proc.open_files()):
                     out.append(proc.info["pid"])
         return out
+
+
+def in_dir(path: str, directory: str) -> bool:
+    """``path`` is ``directory`` or inside it, by whole path components: ``/tmp/rayweb-a-0``
+    (another cluster's temp dir) is not inside ``/tmp/rayweb-a``."""
+    directory = directory.rstrip("/")
+    return path == directory or path.startswith(directory + "/")
+
+
+def names_dir(arg: str, directory: str) -> bool:
+    """A command-line argument that names ``directory`` (or a path in it), alone or as the
+    value of an option (``--temp-dir=...``, ``--flag=a,b``)."""
+    for token in arg.replace("=", " ").replace(",", " ").split():
+        if in_dir(token.strip("'\""), directory):
+            return True
+    return False
 
 
 def state_file(name: str) -> Path:

@@ -80,6 +80,8 @@ def render_config(
         "    timeout queue 150s",
         "    retries 3",
         "    option redispatch 1",
+        # Send each response chunk (an SSE event, a token) as it comes, not in bursts.
+        "    option http-no-delay",
         "frontend rayweb",
         f"    bind {_addr(*bind)}",
         f"    http-request del-header {KEY_HEADER}",

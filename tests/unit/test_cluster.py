@@ -35,3 +35,19 @@ def test_taken_port_is_reported_with_a_suggestion():
             InvalidError, match=f"Port {port} on 127.0.0.1 is not available.*--port {port + 1}"
         ):
             cluster._check_port_free("127.0.0.1", port)
+
+
+def test_a_cluster_finds_its_processes_by_whole_path_components():
+    from rayweb.driver.local_cluster import in_dir, names_dir
+
+    mine = "/tmp/rayweb-relprobe-0"
+    assert in_dir("/tmp/rayweb-relprobe-0", mine)
+    assert in_dir("/tmp/rayweb-relprobe-0/session_latest/logs/raylet.out", mine)
+    assert not in_dir("/tmp/rayweb-relprobe-0-0/logs/raylet.out", mine)
+    assert not in_dir("/tmp/rayweb-relprobe", mine)
+    assert names_dir("--temp-dir=/tmp/rayweb-relprobe-0", mine)
+    assert names_dir("--log-dir=/tmp/rayweb-relprobe-0/session/logs,--x", mine)
+    assert not names_dir("--temp-dir=/tmp/rayweb-relprobe-0-0", mine)
+    # cluster `relprobe` must not claim the processes of cluster `relprobe-0`
+    assert not names_dir("--temp-dir=/tmp/rayweb-relprobe-0", "/tmp/rayweb-relprobe")
+    assert not in_dir("/tmp/rayweb-relprobe-0/logs/gcs.out", "/tmp/rayweb-relprobe")

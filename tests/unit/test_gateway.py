@@ -333,3 +333,61 @@ def test_swappable_and_lifespan_of_a_swapped_in_app():
     assert after == {"code": "v2", "state": "v2"}  # the new app's lifespan state reaches it
     assert events == ["start v2", "stop v2"]
     assert plain_state == {}
+
+
+def _event_stream_server(events: int, gap_s: float) -> tuple[socket.socket, list[float]]:
+    """A raw HTTP/1.1 server that answers one request with ``events`` chunked SSE events,
+    ``gap_s`` apart; returns the listening socket and the send times it records."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    sent: list[float] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            for i in range(events):
+                time.sleep(gap_s)
+                event = b"data: %d\n\n" % i
+                sent.append(time.monotonic())
+                conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+            conn.sendall(b"0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, sent
+
+
+def test_streamed_events_leave_the_gateway_at_once(tmp_path):
+    """Each SSE event reaches the client when it is sent, not in a burst later."""
+    listener, sent = _event_stream_server(events=20, gap_s=0.05)
+    upstream = listener.getsockname()[1]
+    port = _free_port()
+    routes = {"sse": Route("/sse", {"r": Server("127.0.0.1", upstream, 4)})}
+    config = render_config(bind=("127.0.0.1", port), serve=("127.0.0.1", 9), key="k", routes=routes)
+    proc = HAProxyProcess(tmp_path, config)
+    arrived: list[float] = []
+    try:
+        proc.wait_listening("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET /sse/ HTTP/1.1\r\nhost: x\r\n\r\n")
+            received = b""
+            while len(arrived) < 20:
+                chunk = client.recv(65536)
+                assert chunk, "the stream ended early"
+                received += chunk
+                arrived += [time.monotonic()] * (received.count(b"data: ") - len(arrived))
+    finally:
+        proc.stop()
+        listener.close()
+    late_ms = sorted((a - s) * 1000 for a, s in zip(arrived, sent, strict=True))
+    # Without `option http-no-delay` events arrived ~100-200 ms late, in bursts.
+    assert late_ms[len(late_ms) // 2] < 10, late_ms
+    assert late_ms[-1] < 40, late_ms
