@@ -153,10 +153,15 @@ def _actor_options(need: Mapping[str, float]) -> dict[str, Any]:
 
 
 def deployment_options(
-    spec: EndpointSpec, *, available_accelerators: Iterable[str] | None = None
+    spec: EndpointSpec,
+    *,
+    available_accelerators: Iterable[str] | None = None,
+    plan: ResourcePlan | None = None,
 ) -> dict[str, Any]:
-    """Serve deployment options for one endpoint (docs/architecture.md section 4)."""
-    plan = resource_plan(spec, available_accelerators=available_accelerators)
+    """Serve deployment options for one endpoint (docs/architecture.md section 4), from its
+    resource ``plan`` (made here from ``spec`` when not given)."""
+    if plan is None:
+        plan = resource_plan(spec, available_accelerators=available_accelerators)
     scaling = spec.scaling
     actor = _actor_options(plan.replica)
     if plan.accelerator and not plan.sidecar:
@@ -269,7 +274,7 @@ def compile_endpoint(
     spec = endpoint_spec(function)
     name = app_label(spec, dev=dev)
     plan = resource_plan(spec, available_accelerators=available_accelerators)
-    options = deployment_options(spec, available_accelerators=available_accelerators)
+    options = deployment_options(spec, plan=plan)  # one plan for options, payload, messages
     max_inputs = options["max_ongoing_requests"]
     cls = function.cls
     payload = ReplicaPayload(

@@ -138,7 +138,8 @@ class RaywebReplica:
             raise user_failure("building the web app", exc) from None
 
     def _wrap(self, app: Any) -> Any:
-        """rayweb's middleware chain around ``app``, for Serve's path (and, later, our port)."""
+        """rayweb's middleware chain around ``app``; returns Serve's path (the replica's own
+        port gets the same chain's ``direct_path`` once the app has started)."""
         limits = self._payload.limits
         acquire = None
         if limits.rate_limit is not None:
