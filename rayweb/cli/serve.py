@@ -41,6 +41,7 @@ def serve(
 
     Saving a file of the app redeploys the endpoints that changed; if the new code does
     not load or start, the last good version keeps serving."""
+    from ..driver.cluster import GatewayNotices
     from ..driver.dev import DevSession, watch_changes
 
     err = Console(stderr=True, soft_wrap=True)
@@ -81,7 +82,12 @@ def serve(
             + "Press Ctrl-C to stop."
         )
         deadline = None if timeout is None else time.monotonic() + timeout
+        notices, next_notice = GatewayNotices(), 0.0
         while not stop.is_set():
+            if time.monotonic() >= next_notice:
+                for line in notices.poll():
+                    err.print(f"[yellow]rayweb:[/yellow] {line}", highlight=False)
+                next_notice = time.monotonic() + 1.0
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 err.print(f"Timeout of {timeout:g}s reached.")

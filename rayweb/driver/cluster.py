@@ -241,3 +241,26 @@ def stop_embedded() -> None:
 def url_host(host: str) -> str:
     """The host to put in URLs: a wildcard bind address is reached on loopback."""
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+class GatewayNotices:
+    """What the gateway logged since this was made (its restarts), for `rayweb serve`."""
+
+    def __init__(self) -> None:
+        self.offset: int | None = None
+
+    def poll(self, timeout: float = 2.0) -> list[str]:
+        """New lines, or none when there is no gateway or it does not answer in time."""
+        import ray
+
+        from ..services.gateway import find_gateway
+
+        try:
+            gateway = find_gateway()
+            if gateway is None:
+                return []
+            offset, lines = ray.get(gateway.events.remote(self.offset or 0), timeout=timeout)
+        except Exception:
+            return []
+        first, self.offset = self.offset is None, offset
+        return [] if first else lines

@@ -10,6 +10,12 @@ hold). Serve's own proxy is every backend's backup server and the default backen
 scaled-to-zero endpoint, an unknown path or a replica that has not registered yet still go
 through Serve (which also scales up from zero).
 
+Supervised: HAProxy runs under its keeper (``keeper.py``), which restarts it when it dies;
+the actor is restarted by Ray (``max_restarts=-1``) and adopts the running keeper, its key
+and its route table from ``state.json`` in the gateway's folder, so killing the actor does
+not interrupt the data path; the actor restarts a dead keeper. Each restart is one line in
+``events.log``, which ``rayweb serve`` prints.
+
 The actor also carries the hot-swap mailbox of `rayweb serve` (``reloads.py``): one process
 for both, since every dev replica keeps one long poll open here.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -28,6 +35,7 @@ from typing import Any
 from .actors import NAMESPACE, cluster_actor
 from .haproxy import HAProxyProcess, max_connections
 from .haproxy_config import Route, Server, parse_trusted, render_config
+from .keeper import event
 from .reloads import ReloadMailbox
 
 GATEWAY_NAME = "rayweb-gateway"
@@ -37,16 +45,17 @@ logger = logging.getLogger("rayweb.gateway")
 
 
 def state_dir() -> Path:
-    """Under the Ray session directory, so that ``rayweb cluster down`` finds HAProxy too."""
+    """The gateway's folder, under the Ray session directory (so that ``rayweb cluster down``
+    finds HAProxy too), the same for every incarnation of the actor in one Ray session."""
     base: Path | None = None
     with contextlib.suppress(Exception):
         import ray
 
         base = Path(ray._private.worker.global_worker.node.get_session_dir_path())
     if base is None:
-        base = Path(tempfile.gettempdir())
-    directory = Path(tempfile.mkdtemp(prefix="rayweb-gateway-", dir=base))
-    os.chmod(directory, 0o700)
+        return Path(tempfile.mkdtemp(prefix="rayweb-gateway-"))
+    directory = base / "rayweb-gateway"
+    directory.mkdir(mode=0o700, exist_ok=True)
     return directory
 
 
@@ -56,16 +65,64 @@ class GatewayActor:
     def __init__(self, host: str, port: int, serve_host: str, serve_port: int) -> None:
         self.bind = (host, port)
         self.serve = (serve_host, serve_port)
-        self.key = secrets.token_urlsafe(24)
         self.trusted = parse_trusted(os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
         self.routes: dict[str, Route] = {}
+        self.reloads = ReloadMailbox()
         self.version = 0  # bumped by every change; ``applied`` follows it
         self.applied = 0
         self._lock = asyncio.Lock()
-        self.haproxy = HAProxyProcess(state_dir(), self._render())
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dir = state_dir()
+        # The keeper watches this node's raylet (the actor's parent), not this worker.
+        adopted = HAProxyProcess.adopt(self.dir, watch_pid=os.getppid())
+        state = self._load_state() if adopted is not None else None
+        if adopted is not None and state is not None:
+            # A restarted actor: HAProxy kept serving; take over its key and its table.
+            self.key = state["key"]
+            for name, route in state["routes"].items():
+                self.routes[name] = Route(
+                    route["prefix"], {r: Server(*srv) for r, srv in route["servers"].items()}
+                )
+            self.reloads.generations.update(state.get("generations", {}))
+            self.haproxy = adopted
+            self.haproxy.reload(self._render())
+            event(self.dir, "the gateway actor restarted; HAProxy kept serving")
+        else:
+            if adopted is not None:
+                adopted.stop()
+            self.key = secrets.token_urlsafe(24)
+            self.haproxy = HAProxyProcess(self.dir, self._render(), watch_pid=os.getppid())
+            self._save_state()
         self.haproxy.wait_listening(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
-        self._reconciler: asyncio.Task[None] | None = None
-        self.reloads = ReloadMailbox()
+
+    def _load_state(self) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] = json.loads((self.dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return state
+
+    def _save_state(self) -> None:
+        state = {
+            "key": self.key,
+            "routes": {
+                name: {
+                    "prefix": route.prefix,
+                    "servers": {r: [s.host, s.port, s.maxconn] for r, s in route.servers.items()},
+                }
+                for name, route in self.routes.items()
+            },
+            "generations": self.reloads.generations,
+        }
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.chmod(tmp, 0o600)  # holds the gateway key
+        tmp.replace(self.dir / "state.json")
+
+    def _start_tasks(self) -> None:
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._reconcile()), loop.create_task(self._watch())]
 
     def _render(self) -> str:
         return render_config(
@@ -77,7 +134,8 @@ class GatewayActor:
             maxconn=max_connections(),
         )
 
-    def address(self) -> tuple[str, int, str, int]:
+    async def address(self) -> tuple[str, int, str, int]:
+        self._start_tasks()
         return (*self.bind, *self.serve)
 
     def gateway_key(self) -> str:
@@ -85,8 +143,27 @@ class GatewayActor:
 
     def haproxy_pid(self) -> int | None:
         """The HAProxy master's pid (its workers are its children), for inspection and tests."""
-        proc = self.haproxy.proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        return self.haproxy.master_pid
+
+    def keeper_pid(self) -> int | None:
+        return self.haproxy.keeper_pid
+
+    def pid(self) -> int:
+        """This actor's process (for fault tests)."""
+        return os.getpid()
+
+    async def events(self, offset: int = 0) -> tuple[int, list[str]]:
+        """Restarts since byte ``offset`` of the events log: (next offset, lines)."""
+        self._start_tasks()
+        try:
+            with open(self.dir / "events.log", "rb") as log:
+                log.seek(offset)
+                data = log.read()
+        except OSError:
+            return offset, []
+        complete = data[: data.rfind(b"\n") + 1]
+        lines = [line.split(" ", 1)[-1] for line in complete.decode(errors="replace").splitlines()]
+        return offset + len(complete), lines
 
     def table(self) -> dict[str, dict[str, Any]]:
         """What is routed where (for inspection and tests)."""
@@ -98,12 +175,13 @@ class GatewayActor:
     async def register(
         self, app: str, prefix: str, replica: str, host: str, port: int, maxconn: int
     ) -> str:
+        self._start_tasks()
         route = self.routes.setdefault(app, Route(prefix))
-        route.prefix = prefix
-        route.servers[replica] = Server(host, port, max(1, maxconn))
-        await self._apply()
-        if self._reconciler is None:
-            self._reconciler = asyncio.get_running_loop().create_task(self._reconcile())
+        server = Server(host, port, max(1, maxconn))
+        if route.prefix != prefix or route.servers.get(replica) != server:
+            route.prefix = prefix
+            route.servers[replica] = server
+            await self._apply()
         return self.key
 
     async def deregister(self, replica: str) -> None:
@@ -128,6 +206,7 @@ class GatewayActor:
             if self.applied >= wanted:
                 return
             current = self.version
+            self._save_state()
             config = self._render()
             await asyncio.get_running_loop().run_in_executor(None, self.haproxy.reload, config)
             self.applied = current
@@ -152,6 +231,20 @@ class GatewayActor:
                 with contextlib.suppress(Exception):
                     await self._apply()
 
+    async def _watch(self) -> None:
+        """Start the keeper again if it died (HAProxy died with it)."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self.haproxy.keeper_alive():
+                continue
+            async with self._lock:
+                try:
+                    self.haproxy.start_keeper()
+                except Exception:
+                    logger.warning("restarting the gateway's keeper failed", exc_info=True)
+                    continue
+            event(self.dir, "the gateway's keeper exited; HAProxy started again")
+
     # -- hot swap (`rayweb serve`), see reloads.py -------------------------------------
     def generation(self, app: str) -> int:
         return self.reloads.generation(app)
@@ -162,6 +255,7 @@ class GatewayActor:
     async def bump_generation(self, app: str) -> tuple[int, list[str]]:
         """Ask ``app``'s replicas to reload their code; (generation, replicas asked)."""
         generation = await self.reloads.bump(app)
+        self._save_state()
         route = self.routes.get(app)
         return generation, sorted(route.servers) if route else []
 
@@ -172,6 +266,8 @@ class GatewayActor:
         return self.reloads.answers_for(app, generation)
 
     def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         self.haproxy.stop()
 
 
@@ -189,5 +285,15 @@ def start_gateway(host: str, port: int, serve_host: str, serve_port: int) -> Any
     """Start the cluster's gateway on the head node (or return the running one)."""
     # Each dev replica keeps one long poll open here (hot swap).
     return cluster_actor(
-        GatewayActor, GATEWAY_NAME, host, port, serve_host, serve_port, max_concurrency=1000
+        GatewayActor,
+        GATEWAY_NAME,
+        host,
+        port,
+        serve_host,
+        serve_port,
+        max_concurrency=1000,
+        # Ray restarts a dead gateway actor (it adopts the running HAProxy) and retries the
+        # calls it was running: register, deregister and the hot-swap long poll are idempotent.
+        max_restarts=-1,
+        max_task_retries=-1,
     )

@@ -1,17 +1,21 @@
-"""One HAProxy master process (``-W``) and its master socket: start, reload, stop.
+"""The gateway's HAProxy, seen from the gateway actor: start it under its keeper, adopt a
+running one, validate and apply configs through the master socket, stop it.
 
-HAProxy is started from a thread that lives as long as it does, with ``PR_SET_PDEATHSIG``:
-when the process that started it dies, HAProxy dies too and frees the port. No Ray here.
+HAProxy runs under ``keeper.py``, a process of its own that restarts HAProxy when it dies and
+outlives the gateway actor (a restarted actor adopts it); it stops with the process it
+watches (the head node's raylet for the gateway; the caller by default). No Ray here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -22,72 +26,98 @@ def haproxy_binary() -> str:
     return str(get_haproxy_binary())
 
 
-def _set_parent_death_signal() -> None:
-    """Runs in the HAProxy child before exec: die with the thread that started it."""
-    import ctypes
-    import signal
+def master_socket(directory: Path) -> Path:
+    """Where HAProxy's master socket lives: in ``directory`` unless that path is too long
+    for a Unix socket (~100 bytes), then in a short 0700 folder named after it (the same
+    folder for the same directory, so a restarted actor finds it)."""
+    sock = directory / "master.sock"
+    if len(str(sock)) <= 90:
+        return sock
+    digest = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
+    short = Path(tempfile.gettempdir()) / f"rayweb-gw-{digest}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    return short / "master.sock"
 
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
 
 
 class HAProxyProcess:
-    """An HAProxy master (``-W``) with its master socket; dies with this process."""
+    """HAProxy (master ``-W`` + workers) under its keeper, in ``directory``."""
 
-    def __init__(self, directory: Path, config: str) -> None:
+    def __init__(self, directory: Path, config: str, *, watch_pid: int | None = None) -> None:
+        """Start HAProxy on ``config`` (checked first); it stops when ``watch_pid`` exits
+        (default: this process)."""
         self.dir = directory
         self.cfg = directory / "haproxy.cfg"
-        self.sock = directory / "master.sock"
-        if len(str(self.sock)) > 90:  # a Unix socket path has ~100 bytes at most
-            short = Path(tempfile.mkdtemp(prefix="rayweb-gw-"))  # 0700
-            self.sock = short / "master.sock"
+        self.sock = master_socket(directory)
         self.log = directory / "haproxy.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._write(config)
-        check = subprocess.run(
-            [haproxy_binary(), "-c", "-q", "-f", str(self.cfg)], capture_output=True, text=True
-        )
-        if check.returncode != 0:
-            raise RuntimeError(f"rayweb: bad HAProxy configuration: {check.stderr.strip()}")
-        started = threading.Event()
-        failure: list[BaseException] = []
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: start and wait on
-        # HAProxy from a thread that lives as long as it does.
-        thread = threading.Thread(
-            target=self._supervise, args=(started, failure), name="rayweb-haproxy", daemon=True
-        )
-        thread.start()
-        started.wait()
-        if failure:
-            raise failure[0]
+        self.watch_pid = watch_pid or os.getpid()
+        self.write(config)
+        self.keeper: subprocess.Popen[bytes] | None = None
+        self.start_keeper()
 
-    def _write(self, config: str) -> None:
-        tmp = self.cfg.with_suffix(".tmp")
-        tmp.write_text(config)
-        os.chmod(tmp, 0o600)  # holds the gateway key
-        tmp.replace(self.cfg)
+    @classmethod
+    def adopt(cls, directory: Path, *, watch_pid: int | None = None) -> HAProxyProcess | None:
+        """The HAProxy already kept in ``directory`` (None when its keeper is gone);
+        ``watch_pid`` is what a keeper started again later watches."""
+        if _keeper_pid(directory) is None:
+            return None
+        self = cls.__new__(cls)
+        self.dir = directory
+        self.cfg = directory / "haproxy.cfg"
+        self.sock = master_socket(directory)
+        self.log = directory / "haproxy.log"
+        self.watch_pid = watch_pid or os.getpid()
+        self.keeper = None
+        return self
 
-    def _supervise(self, started: threading.Event, failure: list[BaseException]) -> None:
-        try:
-            with open(self.log, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [haproxy_binary(), "-W", "-S", f"{self.sock},mode,600", "-f", str(self.cfg)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    preexec_fn=_set_parent_death_signal,
-                )
-        except BaseException as exc:
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        self.proc.wait()
+    def start_keeper(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / "keeper.pid").unlink()
+        with open(self.dir / "keeper.log", "ab") as log:
+            self.keeper = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rayweb.services.keeper",
+                    str(self.dir),
+                    "--watch",
+                    str(self.watch_pid),
+                    "--socket",
+                    str(self.sock),
+                    "--binary",
+                    haproxy_binary(),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C to a terminal or the actor's death: not ours
+            )
+
+    @property
+    def keeper_pid(self) -> int | None:
+        if self.keeper is not None:
+            return self.keeper.pid if self.keeper.poll() is None else None
+        return _keeper_pid(self.dir)
+
+    @property
+    def master_pid(self) -> int | None:
+        """HAProxy's master (its workers are its children), or None between restarts."""
+        return _read_pid(self.dir / "haproxy.pid")
+
+    def keeper_alive(self) -> bool:
+        return self.keeper_pid is not None
 
     def wait_listening(self, host: str, port: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
+            if not self.keeper_alive():
                 raise RuntimeError(f"rayweb: HAProxy exited: {self.tail()}")
             with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
                 return
@@ -99,30 +129,80 @@ class HAProxyProcess:
             return " | ".join(self.log.read_text().strip().splitlines()[-lines:])
         return ""
 
-    def reload(self, config: str) -> None:
-        """Apply ``config``; returns once the new worker runs (HAProxy's master ``reload``)."""
-        self._write(config)
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(30)
-            sock.connect(str(self.sock))
-            sock.sendall(b"reload\n")
-            reply = b""
-            while chunk := sock.recv(65536):
-                reply += chunk
+    def write(self, config: str) -> None:
+        """Make ``config`` the one HAProxy (re)starts with, once ``haproxy -c`` accepts it:
+        the file on disk is always the last good config."""
+        tmp = self.cfg.with_suffix(".tmp")
+        tmp.write_text(config)
+        os.chmod(tmp, 0o600)  # holds the gateway key
+        check = subprocess.run(
+            [haproxy_binary(), "-c", "-q", "-f", str(tmp)], capture_output=True, text=True
+        )
+        if check.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(
+                f"rayweb: HAProxy reload failed: bad configuration: "
+                f"{(check.stderr or check.stdout).strip()}"
+            )
+        tmp.replace(self.cfg)
+
+    def reload(self, config: str, timeout: float = 30.0) -> None:
+        """Apply ``config``; returns once a worker runs it (HAProxy's master ``reload``).
+        While the keeper restarts HAProxy, waits for the new master (which reads the same
+        file)."""
+        self.write(config)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = self._command(b"reload\n", timeout)
+                break
+            except OSError:  # no master right now (restarting)
+                if time.monotonic() > deadline or not self.keeper_alive():
+                    raise RuntimeError(f"rayweb: HAProxy is not running: {self.tail()}") from None
+                time.sleep(0.05)
         if not reply.startswith(b"Success=1"):
             raise RuntimeError(f"rayweb: HAProxy reload failed: {reply.decode(errors='replace')}")
 
+    def _command(self, command: bytes, timeout: float) -> bytes:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.sock))
+            sock.sendall(command)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        return reply
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-            if self.proc.poll() is None:
-                self.proc.kill()
+        """Stop the keeper, which stops HAProxy (its master and every worker)."""
+        pid = self.keeper_pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                if self.keeper is not None and self.keeper.poll() is not None:
+                    break
+                time.sleep(0.02)
+            with contextlib.suppress(ProcessLookupError):
+                if self.keeper is None or self.keeper.poll() is None:
+                    os.kill(pid, signal.SIGKILL)
         if self.sock.parent != self.dir:
             with contextlib.suppress(OSError):
                 self.sock.unlink(missing_ok=True)
                 self.sock.parent.rmdir()
+
+
+def _keeper_pid(directory: Path) -> int | None:
+    """The keeper of ``directory``, if it runs (checked by its command line, not just pid)."""
+    pid = _read_pid(directory / "keeper.pid")
+    if pid is None:
+        return None
+    with contextlib.suppress(OSError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"rayweb.services.keeper" in cmdline and str(directory).encode() in cmdline:
+            return pid
+    return None
 
 
 def max_connections() -> int:

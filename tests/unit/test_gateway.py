@@ -153,8 +153,9 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path):
         serve.close()
 
 
-def test_haproxy_dies_with_its_parent(tmp_path):
-    """HAProxy must not outlive the gateway actor's process (it would hold the port)."""
+def test_haproxy_dies_with_the_process_it_watches(tmp_path):
+    """HAProxy and its keeper must not outlive the process they watch (the head's raylet
+    for the gateway): they would hold the port."""
     port = _free_port()
     script = (
         "import sys, time\n"
@@ -164,20 +165,20 @@ def test_haproxy_dies_with_its_parent(tmp_path):
         f"p = HAProxyProcess(Path({str(tmp_path)!r}), render_config(bind=('127.0.0.1', {port}),"
         " serve=('127.0.0.1', 9), key='k', routes={}))\n"
         f"p.wait_listening('127.0.0.1', {port})\n"
-        "print(p.proc.pid, flush=True)\n"
+        "print(p.master_pid, p.keeper_pid, flush=True)\n"
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        pid = int(parent.stdout.readline())  # type: ignore[union-attr]
-        assert Path(f"/proc/{pid}").exists()
+        pids = [int(p) for p in parent.stdout.readline().split()]  # type: ignore[union-attr]
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
     finally:
         parent.kill()
         parent.wait()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
         time.sleep(0.1)
-    assert not Path(f"/proc/{pid}").exists()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port is free again
 
@@ -391,3 +392,81 @@ def test_streamed_events_leave_the_gateway_at_once(tmp_path):
     # Without `option http-no-delay` events arrived ~100-200 ms late, in bursts.
     assert late_ms[len(late_ms) // 2] < 10, late_ms
     assert late_ms[-1] < 40, late_ms
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/r/x", timeout=1).text == "replica"
+    except httpx.HTTPError:
+        return False
+
+
+def test_the_keeper_restarts_haproxy_after_a_killed_worker_or_master(tmp_path):
+    replica = _Upstream("replica")
+    port = _free_port()
+    routes = {"r": Route("/r", {"a": Server("127.0.0.1", replica.port, 4)})}
+    config = render_config(bind=("127.0.0.1", port), serve=("127.0.0.1", 9), key="k", routes=routes)
+    proc = HAProxyProcess(tmp_path, config)
+    try:
+        proc.wait_listening("127.0.0.1", port)
+        assert _answers(port)
+        for victim in ("worker", "master"):
+            master = proc.master_pid
+            assert master is not None
+            worker = int(Path(f"/proc/{master}/task/{master}/children").read_text().split()[0])
+            os.kill(worker if victim == "worker" else master, 9)
+            assert _wait_for(lambda m=master: proc.master_pid not in (None, m)), victim
+            assert _wait_for(lambda: _answers(port)), f"no answer after the {victim} was killed"
+            # the restarted HAProxy still takes reloads (and serves the new table)
+            proc.reload(
+                render_config(
+                    bind=("127.0.0.1", port), serve=("127.0.0.1", 9), key="k", routes=routes
+                )
+            )
+            assert _answers(port)
+        events = (tmp_path / "events.log").read_text().splitlines()
+        assert len(events) == 2, events
+        assert "after one of its workers was killed" in events[0]
+        assert "killed by SIGKILL" in events[1]
+        # a restarted actor adopts the running HAProxy and can stop it
+        adopted = HAProxyProcess.adopt(tmp_path)
+        assert adopted is not None and adopted.keeper_pid == proc.keeper_pid
+        master, keeper = proc.master_pid, proc.keeper_pid
+        assert master is not None and keeper is not None
+        adopted.stop()
+        assert _wait_for(lambda: not _alive(master) and not _alive(keeper))
+        assert HAProxyProcess.adopt(tmp_path) is None
+    finally:
+        proc.stop()
+        replica.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_a_bad_config_never_replaces_the_last_good_one(tmp_path):
+    port = _free_port()
+    good = render_config(bind=("127.0.0.1", port), serve=("127.0.0.1", 9), key="k", routes={})
+    proc = HAProxyProcess(tmp_path, good)
+    try:
+        proc.wait_listening("127.0.0.1", port)
+        with pytest.raises(RuntimeError, match="bad configuration"):
+            proc.reload("global\n    nonsense-keyword\n")
+        assert (tmp_path / "haproxy.cfg").read_text() == good  # what a restart would use
+    finally:
+        proc.stop()

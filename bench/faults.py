@@ -1,0 +1,55 @@
+"""Benchmark: failed requests and time to recovery when each process on a request's way is
+SIGKILLed under steady load (one keep-alive client retrying idempotent GETs for up to 5 s).
+
+    python bench/faults.py
+
+Runs ``tests/integration/test_faults.py`` (a real local Ray; one row per victim) and appends
+the table to bench/RESULTS.md. Outage: first failed attempt to the next success.
+"""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import append_results  # noqa: E402
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "faults.jsonl"
+        env = {**os.environ, "RAYWEB_FAULTS_REPORT": str(report)}
+        command = [sys.executable, "-m", "pytest", "-q", "tests/integration/test_faults.py"]
+        result = subprocess.run(command, cwd=HERE.parent, env=env)
+        rows = (
+            [json.loads(line) for line in report.read_text().splitlines()]
+            if report.exists()
+            else []
+        )
+    lines = [
+        f"## {datetime.date.today()}: SIGKILL under steady load (bench/faults.py)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"tests {'passed' if result.returncode == 0 else 'FAILED'}.",
+        "",
+        "| killed | requests | failed requests | failed attempts | outage (s) | recovered after (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['victim']} | {row['requests']} | {row['failed_requests']} | "
+            f"{row['failed_attempts']} | {row['outage_s']:.3f} | {row['recovery_s']} |"
+        )
+    append_results(HERE / "RESULTS.md", lines + [""])
+    sys.exit(result.returncode)
+
+
+if __name__ == "__main__":
+    main()
