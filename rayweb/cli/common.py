@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -37,6 +38,55 @@ def stderr() -> Console:
 def interrupt(signum: int, frame: Any) -> None:
     """A signal handler that unwinds like Ctrl-C."""
     raise KeyboardInterrupt
+
+
+class Stopper:
+    """Ctrl-C and SIGTERM for a command that starts, serves, then stops.
+
+    While busy (starting, redeploying), a signal unwinds at once (``KeyboardInterrupt``, so
+    whatever was started is stopped by the code it unwinds through); while idle (serving) it
+    sets ``event`` for the loop to notice; while stopping, a second signal ends the process
+    at once after ``hard_stop`` (which must leave nothing behind, quickly).
+    """
+
+    def __init__(self, hard_stop: Callable[[], None]) -> None:
+        self.event = threading.Event()
+        self.phase = "busy"
+        self.hard_stop = hard_stop
+        self.install()
+
+    def install(self) -> None:
+        """(Again:) ``ray.init`` replaces the SIGTERM handler with its own ``sys.exit``."""
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def idle(self) -> None:
+        """From now on a signal only sets ``event`` (the caller's loop checks it)."""
+        self.install()
+        self.phase = "idle"
+
+    def busy(self) -> None:
+        """From now on a signal unwinds (``KeyboardInterrupt``)."""
+        self.install()
+        self.phase = "busy"
+        if self.event.is_set():
+            self.phase = "stopping"
+            raise KeyboardInterrupt
+
+    def stopping(self) -> None:
+        self.phase = "stopping"
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        phase = self.phase
+        self.event.set()
+        if phase == "stopping":
+            try:
+                self.hard_stop()
+            finally:
+                os._exit(128 + signum)
+        if phase == "busy":
+            self.phase = "stopping"  # a second signal while this unwinds: stop hard
+            raise KeyboardInterrupt
 
 
 def stop_event() -> threading.Event:

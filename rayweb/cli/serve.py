@@ -8,14 +8,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from ..driver.output import print_urls, wide_console
-from .common import AppRefArgument, ModuleOption, interrupt, stop_event, user_errors
+from .common import AppRefArgument, ModuleOption, Stopper, interrupt, user_errors
 from .root import cli
+
+if TYPE_CHECKING:
+    from ..driver.dev import DevSession
 
 
 @cli.command()
@@ -41,8 +44,8 @@ def serve(
 
     Saving a file of the app redeploys the endpoints that changed; if the new code does
     not load or start, the last good version keeps serving."""
-    from ..driver.cluster import GatewayNotices
-    from ..driver.dev import DevSession, watch_changes
+    from ..driver.cluster import kill_embedded
+    from ..driver.dev import DevSession
 
     err = Console(stderr=True, soft_wrap=True)
 
@@ -58,13 +61,42 @@ def serve(
         address=address,
         deploy_timeout=deploy_timeout,
     )
-    # SIGTERM while deploying unwinds like Ctrl-C, so serve() deletes what it started.
-    signal.signal(signal.SIGTERM, interrupt)
-    with user_errors(err, "loading the app"):
-        session.app = session.load()
-    with user_errors(err, "serving the app"), err.status("Starting") as status:
-        handle = session.start(progress=lambda msg: status.update(msg))
-    stop = stop_event()
+    # Ctrl-C or SIGTERM: during start-up (or a reload) it unwinds at once, so what was
+    # started is deleted; while serving it ends the loop; a second one while stopping kills
+    # the embedded Ray at once.
+    stopper = Stopper(hard_stop=kill_embedded)
+    started = False
+    try:
+        with user_errors(err, "loading the app"):
+            session.app = session.load()
+        with user_errors(err, "serving the app"), err.status("Starting") as status:
+
+            def progress(message: str) -> None:
+                stopper.install()
+                status.update(message)
+
+            session.start(progress=progress)
+        started = True
+        _serve_loop(session, stopper, err, reload=reload, timeout=timeout)
+    except KeyboardInterrupt:
+        if not started:
+            raise  # interrupted while starting: stopped by what it unwound through
+    finally:
+        stopper.stopping()
+        if session.handle is not None:
+            with err.status("Stopping"):
+                session.handle.stop()
+            err.print("Stopped.")
+
+
+def _serve_loop(
+    session: DevSession, stopper: Stopper, err: Console, *, reload: bool, timeout: float | None
+) -> None:
+    """Print the URLs, then reload on saves and print the gateway's notices until stopped."""
+    from ..driver.cluster import GatewayNotices
+    from ..driver.dev import watch_changes
+
+    stop = stopper.event
     changed = threading.Event()
     if reload:
         watching = threading.Event()
@@ -74,33 +106,29 @@ def serve(
             daemon=True,
         ).start()
         watching.wait(10)
-    try:
-        print_urls(handle.urls, console=wide_console())
-        err.print(
-            "[green]Serving.[/green] "
-            + ("Watching for changes. " if reload else "")
-            + "Press Ctrl-C to stop."
-        )
-        deadline = None if timeout is None else time.monotonic() + timeout
-        notices, next_notice = GatewayNotices(), 0.0
-        while not stop.is_set():
-            if time.monotonic() >= next_notice:
-                for line in notices.poll():
-                    err.print(f"[yellow]rayweb:[/yellow] {line}", highlight=False)
-                next_notice = time.monotonic() + 1.0
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                err.print(f"Timeout of {timeout:g}s reached.")
-                break
-            if changed.wait(0.2 if left is None else max(0.0, min(0.2, left))):
-                changed.clear()
-                session.reload()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        with err.status("Stopping"):
-            handle.stop()
-        err.print("Stopped.")
+    print_urls(session.handle.urls, console=wide_console())
+    err.print(
+        "[green]Serving.[/green] "
+        + ("Watching for changes. " if reload else "")
+        + "Press Ctrl-C to stop."
+    )
+    stopper.idle()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    notices, next_notice = GatewayNotices(), 0.0
+    while not stop.is_set():
+        if time.monotonic() >= next_notice:
+            for line in notices.poll():
+                err.print(f"[yellow]rayweb:[/yellow] {line}", highlight=False)
+            next_notice = time.monotonic() + 1.0
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            err.print(f"Timeout of {timeout:g}s reached.")
+            break
+        if changed.wait(0.2 if left is None else max(0.0, min(0.2, left))):
+            changed.clear()
+            stopper.busy()  # Ctrl-C during a redeploy stops at once
+            session.reload()
+            stopper.idle()
 
 
 @cli.command()

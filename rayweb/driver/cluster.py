@@ -6,6 +6,7 @@ object store and stops with the process that started it (``stop_embedded``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +236,22 @@ def stop_embedded() -> None:
     if _state.started_ray and ray.is_initialized():
         # Endpoints were already deleted (so @exit ran); shutting Ray down ends the rest.
         ray.shutdown()
+    _state.started_ray = False
+
+
+def kill_embedded() -> None:
+    """Kill the embedded Ray now (a second Ctrl-C): every process below this one, by PID
+    (Ray's GCS, raylet, agents, workers and the gateway's keeper and HAProxy all are).
+    Other clusters are never touched."""
+    import signal
+
+    from ..common import descendant_pids
+
+    if not _state.started_ray:
+        return
+    for pid in descendant_pids(os.getpid()):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     _state.started_ray = False
 
 

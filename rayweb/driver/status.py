@@ -56,8 +56,9 @@ def deploy(
         _wait_running(endpoints, timeout=timeout, progress=progress, before=before)
     except BaseException:
         if delete_on_failure:
-            # Don't hold the error for Serve's graceful shutdown of replicas that never started.
-            delete_apps([ep.name for ep in endpoints], wait_s=5)
+            # Don't hold the error (or a Ctrl-C) for Serve's graceful shutdown of replicas
+            # that never started; ones that did finish their @exit in this time.
+            delete_apps([ep.name for ep in endpoints], wait_s=3)
         raise
 
 

@@ -28,6 +28,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..common import child_pids
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STOP_GRACE_S = 5.0
@@ -132,22 +134,10 @@ class Keeper:
             if master.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     master.kill()
-        for pid in _children(os.getpid()):  # workers a killed master left behind
+        for pid in child_pids(os.getpid()):  # workers a killed master left behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.reap()
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == parent:
-                found.append(int(entry.name))
-    return found
 
 
 def main(argv: list[str] | None = None) -> None:

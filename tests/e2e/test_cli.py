@@ -195,3 +195,54 @@ def test_taken_port_fails_fast_with_a_suggestion():
     assert proc.returncode == 1
     assert f"Port {port} on 127.0.0.1 is not available" in proc.stderr
     assert f"--port {port + 1}" in proc.stderr
+
+
+def _gone(children: list[psutil.Process]) -> None:
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"left running: {[(p.pid, p.name()) for p in alive]}"
+
+
+def test_ctrl_c_during_start_up_is_honoured_and_leaves_nothing():
+    port = _free_port()
+    proc = _start(["serve", str(EXAMPLES / "fastapi_endpoint.py"), "--port", str(port)])
+    # wait until the embedded Ray runs and the gateway is up, then interrupt the deploy
+    deadline = time.monotonic() + 120
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        children = _descendants(proc.pid)
+        if any("haproxy" in p.name() for p in children if p.is_running()):
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()
+    children = _descendants(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, (out, err)  # interrupted, not served
+    assert "Serving." not in err
+    _gone(children)
+
+
+def test_gateway_restart_is_printed_and_a_second_ctrl_c_stops_at_once():
+    port = _free_port()
+    proc = _start(["serve", str(EXAMPLES / "fastapi_endpoint.py"), "--port", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    lines = _wait_for_line(proc, "Serving.", timeout=120)
+    children = _descendants(proc.pid)
+    masters = [  # the master's workers are haproxy processes too, forked from it
+        p for p in children if p.name() == "haproxy" and p.parent().name() != "haproxy"
+    ]
+    assert len(masters) == 1, [p.cmdline() for p in children]
+    masters[0].kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "started again" not in "".join(lines):
+        time.sleep(0.1)
+    assert "rayweb: the gateway's HAProxy was killed by SIGKILL; started again" in "".join(lines)
+    assert _wait_for(f"{base}/api-service-search-dev?query=x&limit=1", proc).status_code == 200
+    children = _descendants(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # stopping: the endpoints are being deleted
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 128 + signal.SIGINT
+    _gone(children)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/-/routes", timeout=2)
