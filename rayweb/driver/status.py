@@ -48,6 +48,7 @@ def deploy(
         name for name, app in serve.status().applications.items() if name in names and _failing(app)
     }
     try:
+        declare_routes(endpoints)
         serve.run_many(
             targets,
             wait_for_ingress_deployment_creation=False,
@@ -192,6 +193,25 @@ def wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: fl
     )
 
 
+def declare_routes(endpoints: list[CompiledEndpoint]) -> None:
+    """Tell the gateway each endpoint's path and body limit before any replica exists, so an
+    oversized upload to a scaled-to-zero endpoint is refused there, unread."""
+    for ep in endpoints:
+        _on_gateway("declare", ep.name, ep.route_prefix, ep.payload.limits.max_request_body)
+
+
+def _on_gateway(method: str, *args: object) -> None:
+    """Call the gateway if this cluster runs one (it is rebuilt by replicas otherwise)."""
+    import ray
+
+    from ..services.gateway import find_gateway
+
+    with contextlib.suppress(Exception):
+        gateway = find_gateway()
+        if gateway is not None:
+            ray.get(getattr(gateway, method).remote(*args), timeout=10)
+
+
 def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
     """Delete Serve apps; wait (up to ``wait_s``) until they are gone, so @exit has run."""
     import ray
@@ -203,6 +223,7 @@ def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
     for name in names:
         with contextlib.suppress(Exception):  # already gone, or Serve is shutting down
             serve.delete(name, _blocking=False)
+    _on_gateway("forget", names)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:

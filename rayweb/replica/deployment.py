@@ -183,6 +183,7 @@ class RaywebReplica:
                 host,
                 self._direct.port,
                 self._payload.gateway_maxconn,
+                self._payload.limits.max_request_body,
             )
             if self._payload.hot_swap:
                 self._reload_task = asyncio.get_running_loop().create_task(

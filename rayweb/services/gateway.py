@@ -8,7 +8,8 @@ endpoint and reloads HAProxy (``haproxy.py``) through its master socket (seamles
 listening socket is handed to the new worker, and old workers finish the connections they
 hold). Serve's own proxy is every backend's backup server and the default backend, so a
 scaled-to-zero endpoint, an unknown path or a replica that has not registered yet still go
-through Serve (which also scales up from zero).
+through Serve (which also scales up from zero). The driver declares each endpoint at deploy
+(``declare``), so its path and body limit hold at the gateway before any replica exists.
 
 Supervised: HAProxy runs under its keeper (``keeper.py``), which restarts it when it dies;
 the actor is restarted by Ray (``max_restarts=-1``) and adopts the running keeper, its key
@@ -81,7 +82,9 @@ class GatewayActor:
             self.key = state["key"]
             for name, route in state["routes"].items():
                 self.routes[name] = Route(
-                    route["prefix"], {r: Server(*srv) for r, srv in route["servers"].items()}
+                    route["prefix"],
+                    {r: Server(*srv) for r, srv in route["servers"].items()},
+                    route.get("max_body"),
                 )
             self.reloads.generations.update(state.get("generations", {}))
             self.haproxy = adopted
@@ -109,6 +112,7 @@ class GatewayActor:
                 name: {
                     "prefix": route.prefix,
                     "servers": {r: [s.host, s.port, s.maxconn] for r, s in route.servers.items()},
+                    "max_body": route.max_body,
                 }
                 for name, route in self.routes.items()
             },
@@ -168,34 +172,57 @@ class GatewayActor:
     def table(self) -> dict[str, dict[str, Any]]:
         """What is routed where (for inspection and tests)."""
         return {
-            name: {"prefix": r.prefix, "servers": {k: vars(v) for k, v in r.servers.items()}}
+            name: {
+                "prefix": r.prefix,
+                "max_body": r.max_body,
+                "servers": {k: vars(v) for k, v in r.servers.items()},
+            }
             for name, r in self.routes.items()
         }
 
     async def register(
-        self, app: str, prefix: str, replica: str, host: str, port: int, maxconn: int
+        self,
+        app: str,
+        prefix: str,
+        replica: str,
+        host: str,
+        port: int,
+        maxconn: int,
+        max_body: int | None = None,
     ) -> str:
         self._start_tasks()
         route = self.routes.setdefault(app, Route(prefix))
         server = Server(host, port, max(1, maxconn))
-        if route.prefix != prefix or route.servers.get(replica) != server:
-            route.prefix = prefix
+        if (route.prefix, route.max_body, route.servers.get(replica)) != (prefix, max_body, server):
+            route.prefix, route.max_body = prefix, max_body
             route.servers[replica] = server
             await self._apply()
         return self.key
+
+    async def declare(self, app: str, prefix: str, max_body: int | None) -> None:
+        """An endpoint that may have no replica yet (the driver, at deploy): its path and
+        body limit apply at the gateway from now on."""
+        self._start_tasks()
+        route = self.routes.setdefault(app, Route(prefix))
+        if (route.prefix, route.max_body) != (prefix, max_body):
+            route.prefix, route.max_body = prefix, max_body
+            await self._apply()
+
+    async def forget(self, apps: list[str]) -> None:
+        """Deleted endpoints: their routes go (their replicas deregister as they stop)."""
+        if any(self.routes.pop(app, None) is not None for app in list(apps)):
+            await self._apply()
 
     async def deregister(self, replica: str) -> None:
         if self._drop([replica]):
             await self._apply()
 
     def _drop(self, replicas: list[str]) -> bool:
+        """Remove these replicas' servers; an endpoint left with none keeps its route."""
         changed = False
-        for name in list(self.routes):
-            route = self.routes[name]
+        for route in self.routes.values():
             for replica in replicas:
                 changed |= route.servers.pop(replica, None) is not None
-            if not route.servers:
-                del self.routes[name]
         return changed
 
     async def _apply(self) -> None:

@@ -2,9 +2,11 @@
 
 One frontend on the user's ``host:port`` that strips any client-sent gateway key, sets
 ``x-rayweb-client`` (the peer, or the last ``X-Forwarded-For`` hop when the peer is a trusted
-proxy) and the cluster's key; one backend per endpoint with a registered replica (leastconn,
-``maxconn`` per server as the compiler says, health checks, Serve's proxy as backup); Serve's
-proxy as the default backend.
+proxy) and the cluster's key; one backend per endpoint (matched on the percent-decoded path;
+a declared ``Content-Length`` over the endpoint's body limit gets 413 here; leastconn over its
+registered replicas, ``maxconn`` per server as the compiler says, health checks, Serve's
+proxy as backup, and the only server while the endpoint has no replica); Serve's proxy as
+the default backend.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Server:
 class Route:
     prefix: str
     servers: dict[str, Server] = field(default_factory=dict)  # replica actor name -> server
+    max_body: int | None = None  # the endpoint's Limits.max_request_body
 
 
 def parse_trusted(spec: str) -> list[str]:
@@ -95,7 +98,7 @@ def render_config(
         )
     lines.append(f"    http-request set-header {KEY_HEADER} {key}")
     live = sorted(
-        ((name, route) for name, route in routes.items() if route.servers),
+        routes.items(),
         key=lambda item: -len(item[1].prefix),  # longest prefix first, as Serve matches
     )
     for index, (_name, route) in enumerate(live):
@@ -103,12 +106,21 @@ def render_config(
         if route.prefix == "/":
             lines.append(f"    acl {acl} always_true")
         else:
-            lines.append(f"    acl {acl} path {route.prefix}")
-            lines.append(f"    acl {acl} path_beg {route.prefix}/")
+            # On the percent-decoded path, as Serve's proxy matches: `/%61pp` is `/app`.
+            lines.append(f"    acl {acl} path,url_dec -m str {route.prefix}")
+            lines.append(f"    acl {acl} path,url_dec -m beg {route.prefix}/")
         lines.append(f"    use_backend b{index} if {acl}")
     lines.append("    default_backend serve")
     for index, (name, route) in enumerate(live):
         lines += [f"backend b{index}  # {name}", "    balance leastconn"]
+        if route.max_body is not None:
+            # Refused here, before a byte of the body is read or a replica is woken.
+            detail = f"Request body is larger than the limit of {route.max_body} bytes."
+            lines.append(
+                "    http-request deny deny_status 413 content-type application/json "
+                f'string \'{{"detail": "{detail}"}}\' '
+                f"if {{ req.hdr_val(content-length) gt {route.max_body} }}"
+            )
         for sindex, (_replica, server) in enumerate(sorted(route.servers.items())):
             lines.append(
                 f"    server s{sindex} {_addr(server.host, server.port)} "

@@ -137,8 +137,11 @@ def test_slow_peers_keep_every_process_within_256_mib(served):
         for _ in range(GIB // MIB):
             yield block
 
+    # Over a percent-encoded prefix (`-` as %2D): the gateway matches the decoded path, as
+    # Serve does, so this too goes to the replica's own port rather than Serve's proxy.
+    encoded = url.replace("/data-path-slow", "/data%2Dpath%2Dslow")
     with PeakRSS(everyone) as peak:
-        r = httpx.post(url + "/upload", content=chunks(), timeout=600)
+        r = httpx.post(encoded + "/upload", content=chunks(), timeout=600)
     assert r.status_code == 200, r.text
     assert r.json() == {"bytes": GIB}
     upload = peak.growth_mib()
@@ -156,6 +159,46 @@ def test_slow_peers_keep_every_process_within_256_mib(served):
         for role, group in pids.items():
             worst = max(growth[pid] for pid in group)
             assert worst <= BOUND_MIB, f"{case}: {role} grew {worst:.0f} MiB (bound {BOUND_MIB})"
+
+
+cold_app = rayweb.App("cold", limits=rayweb.Limits(max_request_body=MIB))
+
+
+@cold_app.function(serialized=True, min_containers=0, scaledown_window=2)
+@rayweb.fastapi_endpoint(method="POST")
+def sink(body: dict) -> dict:
+    return body
+
+
+def _raw_post(url: str, length: int) -> str:
+    """A POST declaring ``length`` bytes that sends 1 MiB of it; the reply's first bytes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {parts.path} HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n\r\n".encode()
+        )
+        with contextlib.suppress(OSError):
+            sock.sendall(b"x" * MIB)
+        return sock.recv(65536).decode(errors="replace")
+
+
+def test_declared_oversized_body_is_refused_by_the_gateway_without_waking_a_replica(served):
+    handle = served(cold_app)
+    url = handle.urls["sink"]
+    assert gateway_table()["cold-sink"]["max_body"] == MIB  # declared by the deploy
+    time.sleep(3)  # min_containers=0: no replica
+    assert _running_replicas("cold-sink") == 0
+    for path in (url, url.replace("/cold-sink", "/cold%2Dsink")):
+        reply = _raw_post(path, 5_000_000_000)
+        assert reply.startswith("HTTP/1.1 413"), reply
+        assert f"larger than the limit of {MIB} bytes" in reply
+    time.sleep(2)
+    assert _running_replicas("cold-sink") == 0, "a refused request woke the endpoint"
+    # a request within the limit still wakes it and is served
+    assert httpx.post(url, json={"k": 1}, timeout=120).json() == {"k": 1}
 
 
 def test_replica_port_refuses_requests_without_the_gateway_key(served):
@@ -223,4 +266,4 @@ def test_stopping_a_replica_drains_direct_requests(served):
         assert slow_call.done()
         r = slow_call.result()
     assert r.status_code == 200
-    assert "scaling-busy" not in gateway_table()
+    assert not gateway_table().get("scaling-busy", {}).get("servers")  # deregistered

@@ -39,17 +39,20 @@ def test_config_routes_longest_prefix_first_with_serve_as_backup(tmp_path):
     routes = {
         "a": Route("/a", {"r1": Server("127.0.0.1", 1001, 4), "r2": Server("127.0.0.1", 1002, 4)}),
         "ab": Route("/a-b", {"r3": Server("127.0.0.1", 1003, 1)}),
-        "idle": Route("/idle", {}),  # no replica registered: left to Serve's proxy
+        "idle": Route("/idle", {}, max_body=10),  # no replica: Serve's proxy, limits kept
     }
     config = render_config(
         bind=("127.0.0.1", 8000), serve=("127.0.0.1", 9000), key="k3y", routes=routes
     )
     lines = config.splitlines()
-    assert lines.index("    acl r0 path /a-b") < lines.index("    acl r1 path /a")
-    assert "    acl r1 path_beg /a/" in lines  # "/a" must not take "/a-b" or "/ab"
-    assert "/idle" not in config
+    acl_ab = lines.index("    acl r1 path,url_dec -m str /a-b")
+    assert acl_ab < lines.index("    acl r2 path,url_dec -m str /a")
+    assert "    acl r2 path,url_dec -m beg /a/" in lines  # "/a" must not take "/a-b" or "/ab"
+    idle = lines.index("backend b0  # idle")
+    assert lines[idle + 3] == "    server serve 127.0.0.1:9000 backup"  # its only server
+    assert "req.hdr_val(content-length) gt 10 }" in lines[idle + 2]
     assert "    default_backend serve" in lines
-    assert config.count("server serve 127.0.0.1:9000 backup") == 2
+    assert config.count("server serve 127.0.0.1:9000 backup") == 3
     assert "server s0 127.0.0.1:1001 maxconn 4 check" in config
     assert f"http-request del-header {KEY_HEADER}" in config
     assert f"http-request set-header {KEY_HEADER} k3y" in config
@@ -87,6 +90,10 @@ class _Upstream:
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.do_GET()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -470,3 +477,36 @@ def test_a_bad_config_never_replaces_the_last_good_one(tmp_path):
         assert (tmp_path / "haproxy.cfg").read_text() == good  # what a restart would use
     finally:
         proc.stop()
+
+
+def test_gateway_refuses_declared_oversized_bodies_unread_and_routes_encoded_paths(tmp_path):
+    """A 5 GB Content-Length gets 413 from HAProxy itself, warm or cold (no replica), and
+    nothing reaches a server; a percent-encoded prefix reaches the endpoint's replica."""
+    serve, replica = _Upstream("serve"), _Upstream("replica")
+    port = _free_port()
+    routes = {
+        "warm": Route("/warm", {"r": Server("127.0.0.1", replica.port, 4)}, max_body=1000),
+        "cold": Route("/cold", {}, max_body=1000),
+    }
+    common = {"bind": ("127.0.0.1", port), "serve": ("127.0.0.1", serve.port), "key": "k"}
+    proc = HAProxyProcess(tmp_path, render_config(routes=routes, **common))
+    try:
+        proc.wait_listening("127.0.0.1", port)
+        for path in ("/warm/up", "/cold/up", "/w%61rm/up", "/%63old"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(
+                    f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 5000000000\r\n\r\n".encode()
+                    + b"x" * 65536
+                )
+                reply = client.recv(65536).decode()
+            assert reply.startswith("HTTP/1.1 413"), (path, reply)
+            assert "larger than the limit of 1000 bytes" in reply
+        assert serve.seen == [] and replica.seen == []  # refused before any server saw it
+        assert httpx.post(f"http://127.0.0.1:{port}/warm/up", content=b"x" * 1000).text == "replica"
+        assert httpx.get(f"http://127.0.0.1:{port}/w%61rm/x").text == "replica"
+        assert httpx.get(f"http://127.0.0.1:{port}/cold/x").text == "serve"
+        assert httpx.get(f"http://127.0.0.1:{port}/warmer").text == "serve"
+    finally:
+        proc.stop()
+        serve.close()
+        replica.close()
