@@ -3,7 +3,9 @@
 Token hashes come from the ``rayweb-store`` actor and are refreshed at most every
 ``REFRESH_S`` seconds, so a revocation reaches every replica within seconds. A secret
 verified once (scrypt, ~20 ms) is remembered as a SHA-256 digest for that key, so later
-requests cost a dict lookup and a constant-time compare.
+requests cost a dict lookup and a constant-time compare; so is a secret found wrong (up to
+``REJECTED_PER_KEY`` per key, forgotten when the tokens change), so repeating a wrong secret
+costs no scrypt either. The rate limit runs before this (``chain.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from .types import ASGIApp, Receive, Scope, Send
 
 REFRESH_S = 1.0
 UNKNOWN_KEY_REFRESH_S = 0.2  # unknown keys may re-check this often (bounds a flood's cost)
+REJECTED_PER_KEY = 64
+REJECTED_KEYS = 10_000
 FetchHashes = Callable[[int], Awaitable[tuple[int, dict[str, tuple[str, str]] | None]]]
 
 
@@ -35,6 +39,7 @@ class ProxyAuthMiddleware:
         self.version = -1
         self.hashes: dict[str, tuple[str, str]] = {}
         self.verified: dict[str, bytes] = {}  # key -> sha256(secret) known to be valid
+        self.rejected: dict[str, set[bytes]] = {}  # key -> sha256(secret)s known to be wrong
         self.fetched_at = 0.0
         self.lock = asyncio.Lock()
 
@@ -80,11 +85,23 @@ class ProxyAuthMiddleware:
         known = self.verified.get(key)
         if known is not None:
             return hmac.compare_digest(known, digest)
+        if digest in self.rejected.get(key, ()):
+            return False
         # scrypt is deliberately slow: keep it off the event loop
         ok = await asyncio.get_running_loop().run_in_executor(None, verify_secret, secret, *stored)
         if ok:
             self.verified[key] = digest
+        else:
+            self._reject(key, digest)
         return ok
+
+    def _reject(self, key: str, digest: bytes) -> None:
+        if key not in self.rejected and len(self.rejected) >= REJECTED_KEYS:
+            self.rejected.pop(next(iter(self.rejected)))  # the oldest key
+        wrong = self.rejected.setdefault(key, set())
+        if len(wrong) >= REJECTED_PER_KEY:
+            wrong.pop()
+        wrong.add(digest)
 
     async def _refresh(self, max_age: float) -> None:
         if time.monotonic() - self.fetched_at < max_age:
@@ -96,6 +113,7 @@ class ProxyAuthMiddleware:
             if hashes is not None:
                 self.hashes = hashes
                 self.verified = {k: v for k, v in self.verified.items() if k in hashes}
+                self.rejected = {}  # a key may have a new secret now
             self.version = version
             self.fetched_at = time.monotonic()
 

@@ -1,10 +1,11 @@
 """The one middleware chain of a replica, in one order for both data paths.
 
-Outermost first: gateway trust → proxy auth → limits → concurrency slot → request timeout →
+Outermost first: gateway trust → limits → proxy auth → concurrency slot → request timeout →
 lifespan → root slash → the endpoint's app. So a request without the gateway key is refused (403)
-before anything else, a request without credentials gets its 401 and a flood its 429
-without waiting for a slot, and only requests that passed all three take one of the
-``max_ongoing_requests`` slots, which both paths share.
+before anything else, a flood gets its 429 before any credential is checked (a wrong-secret
+flood costs a token bucket, not a scrypt per request), a request without valid credentials
+gets its 401 without waiting for a slot, and only requests that passed all three take one of
+the ``max_ongoing_requests`` slots, which both paths share.
 
 Serve's path and the replica's own port (``direct.py``) differ only at the edge: on Serve's
 path the gateway key is optional (requests may come from Serve's proxy directly); on the
@@ -59,11 +60,11 @@ class Chain:
             inner = RequestTimeout(inner, limits.request_timeout)  # counts from the slot on
         self.slots = Counted(inner, max_inputs)
         inner = self.slots
-        if limits is not None:
-            inner = LimitsMiddleware(inner, limits, acquire)
         if auth is not None:
             fetch, (key_header, secret_header) = auth
             inner = ProxyAuthMiddleware(inner, fetch, key_header, secret_header)
+        if limits is not None:
+            inner = LimitsMiddleware(inner, limits, acquire)
         self.shared = inner
 
     @property

@@ -1,6 +1,6 @@
 """The replica's one middleware chain: the same order on both data paths, no Ray.
 
-gateway trust -> proxy auth -> limits -> concurrency slot -> app (replica/chain.py).
+gateway trust -> limits -> proxy auth -> concurrency slot -> app (replica/chain.py).
 """
 
 from __future__ import annotations
@@ -86,12 +86,12 @@ def test_auth_and_rate_limit_answer_without_a_slot():
 
     async def main():
         app, started, release = _blocking_app()
-        limits = Limits(rate_limit=1, rate_limit_burst_s=1)  # one request per second
+        limits = Limits(rate_limit=2, rate_limit_burst_s=1)  # two requests per second
         chain = Chain(
             app,
             max_inputs=1,
             limits=limits,
-            acquire=local_limiter(1, 1),
+            acquire=local_limiter(2, 1),
             auth=(fetch, ("Modal-Key", "Modal-Secret")),
             gateway_key=KEY,
         )
@@ -105,8 +105,8 @@ def test_auth_and_rate_limit_answer_without_a_slot():
         return unauthorized, limited, await holder
 
     unauthorized, limited, first = asyncio.run(main())
-    assert unauthorized == 401  # before limits and the slot
-    assert limited == 429  # the limiter's one token went to the first request
+    assert unauthorized == 401  # without the slot
+    assert limited == 429  # before auth: the two tokens went to the first two requests
     assert first == 200
 
 
@@ -150,3 +150,40 @@ def test_the_request_timeout_counts_from_the_slot_not_from_the_queue():
         return await _call(app, _request())
 
     assert asyncio.run(too_slow()) == 504
+
+
+def test_a_wrong_secret_flood_is_rate_limited_first_and_costs_one_scrypt(monkeypatch):
+    import rayweb.replica.auth as auth
+
+    salt, digest = hash_secret("right")
+    checks = []
+
+    def counting_verify(secret, salt_, digest_):
+        checks.append(secret)
+        return real_verify(secret, salt_, digest_)
+
+    real_verify = auth.verify_secret
+    monkeypatch.setattr(auth, "verify_secret", counting_verify)
+
+    async def fetch(version):
+        return 1, {"k": (salt, digest)}
+
+    async def main():
+        async def ok_app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        chain = Chain(
+            ok_app,
+            limits=Limits(rate_limit=20, rate_limit_burst_s=1),
+            acquire=local_limiter(20, 1),
+            auth=(fetch, ("Modal-Key", "Modal-Secret")),
+            gateway_key=KEY,
+        )
+        wrong = [(b"modal-key", b"k"), (b"modal-secret", b"wrong")]
+        return [await _call(chain.serve_path, _request(GOOD + wrong)) for _ in range(100)]
+
+    statuses = asyncio.run(main())
+    assert set(statuses[:20]) == {401}  # the burst: wrong credentials
+    assert statuses.count(429) >= 70  # then the flood is throttled before auth
+    assert checks == ["wrong"]  # one scrypt: the failure is remembered
