@@ -70,6 +70,10 @@ class Limits:
             beyond it, 429 with ``Retry-After``.
         rate_limit_burst_s: how many seconds of ``rate_limit`` a client may use at once.
         request_timeout: seconds; a request still running then gets 504.
+        body_timeout: seconds a request body may take per 16 KiB, else 408. The gateway holds
+            a request until its body is complete (or 16 KiB of it arrived) before it takes
+            a replica's slot, so slow clients never hold slots with small bodies; a larger
+            body is read by the app, which gets a disconnect when it stalls.
     """
 
     max_request_body: int | None = 4 * 1024**3
@@ -77,9 +81,16 @@ class Limits:
     rate_limit: float | None = 200.0
     rate_limit_burst_s: float = 5.0
     request_timeout: float | None = 150.0
+    body_timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("max_request_body", "max_websocket_message", "rate_limit", "request_timeout"):
+        for name in (
+            "max_request_body",
+            "max_websocket_message",
+            "rate_limit",
+            "request_timeout",
+            "body_timeout",
+        ):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0

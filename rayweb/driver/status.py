@@ -197,7 +197,10 @@ def declare_routes(endpoints: list[CompiledEndpoint]) -> None:
     """Tell the gateway each endpoint's path and body limit before any replica exists, so an
     oversized upload to a scaled-to-zero endpoint is refused there, unread."""
     for ep in endpoints:
-        _on_gateway("declare", ep.name, ep.route_prefix, ep.payload.limits.max_request_body)
+        limits = ep.payload.limits
+        _on_gateway(
+            "declare", ep.name, ep.route_prefix, limits.max_request_body, limits.body_timeout
+        )
 
 
 def _on_gateway(method: str, *args: object) -> None:

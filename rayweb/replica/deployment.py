@@ -184,6 +184,7 @@ class RaywebReplica:
                 self._direct.port,
                 self._payload.gateway_maxconn,
                 self._payload.limits.max_request_body,
+                self._payload.limits.body_timeout,
             )
             if self._payload.hot_swap:
                 self._reload_task = asyncio.get_running_loop().create_task(

@@ -1,7 +1,9 @@
 """rayweb's limits, enforced in the replica before the user's app sees a request.
 
-``LimitsMiddleware`` answers 429 (rate limit, with ``Retry-After``) and 413 (body too large:
-before reading when ``Content-Length`` says so, else as soon as the count passes the limit),
+``LimitsMiddleware`` answers 429 (rate limit, with ``Retry-After``), 413 (body too large:
+before reading when ``Content-Length`` says so, else as soon as the count passes the limit)
+and 408 (a body slower than 16 KiB per ``body_timeout``; the gateway holds small bodies
+until complete, so this is for large ones),
 and closes a WebSocket with 1009 on a too-large message; ``RequestTimeout`` answers 504.
 
 The rate limit is per client IP and shared by every replica of an endpoint: one small async
@@ -22,6 +24,7 @@ from ..spec import Limits
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 LEASE_S = 0.25  # a replica may use tokens it took for this long, then gives up the rest
+BODY_WINDOW = 16 * 1024  # a body must bring this much per ``Limits.body_timeout``
 
 
 class LimitsMiddleware:
@@ -80,38 +83,56 @@ class LimitsMiddleware:
                 await _json(send, 413, {"detail": _too_large(limit)})
                 return
         started = False
-        too_large = False
+        refused: tuple[int, str] | None = None  # (status, detail) the client gets instead
+        body_timeout = self.limits.body_timeout
 
         async def send_tracked(message: Message) -> None:
             nonlocal started
-            if too_large and not started:
-                return  # the app's answer to the cut-off body; the client gets 413 instead
+            if refused is not None and not started:
+                return  # the app's answer to the cut-off body; the client gets 413/408
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         received = 0
+        body_done = False
+        window_start, window_bytes = time.monotonic(), 0
 
         async def receive_counted() -> Message:
-            nonlocal received, too_large
-            if too_large:
+            nonlocal received, refused, body_done, window_start, window_bytes
+            if refused is not None:
                 return {"type": "http.disconnect"}
-            message: Message = await receive()
-            if limit is not None and message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
+            if body_done or body_timeout is None:
+                message: Message = await receive()
+            else:
+                # A slow body: each BODY_WINDOW bytes must arrive within body_timeout.
+                left = window_start + body_timeout - time.monotonic()
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, left))
+                except asyncio.TimeoutError:
+                    refused = (408, _too_slow(body_timeout))
+                    return {"type": "http.disconnect"}
+            if message["type"] == "http.request":
+                chunk = len(message.get("body", b""))
+                received += chunk
+                window_bytes += chunk
+                if window_bytes >= BODY_WINDOW:
+                    window_start, window_bytes = time.monotonic(), 0
+                body_done = not message.get("more_body", False)
+                if limit is not None and received > limit:
                     # Stop reading: to the app it looks like the client went away.
-                    too_large = True
+                    refused = (413, _too_large(limit))
                     return {"type": "http.disconnect"}
             return message
 
         try:
             await self.app(scope, receive_counted, send_tracked)
         except Exception:
-            if not too_large:
+            if refused is None:
                 raise
-        if too_large and not started:
-            await _json(send, 413, {"detail": _too_large(limit or 0)})
+        if refused is not None and not started:
+            status, detail = refused
+            await _json(send, status, {"detail": detail}, [(b"connection", b"close")])
 
     def _ws_receive(self, receive: Receive, send: Send) -> Receive:
         limit = self.limits.max_websocket_message
@@ -173,6 +194,13 @@ def _content_length(scope: Scope) -> int | None:
 
 def _too_large(limit: int) -> str:
     return f"Request body is larger than the limit of {limit} bytes."
+
+
+def _too_slow(seconds: float) -> str:
+    return (
+        f"Request body arrived too slowly (less than {BODY_WINDOW // 1024} KiB in "
+        f"{seconds:g}s; rayweb.Limits(body_timeout=...))."
+    )
 
 
 async def _json(

@@ -85,6 +85,7 @@ class GatewayActor:
                     route["prefix"],
                     {r: Server(*srv) for r, srv in route["servers"].items()},
                     route.get("max_body"),
+                    route.get("body_timeout"),
                 )
             self.reloads.generations.update(state.get("generations", {}))
             self.haproxy = adopted
@@ -113,6 +114,7 @@ class GatewayActor:
                     "prefix": route.prefix,
                     "servers": {r: [s.host, s.port, s.maxconn] for r, s in route.servers.items()},
                     "max_body": route.max_body,
+                    "body_timeout": route.body_timeout,
                 }
                 for name, route in self.routes.items()
             },
@@ -189,24 +191,36 @@ class GatewayActor:
         port: int,
         maxconn: int,
         max_body: int | None = None,
+        body_timeout: float | None = None,
     ) -> str:
         self._start_tasks()
         route = self.routes.setdefault(app, Route(prefix))
         server = Server(host, port, max(1, maxconn))
-        if (route.prefix, route.max_body, route.servers.get(replica)) != (prefix, max_body, server):
-            route.prefix, route.max_body = prefix, max_body
+        changed = self._set_limits(route, prefix, max_body, body_timeout)
+        if changed or route.servers.get(replica) != server:
             route.servers[replica] = server
             await self._apply()
         return self.key
 
-    async def declare(self, app: str, prefix: str, max_body: int | None) -> None:
+    async def declare(
+        self, app: str, prefix: str, max_body: int | None, body_timeout: float | None = None
+    ) -> None:
         """An endpoint that may have no replica yet (the driver, at deploy): its path and
-        body limit apply at the gateway from now on."""
+        body limits apply at the gateway from now on."""
         self._start_tasks()
         route = self.routes.setdefault(app, Route(prefix))
-        if (route.prefix, route.max_body) != (prefix, max_body):
-            route.prefix, route.max_body = prefix, max_body
+        if self._set_limits(route, prefix, max_body, body_timeout):
             await self._apply()
+
+    @staticmethod
+    def _set_limits(
+        route: Route, prefix: str, max_body: int | None, body_timeout: float | None
+    ) -> bool:
+        new = (prefix, max_body, body_timeout)
+        if (route.prefix, route.max_body, route.body_timeout) == new:
+            return False
+        route.prefix, route.max_body, route.body_timeout = new
+        return True
 
     async def forget(self, apps: list[str]) -> None:
         """Deleted endpoints: their routes go (their replicas deregister as they stop)."""

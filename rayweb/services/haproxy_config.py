@@ -29,6 +29,7 @@ class Route:
     prefix: str
     servers: dict[str, Server] = field(default_factory=dict)  # replica actor name -> server
     max_body: int | None = None  # the endpoint's Limits.max_request_body
+    body_timeout: float | None = None  # the endpoint's Limits.body_timeout
 
 
 def parse_trusted(spec: str) -> list[str]:
@@ -121,6 +122,11 @@ def render_config(
                 f'string \'{{"detail": "{detail}"}}\' '
                 f"if {{ req.hdr_val(content-length) gt {route.max_body} }}"
             )
+        if route.body_timeout is not None:
+            # A slow client waits here, not in a replica's slot: the request goes on once its
+            # body is complete or 16 KiB of it arrived, else 408.
+            ms = max(1, int(route.body_timeout * 1000))
+            lines.append(f"    http-request wait-for-body time {ms}ms at-least 16k")
         for sindex, (_replica, server) in enumerate(sorted(route.servers.items())):
             lines.append(
                 f"    server s{sindex} {_addr(server.host, server.port)} "

@@ -510,3 +510,23 @@ def test_gateway_refuses_declared_oversized_bodies_unread_and_routes_encoded_pat
         proc.stop()
         serve.close()
         replica.close()
+
+
+def test_gateway_holds_a_slow_small_body_and_answers_408_itself(tmp_path):
+    replica = _Upstream("replica")
+    port = _free_port()
+    routes = {"r": Route("/r", {"a": Server("127.0.0.1", replica.port, 4)}, body_timeout=0.5)}
+    config = render_config(bind=("127.0.0.1", port), serve=("127.0.0.1", 9), key="k", routes=routes)
+    assert "    http-request wait-for-body time 500ms at-least 16k" in config.splitlines()
+    proc = HAProxyProcess(tmp_path, config)
+    try:
+        proc.wait_listening("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"POST /r/x HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nab")
+            reply = client.recv(65536).decode()
+        assert reply.startswith("HTTP/1.1 408"), reply
+        assert replica.seen == []  # the replica never saw it
+        assert httpx.post(f"http://127.0.0.1:{port}/r/x", content=b"a" * 100).text == "replica"
+    finally:
+        proc.stop()
+        replica.close()

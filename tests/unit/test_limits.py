@@ -123,3 +123,66 @@ def test_limits_are_validated():
         import rayweb
 
         rayweb.App("x", limits={"rate_limit": 1})  # type: ignore[arg-type]
+
+
+def _body_call(limits: Limits, chunks: list[tuple[float, bytes]]) -> tuple[int, list[str]]:
+    """Send ``chunks`` (delay before each, data) to the upload endpoint through the chain."""
+    seen: list[str] = []
+
+    async def app(scope, receive, send):
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                seen.append("disconnect")
+                return
+            total += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        seen.append(f"bytes={total}")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main() -> int:
+        chain = Chain(app, limits=limits)
+        pending = list(chunks)
+        sent: list[dict] = []
+
+        async def receive():
+            if not pending:
+                await asyncio.sleep(3600)  # the client stays connected
+            delay, data = pending.pop(0)
+            await asyncio.sleep(delay)
+            return {"type": "http.request", "body": data, "more_body": bool(pending)}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "raw_path": b"/",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+            "client": ("1.2.3.4", 5),
+        }
+        await asyncio.wait_for(chain.serve_path(scope, receive, send), 10)
+        return int(sent[0]["status"])
+
+    return asyncio.run(main()), seen
+
+
+def test_a_body_slower_than_16_kib_per_body_timeout_gets_408_and_frees_the_app():
+    limits = Limits(rate_limit=None, body_timeout=0.3)
+    # 1 byte every 0.1 s: under 16 KiB per 0.3 s
+    status, seen = _body_call(limits, [(0.1, b"x")] * 20)
+    assert status == 408
+    assert seen == ["disconnect"]  # the app saw the client go away and returned
+    # a large body that keeps coming is fine, however long it takes in all
+    status, seen = _body_call(limits, [(0.2, b"y" * 16 * 1024)] * 5)
+    assert (status, seen) == (200, [f"bytes={5 * 16 * 1024}"])
+    # turned off: waits as long as the client takes
+    status, seen = _body_call(Limits(rate_limit=None, body_timeout=None), [(0.4, b"z")] * 3)
+    assert (status, seen) == (200, ["bytes=3"])
