@@ -79,6 +79,7 @@ class RaywebReplica:
         self._instance: Any = None
         self._sidecar: Any = None
         self._direct: DirectServer | None = None
+        self._arrived_seen = 0
         self._reload_task: asyncio.Task[None] | None = None
         self._lifespan_stop: Any = None  # stops a hot-swapped app's lifespan
         self._target: Any = None
@@ -198,8 +199,18 @@ class RaywebReplica:
             )
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Requests on the direct path, which Serve's own request metrics do not see."""
-        return {DIRECT_ONGOING: float(self._direct.ongoing if self._direct else 0)}
+        """Requests on the direct path, which Serve's own request metrics do not see.
+
+        Serve samples this every few seconds (a fifth of ``look_back_period_s``): a short
+        request between two samples would be invisible, and sparse traffic would look like
+        none and scale the endpoint to zero. So a replica that got any request since the
+        last sample reports at least one."""
+        if self._direct is None:
+            return {DIRECT_ONGOING: 0.0}
+        arrived = self._direct.arrived
+        recent = arrived != self._arrived_seen
+        self._arrived_seen = arrived
+        return {DIRECT_ONGOING: float(max(self._direct.ongoing, 1 if recent else 0))}
 
     async def _stop_direct(self) -> None:
         if self._reload_task is not None:

@@ -39,6 +39,7 @@ class Counted:
         self.app = app
         self.slots = asyncio.Semaphore(slots) if slots else None
         self.ongoing = 0
+        self.arrived = 0  # requests ever started here (the autoscaler's "any traffic?")
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -47,6 +48,7 @@ class Counted:
             await self.app(scope, receive, send)
             return
         self.ongoing += 1
+        self.arrived += 1
         self.idle.clear()
         try:
             if self.slots is None:
@@ -101,6 +103,10 @@ class DirectServer:
     @property
     def ongoing(self) -> int:
         return self.counted.ongoing
+
+    @property
+    def arrived(self) -> int:
+        return self.counted.arrived
 
     async def stop(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for requests in flight, then close."""

@@ -189,7 +189,9 @@ def test_declared_oversized_body_is_refused_by_the_gateway_without_waking_a_repl
     handle = served(cold_app)
     url = handle.urls["sink"]
     assert gateway_table()["cold-sink"]["max_body"] == MIB  # declared by the deploy
-    time.sleep(3)  # min_containers=0: no replica
+    deadline = time.monotonic() + 90  # min_containers=0: its first replica goes away
+    while _running_replicas("cold-sink") and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert _running_replicas("cold-sink") == 0
     for path in (url, url.replace("/cold-sink", "/cold%2Dsink")):
         reply = _raw_post(path, 5_000_000_000)
@@ -267,3 +269,34 @@ def test_stopping_a_replica_drains_direct_requests(served):
         r = slow_call.result()
     assert r.status_code == 200
     assert not gateway_table().get("scaling-busy", {}).get("servers")  # deregistered
+
+
+sparse_app = rayweb.App("sparse", limits=rayweb.Limits(rate_limit=None))
+
+
+@sparse_app.function(serialized=True, min_containers=0, scaledown_window=10)
+@rayweb.fastapi_endpoint()
+def tick() -> dict:
+    return {"pid": os.getpid()}
+
+
+def test_sparse_traffic_inside_the_scaledown_window_never_scales_to_zero(served):
+    """A request every 2 s, each a few ms: Serve samples replicas every 6 s, so without the
+    replica reporting its recent arrivals this traffic looked like none and the endpoint
+    scaled to zero (then each request after it waited for a cold start)."""
+    handle = served(sparse_app)
+    wait_registered("sparse-tick")
+    url = handle.urls["tick"]
+    pids, slowest, lowest = set(), 0.0, 99
+    deadline = time.monotonic() + 75  # > the 10 s window + Serve's 30 s look-back
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        r = httpx.get(url, timeout=120)
+        slowest = max(slowest, time.monotonic() - started)
+        assert r.status_code == 200, r.text
+        pids.add(r.json()["pid"])
+        lowest = min(lowest, _running_replicas("sparse-tick"))
+        time.sleep(2.0)
+    assert lowest >= 1, "the endpoint scaled to zero under traffic"
+    assert len(pids) == 1, "a new replica was started: the first one went away"
+    assert slowest < 3.0, f"a request waited {slowest:.1f} s (a cold start)"

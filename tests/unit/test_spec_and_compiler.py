@@ -154,6 +154,8 @@ def test_buffer_policy():
         config=config,
         capacity_adjusted_min_replicas=0,
         aggregated_metrics={},
+        running_replicas=[],
+        current_num_replicas=0,
     )
     assert BufferedPolicy(buffer=2)(ctx)[0] == 3 + 2
     assert (
@@ -166,6 +168,13 @@ def test_buffer_policy():
     assert BufferedPolicy()(only_direct)[0] == 3  # ceil(11 / 4)
     both = SimpleNamespace(**{**vars(ctx), "aggregated_metrics": direct})
     assert BufferedPolicy()(both)[0] == 5  # ceil((9 + 11) / 4)
+    # An idle endpoint scales to zero once its replicas have reported, not before.
+    idle = {"rayweb_direct_ongoing": {"replica-a": 0.0}}
+    fresh = SimpleNamespace(**{**vars(ctx), "total_num_requests": 0, "aggregated_metrics": idle})
+    fresh.running_replicas, fresh.current_num_replicas = ["replica-a", "replica-new"], 2
+    assert BufferedPolicy()(fresh)[0] == 2  # replica-new has not sent a sample yet
+    fresh.running_replicas = ["replica-a"]
+    assert BufferedPolicy()(fresh)[0] == 0
 
 
 def test_every_deployment_uses_raywebs_policy():
