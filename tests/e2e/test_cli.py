@@ -202,9 +202,30 @@ def _gone(children: list[psutil.Process]) -> None:
     assert not alive, f"left running: {[(p.pid, p.name()) for p in alive]}"
 
 
+def _never_left_running(proc: subprocess.Popen) -> None:
+    """After a failed test: stop the CLI and its embedded Ray (a second Ctrl-C kills it)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for child in _descendants(proc.pid):
+                child.kill()
+            proc.kill()
+
+
 def test_ctrl_c_during_start_up_is_honoured_and_leaves_nothing():
     port = _free_port()
     proc = _start(["serve", str(EXAMPLES / "fastapi_endpoint.py"), "--port", str(port)])
+    try:
+        _interrupt_start_up(proc)
+    finally:
+        _never_left_running(proc)
+
+
+def _interrupt_start_up(proc: subprocess.Popen) -> None:
     # wait until the embedded Ray runs and the gateway is up, then interrupt the deploy
     deadline = time.monotonic() + 120
     children: list[psutil.Process] = []
@@ -225,7 +246,13 @@ def test_ctrl_c_during_start_up_is_honoured_and_leaves_nothing():
 def test_gateway_restart_is_printed_and_a_second_ctrl_c_stops_at_once():
     port = _free_port()
     proc = _start(["serve", str(EXAMPLES / "fastapi_endpoint.py"), "--port", str(port)])
-    base = f"http://127.0.0.1:{port}"
+    try:
+        _restart_then_stop_hard(proc, f"http://127.0.0.1:{port}")
+    finally:
+        _never_left_running(proc)
+
+
+def _restart_then_stop_hard(proc: subprocess.Popen, base: str) -> None:
     lines = _wait_for_line(proc, "Serving.", timeout=120)
     children = _descendants(proc.pid)
     masters = [  # the master's workers are haproxy processes too, forked from it
