@@ -3,8 +3,9 @@ SIGKILLed under steady load (one keep-alive client retrying idempotent GETs for 
 
     python bench/faults.py
 
-Runs ``tests/integration/test_faults.py`` (a real local Ray; one row per victim) and appends
-the table to bench/RESULTS.md. Outage: first failed attempt to the next success.
+Runs ``tests/integration/test_faults.py`` (a real local Ray; one row per victim) and
+``tests/integration/test_bad_input.py`` (one row per hostile request) and appends both tables
+to bench/RESULTS.md. Outage: first failed attempt to the next success.
 """
 
 import datetime
@@ -20,6 +21,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run import append_results  # noqa: E402
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def main() -> None:
@@ -47,6 +52,16 @@ def main() -> None:
             f"| {row['victim']} | {row['requests']} | {row['failed_requests']} | "
             f"{row['failed_attempts']} | {row['outage_s']:.3f} | {row['recovery_s']} |"
         )
+    lines += [
+        "",
+        "Bad input over raw sockets (tests/integration/test_bad_input.py): what the client got",
+        "",
+        "| request | answer | seconds |",
+        "|---|---|---|",
+    ]
+    for row in bad_rows:
+        seconds = "" if row["seconds"] is None else f"{row['seconds']:.3f}"
+        lines.append(f"| {row['case']} | {row['status']} | {seconds} |")
     append_results(HERE / "RESULTS.md", lines + [""])
     sys.exit(result.returncode)
 

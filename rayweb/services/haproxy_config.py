@@ -78,7 +78,8 @@ def render_config(
         "    timeout client 10m",
         "    timeout server 10m",
         "    timeout tunnel 1h",
-        "    timeout http-request 60s",
+        # Headers must arrive within 10 s (slowloris gets 408); bodies: wait-for-body below.
+        "    timeout http-request 10s",
         "    timeout http-keep-alive 75s",
         # Requests wait here while every replica has max_ongoing_requests in flight.
         "    timeout queue 150s",
@@ -120,7 +121,8 @@ def render_config(
             lines.append(
                 "    http-request deny deny_status 413 content-type application/json "
                 f'string \'{{"detail": "{detail}"}}\' '
-                f"if {{ req.hdr_val(content-length) gt {route.max_body} }}"
+                # `-m int` on the string is 64-bit; `req.hdr_val` wraps at 2^32 (5 GB -> 705 MB).
+                f"if {{ req.hdr(content-length) -m int gt {route.max_body} }}"
             )
         if route.body_timeout is not None:
             # A slow client waits here, not in a replica's slot: the request goes on once its
