@@ -31,13 +31,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "faults.jsonl"
         env = {**os.environ, "RAYWEB_FAULTS_REPORT": str(report)}
-        command = [sys.executable, "-m", "pytest", "-q", "tests/integration/test_faults.py"]
+        modules = ["tests/integration/test_faults.py", "tests/integration/test_bad_input.py"]
+        command = [sys.executable, "-m", "pytest", "-q", *modules]
         result = subprocess.run(command, cwd=HERE.parent, env=env)
-        rows = (
-            [json.loads(line) for line in report.read_text().splitlines()]
-            if report.exists()
-            else []
-        )
+        rows = _rows(report)
+        bad_rows = _rows(report.with_name("faults-bad.jsonl"))
     lines = [
         f"## {datetime.date.today()}: SIGKILL under steady load (bench/faults.py)",
         "",
