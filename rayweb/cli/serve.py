@@ -80,7 +80,10 @@ def serve(
         _serve_loop(session, stopper, err, reload=reload, timeout=timeout)
     except KeyboardInterrupt:
         if not started:
-            raise  # interrupted while starting: stopped by what it unwound through
+            # Interrupted while starting: what was deployed is deleted by the code this
+            # unwound through; a Ray start cut short leaves its agents, so kill what is left.
+            kill_embedded()
+            raise
     finally:
         stopper.stopping()
         if session.handle is not None:

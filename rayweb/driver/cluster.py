@@ -24,6 +24,7 @@ class ClusterState:
     """What this process started, so that it stops exactly that and nothing else."""
 
     started_ray: bool = False
+    launched: bool = False  # ray.init of an embedded Ray ran here (even if interrupted)
     holders: int = 0  # live handles using the embedded Ray; the last one out stops it
 
 
@@ -63,6 +64,7 @@ def ensure_ray(
             kwargs["runtime_env"] = runtime_env  # uploaded now; Serve gives it to replicas
         ray.init(address=resolve_address(address), **kwargs)
         return False
+    _state.launched = True  # from here on, what runs below this process is that Ray
     ray.init(
         # Loopback even when Ray was imported before the variable above was set.
         _node_ip_address="127.0.0.1",
@@ -240,14 +242,15 @@ def stop_embedded() -> None:
 
 
 def kill_embedded() -> None:
-    """Kill the embedded Ray now (a second Ctrl-C): every process below this one, by PID
+    """Kill the embedded Ray now (a second Ctrl-C, or what an interrupted start-up left:
+    Ray's agents outlive a ``ray.init`` cut short): every process below this one, by PID
     (Ray's GCS, raylet, agents, workers and the gateway's keeper and HAProxy all are).
     Other clusters are never touched."""
     import signal
 
     from ..common import descendant_pids
 
-    if not _state.started_ray:
+    if not _state.launched:
         return
     for pid in descendant_pids(os.getpid()):
         with contextlib.suppress(OSError):

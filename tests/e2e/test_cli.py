@@ -226,21 +226,37 @@ def test_ctrl_c_during_start_up_is_honoured_and_leaves_nothing():
 
 
 def _interrupt_start_up(proc: subprocess.Popen) -> None:
-    # wait until the embedded Ray runs and the gateway is up, then interrupt the deploy
+    """Ctrl-C while Ray itself is starting (its agents are up, ``ray.init`` still waits):
+    every process seen below the CLI until it exits must be gone after."""
+    seen: dict[int, psutil.Process] = {}
+    watching = threading.Event()
+
+    def watch() -> None:
+        while proc.poll() is None:
+            for child in _descendants(proc.pid):
+                seen.setdefault(child.pid, child)
+            watching.set()
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
     deadline = time.monotonic() + 120
-    children: list[psutil.Process] = []
-    while time.monotonic() < deadline:
-        children = _descendants(proc.pid)
-        if any("haproxy" in p.name() for p in children if p.is_running()):
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any("Agent" in _name(p) for p in list(seen.values())):
             break
-        time.sleep(0.1)
+        time.sleep(0.02)
     assert proc.poll() is None, proc.communicate()
-    children = _descendants(proc.pid)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, (out, err)  # interrupted, not served
     assert "Serving." not in err
-    _gone(children)
+    _gone(list(seen.values()))
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return str(process.name())
+    except psutil.Error:
+        return ""
 
 
 def test_gateway_restart_is_printed_and_a_second_ctrl_c_stops_at_once():
