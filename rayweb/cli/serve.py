@@ -109,6 +109,8 @@ def _serve_loop(
             daemon=True,
         ).start()
         watching.wait(10)
+    notices = GatewayNotices()
+    notices.poll()  # the baseline, before "Serving.": a restart after it is printed
     print_urls(session.handle.urls, console=wide_console())
     err.print(
         "[green]Serving.[/green] "
@@ -117,7 +119,7 @@ def _serve_loop(
     )
     stopper.idle()
     deadline = None if timeout is None else time.monotonic() + timeout
-    notices, next_notice = GatewayNotices(), 0.0
+    next_notice = 0.0
     while not stop.is_set():
         if time.monotonic() >= next_notice:
             for line in notices.poll():

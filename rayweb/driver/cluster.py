@@ -268,6 +268,7 @@ class GatewayNotices:
 
     def __init__(self) -> None:
         self.offset: int | None = None
+        self.gateway: Any = None  # found once: the handle outlives the actor's restarts
 
     def poll(self, timeout: float = 2.0) -> list[str]:
         """New lines, or none when there is no gateway or it does not answer in time."""
@@ -276,10 +277,10 @@ class GatewayNotices:
         from ..services.gateway import find_gateway
 
         try:
-            gateway = find_gateway()
-            if gateway is None:
+            self.gateway = self.gateway or find_gateway()
+            if self.gateway is None:
                 return []
-            offset, lines = ray.get(gateway.events.remote(self.offset or 0), timeout=timeout)
+            offset, lines = ray.get(self.gateway.events.remote(self.offset or 0), timeout=timeout)
         except Exception:
             return []
         first, self.offset = self.offset is None, offset

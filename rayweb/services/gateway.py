@@ -202,14 +202,16 @@ class GatewayActor:
             await self._apply()
         return self.key
 
-    async def declare(
-        self, app: str, prefix: str, max_body: int | None, body_timeout: float | None = None
-    ) -> None:
-        """An endpoint that may have no replica yet (the driver, at deploy): its path and
-        body limits apply at the gateway from now on."""
+    async def declare(self, routes: list[tuple[str, str, int | None, float | None]]) -> None:
+        """Endpoints that may have no replica yet (the driver, at deploy): each
+        (app, prefix, max body, body timeout) applies at the gateway from now on; one
+        reload for all of them."""
         self._start_tasks()
-        route = self.routes.setdefault(app, Route(prefix))
-        if self._set_limits(route, prefix, max_body, body_timeout):
+        changed = False
+        for app, prefix, max_body, body_timeout in routes:
+            route = self.routes.setdefault(app, Route(prefix))
+            changed |= self._set_limits(route, prefix, max_body, body_timeout)
+        if changed:
             await self._apply()
 
     @staticmethod

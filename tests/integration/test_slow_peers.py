@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from ray import serve
 
 import rayweb
+from tests.integration.test_data_path import _running_replicas
 
 pytestmark = pytest.mark.cluster
 
@@ -24,13 +24,6 @@ slow_app = rayweb.App("slow-peers", limits=rayweb.Limits(rate_limit=None, body_t
 @rayweb.fastapi_endpoint(method="POST")
 def echo(body: dict) -> dict:
     return body
-
-
-def _running(app_name: str) -> int:
-    status = serve.status().applications.get(app_name)
-    if status is None:
-        return 0
-    return sum(d.replica_states.get("RUNNING", 0) for d in status.deployments.values())
 
 
 class SlowBodies:
@@ -100,7 +93,7 @@ def test_slow_bodies_do_not_hold_slots_or_scale_the_endpoint(ray_cluster):
                 worst = max(worst, time.monotonic() - started)
                 assert r.json() == {"i": i}
                 time.sleep(0.25)
-            replicas = _running(name)
+            replicas = _running_replicas(name)
             deadline = time.monotonic() + 30
             while len(slow.replies) < 100 and time.monotonic() < deadline:
                 time.sleep(0.5)
