@@ -20,6 +20,9 @@ from pathlib import Path
 # --- headers the gateway sets and replicas check --------------------------------------------
 KEY_HEADER = "x-rayweb-gateway-key"  # a per-cluster random key: "this came through HAProxy"
 CLIENT_HEADER = "x-rayweb-client"  # the client address HAProxy saw
+# The gateway's holder already ran proxy auth and the rate limit (HAProxy strips any copy a
+# client sends; a replica honours it only next to the gateway key).
+ADMITTED_HEADER = "x-rayweb-admitted"
 
 # --- the custom autoscaling metric of requests on a replica's own port ----------------------
 DIRECT_ONGOING = "rayweb_direct_ongoing"

@@ -1,4 +1,6 @@
-"""Proxy-auth tokens: generation, salted hashing, constant-time checks, header parsing.
+"""Proxy-auth tokens: generation, salted hashing, constant-time checks, header parsing, and
+``TokenCheck``, the credential cache that the replica's auth middleware and the gateway's
+holder both use.
 
 A token is a key (``wk-...``, public, identifies the token) and a secret (``ws-...``, shown
 once). Only a salted scrypt hash of the secret is stored. Clients send
@@ -9,16 +11,25 @@ OpenAI SDKs).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 KEY_PREFIX = "wk-"
 SECRET_PREFIX = "ws-"
 DEFAULT_KEY_HEADER = "Modal-Key"
 DEFAULT_SECRET_HEADER = "Modal-Secret"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+
+REFRESH_S = 1.0
+UNKNOWN_KEY_REFRESH_S = 0.2  # unknown keys may re-check this often (bounds a flood's cost)
+REJECTED_PER_KEY = 64
+REJECTED_KEYS = 10_000
+# (version known) -> (current version, {key: (salt, hash)} or None when unchanged)
+FetchHashes = Callable[[int], Awaitable[tuple[int, dict[str, tuple[str, str]] | None]]]
 
 
 def new_token() -> tuple[str, str]:
@@ -64,3 +75,66 @@ def parse_credentials(
         if key.startswith(KEY_PREFIX) and secret.startswith(SECRET_PREFIX):
             return key, secret
     return None
+
+
+class TokenCheck:
+    """Whether a (key, secret) is a valid, unrevoked token, with the store's hashes cached.
+
+    Hashes are refreshed at most every ``REFRESH_S`` seconds (an unknown key may trigger a
+    refresh every ``UNKNOWN_KEY_REFRESH_S``), so a revocation reaches every checker within
+    seconds. A secret verified once (scrypt, ~20 ms) is remembered as a SHA-256 digest for
+    that key, so later requests cost a dict lookup and a constant-time compare; so is a secret
+    found wrong (up to ``REJECTED_PER_KEY`` per key, forgotten when the tokens change), so
+    repeating a wrong secret costs no scrypt either."""
+
+    def __init__(self, fetch: FetchHashes) -> None:
+        self.fetch = fetch
+        self.version = -1
+        self.hashes: dict[str, tuple[str, str]] = {}
+        self.verified: dict[str, bytes] = {}  # key -> sha256(secret) known to be valid
+        self.rejected: dict[str, set[bytes]] = {}  # key -> sha256(secret)s known to be wrong
+        self.fetched_at = 0.0
+        self.lock = asyncio.Lock()
+
+    async def valid(self, key: str, secret: str) -> bool:
+        await self._refresh(REFRESH_S)
+        if key not in self.hashes:
+            await self._refresh(UNKNOWN_KEY_REFRESH_S)  # a token created a moment ago
+        stored = self.hashes.get(key)
+        if stored is None:
+            return False
+        digest = hashlib.sha256(secret.encode()).digest()
+        known = self.verified.get(key)
+        if known is not None:
+            return hmac.compare_digest(known, digest)
+        if digest in self.rejected.get(key, ()):
+            return False
+        # scrypt is deliberately slow: keep it off the event loop
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_secret, secret, *stored)
+        if ok:
+            self.verified[key] = digest
+        else:
+            self._reject(key, digest)
+        return ok
+
+    def _reject(self, key: str, digest: bytes) -> None:
+        if key not in self.rejected and len(self.rejected) >= REJECTED_KEYS:
+            self.rejected.pop(next(iter(self.rejected)))  # the oldest key
+        wrong = self.rejected.setdefault(key, set())
+        if len(wrong) >= REJECTED_PER_KEY:
+            wrong.pop()
+        wrong.add(digest)
+
+    async def _refresh(self, max_age: float) -> None:
+        if time.monotonic() - self.fetched_at < max_age:
+            return
+        async with self.lock:
+            if time.monotonic() - self.fetched_at < max_age:
+                return
+            version, hashes = await self.fetch(self.version)
+            if hashes is not None:
+                self.hashes = hashes
+                self.verified = {k: v for k, v in self.verified.items() if k in hashes}
+                self.rejected = {}  # a key may have a new secret now
+            self.version = version
+            self.fetched_at = time.monotonic()

@@ -194,17 +194,25 @@ def wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: fl
 
 
 def declare_routes(endpoints: list[CompiledEndpoint]) -> None:
-    """Tell the gateway each endpoint's path and body limit before any replica exists, so an
-    oversized upload to a scaled-to-zero endpoint is refused there, unread."""
-    routes = [
-        (
-            ep.name,
-            ep.route_prefix,
-            ep.payload.limits.max_request_body,
-            ep.payload.limits.body_timeout,
+    """Tell the gateway each endpoint's path, body limit and admission (rate limit, proxy
+    auth) before any replica exists, so an oversized upload, a flood or a request without
+    credentials to a scaled-to-zero endpoint is refused there, without waking it."""
+    routes = []
+    for ep in endpoints:
+        limits = ep.payload.limits
+        routes.append(
+            {
+                "app": ep.name,
+                "prefix": ep.route_prefix,
+                "max_body": limits.max_request_body,
+                "body_timeout": limits.body_timeout,
+                "admission": {
+                    "auth_headers": ep.payload.auth_headers,
+                    "rate_limit": limits.rate_limit,
+                    "rate_limit_burst_s": limits.rate_limit_burst_s,
+                },
+            }
         )
-        for ep in endpoints
-    ]
     _on_gateway("declare", routes)  # one call, one HAProxy reload for the whole deploy
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from ..services.ratelimit import Acquire
 from ..spec import Limits
+from ..tokens import FetchHashes
 from .adapters import LifespanGuard, RootSlash
-from .auth import FetchHashes, ProxyAuthMiddleware
+from .auth import ProxyAuthMiddleware
 from .direct import Counted
 from .limits import LimitsMiddleware, RequestTimeout
 from .trust import GatewayTrust, RoutePrefix

@@ -25,9 +25,9 @@ from ray import serve
 from ..common import DIRECT_ONGOING, REMOTE_ENV, UserCodeError, remote_error, user_failure
 from ..services.gateway import find_gateway
 from ..services.ratelimit import shared_limiter
+from ..services.store_actor import token_fetch
 from ..spec import ReplicaPayload
 from . import adapters
-from .auth import store_fetch
 from .chain import Chain
 from .direct import DirectServer
 from .hotswap import Swappable, forget_code, reload_loop, swap_in
@@ -149,7 +149,7 @@ class RaywebReplica:
             )
         auth = None
         if self._payload.auth_headers is not None:
-            auth = (store_fetch(), self._payload.auth_headers)
+            auth = (token_fetch(), self._payload.auth_headers)
         self._chain = Chain(
             app,
             max_inputs=self._payload.max_inputs,
@@ -197,6 +197,15 @@ class RaywebReplica:
                 self._payload.label,
                 exc_info=True,
             )
+
+    async def rayweb_wake(self) -> tuple[str, int] | None:
+        """Called by the gateway's holder through this endpoint's handle: a request is
+        waiting for a replica (the call is what scales the endpoint up from zero). Returns
+        this replica's own address, where the holder relays the request; None: use Serve's
+        proxy."""
+        if self._direct is None:
+            return None
+        return self._direct.host, self._direct.port
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Requests on the direct path, which Serve's own request metrics do not see.

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..services.ratelimit import Acquire
 from ..spec import Limits
+from .trust import ADMITTED_SCOPE
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 LEASE_S = 0.25  # a replica may use tokens it took for this long, then gives up the rest
@@ -54,8 +55,8 @@ class LimitsMiddleware:
 
     async def _rate_limited(self, scope: Scope) -> float | None:
         """None if allowed, else seconds to wait."""
-        if self.limits.rate_limit is None or self.acquire is None:
-            return None
+        if self.limits.rate_limit is None or self.acquire is None or scope.get(ADMITTED_SCOPE):
+            return None  # no limit, or the gateway's holder took this request's token
         client = (scope.get("client") or ("unknown", 0))[0]
         now = time.monotonic()
         tokens, expires = self.leases.get(client, (0, 0.0))

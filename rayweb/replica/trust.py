@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import hmac
 
-from ..common import CLIENT_HEADER, KEY_HEADER
+from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER
 from .types import ASGIApp, Receive, Scope, Send
 
 _KEY = KEY_HEADER.encode()
 _CLIENT = CLIENT_HEADER.encode()
+_ADMITTED = ADMITTED_HEADER.encode()
+# Set in the scope of a request the gateway's holder already admitted (proxy auth and rate
+# limit done there), so the replica does not check it again.
+ADMITTED_SCOPE = "rayweb.admitted"
 
 
 class GatewayTrust:
@@ -31,24 +35,28 @@ class GatewayTrust:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        key = client = None
+        key = client = admitted = None
         headers = []
         for name, value in scope.get("headers", ()):
             if name == _KEY:
                 key = value
             elif name == _CLIENT:
                 client = value
+            elif name == _ADMITTED:
+                admitted = value
             else:
                 headers.append((name, value))
         trusted = bool(self.key and key is not None and hmac.compare_digest(key, self.key))
         if not trusted and self.require:
             await _refuse(scope, receive, send)
             return
-        if key is not None or client is not None:
+        if key is not None or client is not None or admitted is not None:
             scope = dict(scope)
             scope["headers"] = headers
             if trusted and client:
                 scope["client"] = (client.decode("latin-1"), 0)
+            if trusted and admitted is not None:
+                scope[ADMITTED_SCOPE] = True
         await self.app(scope, receive, send)
 
 

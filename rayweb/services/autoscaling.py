@@ -5,7 +5,9 @@ Serve's default policy sizes a deployment to ``ongoing requests / target``, coun
 requests that went through Serve. Requests on rayweb's direct path (gateway -> replica port)
 are reported by each replica as the custom metric ``rayweb_direct_ongoing`` and added here
 (at least 1 while requests arrive, however short: ``RaywebReplica.record_autoscaling_stats``;
-a replica that has reported nothing yet is kept).
+a replica that has reported nothing yet is kept), and requests waiting in the gateway's
+HAProxy queue (beyond the connections each replica takes), which the gateway publishes in
+its folder on the head node every second (``write_queued``/``gateway_queued``).
 The policy runs inside Serve's controller (on the head node).
 Modal keeps ``buffer_containers`` extra idle containers while the function is active, so
 bursts do not wait for cold starts. Serve applies min/max bounds and up/down delays around
@@ -14,10 +16,18 @@ this policy.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from ..common import DIRECT_ONGOING
+
+QUEUED_FILE = "queued.json"  # in the gateway's folder: {"time": t, "queued": {app: n}}
+QUEUED_STALE_S = 5.0  # older figures (a gateway that stopped publishing) count as none
 
 
 class BufferedPolicy:
@@ -28,6 +38,7 @@ class BufferedPolicy:
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         requests = float(ctx.total_num_requests) + direct_requests(ctx)
+        requests += gateway_queued(getattr(ctx, "app_name", None))
         target = float(ctx.config.get_target_ongoing_requests())
         if requests <= 0:
             wanted = int(ctx.capacity_adjusted_min_replicas)
@@ -51,3 +62,40 @@ def direct_requests(ctx: Any) -> float:
     """Requests in flight on the direct path, summed over the running replicas."""
     metrics = ctx.aggregated_metrics or {}
     return float(sum(metrics.get(DIRECT_ONGOING, {}).values()))
+
+
+def write_queued(directory: Path, queued: dict[str, int]) -> None:
+    """Publish requests waiting in HAProxy's queue per app (the gateway, every second)."""
+    tmp = directory / (QUEUED_FILE + ".tmp")
+    tmp.write_text(json.dumps({"time": time.time(), "queued": queued}))
+    tmp.replace(directory / QUEUED_FILE)
+
+
+_cache: dict[str, Any] = {"path": None, "mtime": 0, "data": {}}
+
+
+def _queued_path() -> Path | None:
+    if _cache["path"] is None:
+        with contextlib.suppress(Exception):
+            import ray
+
+            session = ray._private.worker.global_worker.node.get_session_dir_path()
+            _cache["path"] = Path(session) / "rayweb-gateway" / QUEUED_FILE
+    return _cache["path"]
+
+
+def gateway_queued(app: str | None, path: Path | None = None) -> float:
+    """Requests for ``app`` waiting in the gateway's HAProxy queue (0 if none are known)."""
+    path = path or _queued_path()
+    if app is None or path is None:
+        return 0.0
+    try:
+        mtime = os.stat(path).st_mtime_ns
+        if mtime != _cache["mtime"]:
+            _cache["data"], _cache["mtime"] = json.loads(path.read_text()), mtime
+    except (OSError, ValueError):
+        return 0.0
+    data = _cache["data"]
+    if time.time() - float(data.get("time", 0)) > QUEUED_STALE_S:
+        return 0.0
+    return float(data.get("queued", {}).get(app, 0))

@@ -6,10 +6,13 @@ per-request machinery: each replica also serves its app with its own uvicorn
 head node, no CPU) renders an HAProxy config (``haproxy_config.py``) with one backend per
 endpoint and reloads HAProxy (``haproxy.py``) through its master socket (seamless: the
 listening socket is handed to the new worker, and old workers finish the connections they
-hold). Serve's own proxy is every backend's backup server and the default backend, so a
-scaled-to-zero endpoint, an unknown path or a replica that has not registered yet still go
-through Serve (which also scales up from zero). The driver declares each endpoint at deploy
-(``declare``), so its path and body limit hold at the gateway before any replica exists.
+hold). Every backend's backup server, and its only one while the endpoint has no
+registered replica, is the holder (``holder.py``, on its own thread here): it admits the
+request (rate limit, proxy auth), wakes the endpoint through its Serve handle and relays the
+request to the woken replica's own port, so Serve's proxy, which buffers whole bodies,
+never sees one; Serve's proxy stays the default backend (unknown paths). The driver declares
+each endpoint at deploy (``declare``), so its path, body limit and admission hold at the
+gateway before any replica exists.
 
 Supervised: HAProxy runs under its keeper (``keeper.py``), which restarts it when it dies;
 the actor is restarted by Ray (``max_restarts=-1``) and adopts the running keeper, its key
@@ -34,10 +37,21 @@ from pathlib import Path
 from typing import Any
 
 from .actors import NAMESPACE, cluster_actor
+from .autoscaling import write_queued
 from .haproxy import HAProxyProcess, max_connections
-from .haproxy_config import Route, Server, parse_trusted, render_config
+from .haproxy_config import (
+    Admission,
+    Route,
+    Server,
+    backend_names,
+    parse_trusted,
+    queued_per_backend,
+    render_config,
+)
+from .holder import Holder
 from .keeper import event
 from .reloads import ReloadMailbox
+from .waking import Waking
 
 GATEWAY_NAME = "rayweb-gateway"
 RECONCILE_S = 2.0
@@ -74,6 +88,9 @@ class GatewayActor:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.dir = state_dir()
+        self.waking = Waking(self.routes.get)
+        self.holder = Holder(self._prefixes, self.waking.wake, self.serve, self.waking.admit)
+        self.holder.start_in_thread()
         # The keeper watches this node's raylet (the actor's parent), not this worker.
         adopted = HAProxyProcess.adopt(self.dir, watch_pid=os.getppid())
         state = self._load_state() if adopted is not None else None
@@ -81,11 +98,13 @@ class GatewayActor:
             # A restarted actor: HAProxy kept serving; take over its key and its table.
             self.key = state["key"]
             for name, route in state["routes"].items():
+                admission = route.get("admission")
                 self.routes[name] = Route(
                     route["prefix"],
                     {r: Server(*srv) for r, srv in route["servers"].items()},
                     route.get("max_body"),
                     route.get("body_timeout"),
+                    _admission(admission) if admission is not None else None,
                 )
             self.reloads.generations.update(state.get("generations", {}))
             self.haproxy = adopted
@@ -115,6 +134,7 @@ class GatewayActor:
                     "servers": {r: [s.host, s.port, s.maxconn] for r, s in route.servers.items()},
                     "max_body": route.max_body,
                     "body_timeout": route.body_timeout,
+                    "admission": vars(route.admission) if route.admission else None,
                 }
                 for name, route in self.routes.items()
             },
@@ -128,7 +148,11 @@ class GatewayActor:
     def _start_tasks(self) -> None:
         if not self._tasks:
             loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._reconcile()), loop.create_task(self._watch())]
+            self._tasks = [
+                loop.create_task(self._reconcile()),
+                loop.create_task(self._watch()),
+                loop.create_task(self._publish_queued()),
+            ]
 
     def _render(self) -> str:
         return render_config(
@@ -138,7 +162,12 @@ class GatewayActor:
             routes=self.routes,
             trusted=self.trusted,
             maxconn=max_connections(),
+            holder=self.holder.address,
         )
+
+    def _prefixes(self) -> dict[str, str]:
+        """Each route's prefix (read by the holder's thread: one atomic copy)."""
+        return {name: route.prefix for name, route in list(self.routes.items())}
 
     async def address(self) -> tuple[str, int, str, int]:
         self._start_tasks()
@@ -177,10 +206,15 @@ class GatewayActor:
             name: {
                 "prefix": r.prefix,
                 "max_body": r.max_body,
+                "admission": vars(r.admission) if r.admission else None,
                 "servers": {k: vars(v) for k, v in r.servers.items()},
             }
             for name, r in self.routes.items()
         }
+
+    def holder_stats(self) -> dict[str, int]:
+        """Requests the holder is keeping now, and connections it relayed (tests, inspection)."""
+        return {"held": self.holder.held, "relayed": self.holder.relayed}
 
     async def register(
         self,
@@ -202,17 +236,22 @@ class GatewayActor:
             await self._apply()
         return self.key
 
-    async def declare(self, routes: list[tuple[str, str, int | None, float | None]]) -> None:
-        """Endpoints that may have no replica yet (the driver, at deploy): each
-        (app, prefix, max body, body timeout) applies at the gateway from now on; one
-        reload for all of them."""
+    async def declare(self, routes: list[dict[str, Any]]) -> None:
+        """Endpoints that may have no replica yet (the driver, at deploy): each one's
+        ``app``, ``prefix``, ``max_body``, ``body_timeout`` and ``admission`` (the keyword
+        arguments of ``Admission``) apply at the gateway from now on; one reload for all."""
         self._start_tasks()
         changed = False
-        for app, prefix, max_body, body_timeout in routes:
-            route = self.routes.setdefault(app, Route(prefix))
-            changed |= self._set_limits(route, prefix, max_body, body_timeout)
+        for declared in routes:
+            route = self.routes.setdefault(declared["app"], Route(declared["prefix"]))
+            limits = (declared.get("max_body"), declared.get("body_timeout"))
+            changed |= self._set_limits(route, declared["prefix"], *limits)
+            admission = declared.get("admission")
+            route.admission = _admission(admission) if admission is not None else None
         if changed:
             await self._apply()
+        else:
+            self._save_state()  # admission is the holder's, not HAProxy's: no reload
 
     @staticmethod
     def _set_limits(
@@ -288,6 +327,24 @@ class GatewayActor:
                     continue
             event(self.dir, "the gateway's keeper exited; HAProxy started again")
 
+    async def _publish_queued(self) -> None:
+        """Every second, what waits in HAProxy's queues per endpoint, for the autoscaling
+        policy (which cannot see it otherwise): ``autoscaling.write_queued``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if any(route.servers for route in self.routes.values()):
+                    csv = await loop.run_in_executor(None, self.haproxy.stats)
+                    names = backend_names(self.routes)
+                    counts = queued_per_backend(csv)
+                    queued = {names[b]: n for b, n in counts.items() if b in names and n}
+                else:
+                    queued = {}
+                write_queued(self.dir, queued)
+            except Exception:
+                logger.debug("reading HAProxy's queues failed", exc_info=True)
+
     # -- hot swap (`rayweb serve`), see reloads.py -------------------------------------
     def generation(self, app: str) -> int:
         return self.reloads.generation(app)
@@ -312,6 +369,15 @@ class GatewayActor:
         for task in self._tasks:
             task.cancel()
         self.haproxy.stop()
+
+
+def _admission(fields: dict[str, Any]) -> Admission:
+    auth = fields.get("auth_headers")
+    return Admission(
+        auth_headers=(str(auth[0]), str(auth[1])) if auth else None,
+        rate_limit=fields.get("rate_limit"),
+        rate_limit_burst_s=float(fields.get("rate_limit_burst_s", 5.0)),
+    )
 
 
 def find_gateway() -> Any | None:

@@ -4,17 +4,19 @@ One frontend on the user's ``host:port`` that strips any client-sent gateway key
 ``x-rayweb-client`` (the peer, or the last ``X-Forwarded-For`` hop when the peer is a trusted
 proxy) and the cluster's key; one backend per endpoint (matched on the percent-decoded path;
 a declared ``Content-Length`` over the endpoint's body limit gets 413 here; leastconn over its
-registered replicas, ``maxconn`` per server as the compiler says, health checks, Serve's
-proxy as backup, and the only server while the endpoint has no replica); Serve's proxy as
-the default backend.
+registered replicas, ``maxconn`` per server as the compiler says, health checks, and the
+gateway's holder (``holder.py``) as backup, the only server while the endpoint has no
+replica: it wakes the endpoint and relays to its replica without buffering); Serve's proxy
+as the default backend (and the backup where no holder is given).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..common import CLIENT_HEADER, KEY_HEADER
+from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,22 @@ class Server:
     maxconn: int
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What the gateway's holder checks before it wakes an endpoint (``holder.py``)."""
+
+    auth_headers: tuple[str, str] | None = None  # (key, secret) headers if proxy auth is on
+    rate_limit: float | None = None  # the endpoint's Limits.rate_limit
+    rate_limit_burst_s: float = 5.0
+
+
 @dataclass
 class Route:
     prefix: str
     servers: dict[str, Server] = field(default_factory=dict)  # replica actor name -> server
     max_body: int | None = None  # the endpoint's Limits.max_request_body
     body_timeout: float | None = None  # the endpoint's Limits.body_timeout
+    admission: Admission | None = None  # declared at deploy; None: the replica checks
 
 
 def parse_trusted(spec: str) -> list[str]:
@@ -56,6 +68,37 @@ def _addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _ordered(routes: dict[str, Route]) -> list[tuple[str, Route]]:
+    """Longest prefix first, as Serve matches; backend ``b<i>`` is the i-th of these."""
+    return sorted(routes.items(), key=lambda item: -len(item[1].prefix))
+
+
+def backend_names(routes: dict[str, Route]) -> dict[str, str]:
+    """HAProxy's name of each route's backend -> the route's name (for HAProxy's stats)."""
+    return {f"b{index}": name for index, (name, _route) in enumerate(_ordered(routes))}
+
+
+def queued_per_backend(stats_csv: str) -> dict[str, int]:
+    """Requests waiting in HAProxy's queues (the backend's and its servers'), per backend,
+    from ``show stat``'s CSV."""
+    lines = stats_csv.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    columns = lines[0][2:].split(",")
+    try:
+        name_at, server_at, queue_at = (columns.index(c) for c in ("pxname", "svname", "qcur"))
+    except ValueError:
+        return {}
+    queued: dict[str, int] = {}
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) <= queue_at or fields[server_at] == "FRONTEND":
+            continue
+        with contextlib.suppress(ValueError):
+            queued[fields[name_at]] = queued.get(fields[name_at], 0) + int(fields[queue_at] or 0)
+    return queued
+
+
 def render_config(
     *,
     bind: tuple[str, int],
@@ -65,6 +108,7 @@ def render_config(
     trusted: list[str] | None = None,
     threads: int = 1,
     maxconn: int = 4096,
+    holder: tuple[str, int] | None = None,
 ) -> str:
     """The HAProxy configuration for this cluster's routes (pure; tested without Ray)."""
     lines = [
@@ -90,6 +134,7 @@ def render_config(
         "frontend rayweb",
         f"    bind {_addr(*bind)}",
         f"    http-request del-header {KEY_HEADER}",
+        f"    http-request del-header {ADMITTED_HEADER}",
         f"    http-request set-header {CLIENT_HEADER} %[src]",
     ]
     if trusted:
@@ -99,10 +144,7 @@ def render_config(
             " if rayweb_trusted { req.hdr_ip(x-forwarded-for,-1) -m found }"
         )
     lines.append(f"    http-request set-header {KEY_HEADER} {key}")
-    live = sorted(
-        routes.items(),
-        key=lambda item: -len(item[1].prefix),  # longest prefix first, as Serve matches
-    )
+    live = _ordered(routes)
     for index, (_name, route) in enumerate(live):
         acl = f"r{index}"
         if route.prefix == "/":
@@ -134,6 +176,9 @@ def render_config(
                 f"    server s{sindex} {_addr(server.host, server.port)} "
                 f"maxconn {server.maxconn} check inter 2s"
             )
-        lines.append(f"    server serve {_addr(*serve)} backup")
+        if holder is not None:
+            lines.append(f"    server hold {_addr(*holder)} backup")
+        else:
+            lines.append(f"    server serve {_addr(*serve)} backup")
     lines += ["backend serve", f"    server serve {_addr(*serve)}", ""]
     return "\n".join(lines)

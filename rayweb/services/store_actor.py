@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..tokens import FetchHashes
 from .store import Store
 
 STORE_NAME = "rayweb-store"
@@ -61,3 +62,15 @@ def store_actor() -> Any:
     from .actors import cluster_actor
 
     return cluster_actor(StoreActor, STORE_NAME, max_restarts=-1)
+
+
+def token_fetch() -> FetchHashes:
+    """Token hashes from the cluster's store, for a :class:`~rayweb.tokens.TokenCheck`."""
+    actor = store_actor()
+
+    async def fetch(version: int) -> tuple[int, dict[str, tuple[str, str]] | None]:
+        result: tuple[int, dict[str, tuple[str, str]] | None]
+        result = await actor.token_hashes.remote(version)
+        return result
+
+    return fetch

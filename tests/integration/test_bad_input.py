@@ -19,6 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import rayweb
+from tests.integration.test_cold_path import _gateway_side_pids
+from tests.integration.test_data_path import BOUND_MIB, PeakRSS
 
 pytestmark = pytest.mark.cluster
 
@@ -39,6 +41,10 @@ def target():
     @api.get("/seen")
     async def paths():
         return seen
+
+    @api.get("/pid")
+    async def pid():
+        return os.getpid()
 
     @api.websocket("/ws")
     async def ws(socket: WebSocket):
@@ -63,6 +69,23 @@ def url(ray_cluster: None) -> Iterator[str]:
         yield handle.urls["target"]
     finally:
         handle.stop()
+
+
+@pytest.fixture(scope="module")
+def serving(url: str) -> list[int]:
+    """Every process a request passes: HAProxy, the gateway actor, Serve's proxy, the replica."""
+    pids = [pid for group in _gateway_side_pids().values() for pid in group]
+    return pids + [httpx.get(url + "/pid", timeout=30).json()]
+
+
+@pytest.fixture(autouse=True)
+def bounded(serving: list[int], request: pytest.FixtureRequest) -> Iterator[None]:
+    """No serving process grows by more than 256 MiB while a bad request is handled."""
+    with PeakRSS(serving) as peak:
+        yield
+    worst = max(peak.growth_mib().values(), default=0.0)
+    _record({"growth": request.node.name, "worst_mib": round(worst, 1)})
+    assert worst <= BOUND_MIB, f"a serving process grew {worst:.0f} MiB"
 
 
 def _exchange(

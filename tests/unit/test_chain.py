@@ -153,7 +153,7 @@ def test_the_request_timeout_counts_from_the_slot_not_from_the_queue():
 
 
 def test_a_wrong_secret_flood_is_rate_limited_first_and_costs_one_scrypt(monkeypatch):
-    import rayweb.replica.auth as auth
+    import rayweb.tokens as auth
 
     salt, digest = hash_secret("right")
     checks = []
