@@ -42,13 +42,15 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"tests {'passed' if result.returncode == 0 else 'FAILED'}.",
         "",
-        "| killed | requests | failed requests | failed attempts | outage (s) | recovered after (s) |",
-        "|---|---|---|---|---|---|",
+        "| killed | requests | failed requests | failed attempts | outage (s) "
+        "| recovered after (s) | worst growth of the others (MiB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['victim']} | {row['requests']} | {row['failed_requests']} | "
-            f"{row['failed_attempts']} | {row['outage_s']:.3f} | {row['recovery_s']} |"
+            f"{row['failed_attempts']} | {row['outage_s']:.3f} | {row['recovery_s']} | "
+            f"{row.get('worst_growth_mib', '')} |"
         )
     lines += [
         "",

@@ -25,6 +25,8 @@ import ray
 
 import rayweb
 from rayweb.services.gateway import find_gateway
+from tests.integration.test_cold_path import _gateway_side_pids
+from tests.integration.test_data_path import BOUND_MIB, PeakRSS
 
 pytestmark = pytest.mark.cluster
 
@@ -150,10 +152,14 @@ def test_killed_process_recovers_under_load(fault_handle: tuple[str, str], victi
     with Load(url) as load:
         assert load.wait_recovered(time.monotonic() - 0.1, timeout=30) is not None, "no steady load"
         target = _victim(victim, url)
-        killed_at = time.monotonic()
-        os.kill(target, signal.SIGKILL)
-        recovery = load.wait_recovered(killed_at)
-        time.sleep(1.0)
+        # what else serves the request (its growth while the victim is gone and comes back)
+        survivors = [p for g in _gateway_side_pids().values() for p in g]
+        survivors += [_process("ServeController"), httpx.get(url, timeout=10).json()]
+        with PeakRSS([p for p in survivors if p != target]) as peak:
+            killed_at = time.monotonic()
+            os.kill(target, signal.SIGKILL)
+            recovery = load.wait_recovered(killed_at)
+            time.sleep(1.0)
     row = {
         "victim": victim,
         "requests": len(load.ok) + load.failed_requests,
@@ -161,6 +167,7 @@ def test_killed_process_recovers_under_load(fault_handle: tuple[str, str], victi
         "failed_attempts": len([t for t in load.failed_attempts if t >= killed_at]),
         "outage_s": round(load.outage_s(killed_at), 3),
         "recovery_s": None if recovery is None else round(recovery, 3),
+        "worst_growth_mib": round(max(peak.growth_mib().values(), default=0.0), 1),
     }
     report = os.environ.get("RAYWEB_FAULTS_REPORT")
     if report:
@@ -168,6 +175,7 @@ def test_killed_process_recovers_under_load(fault_handle: tuple[str, str], victi
             out.write(json.dumps(row) + "\n")
     print(row)
     assert recovery is not None, f"{victim}: no recovery within 60 s: {row}"
+    assert row["worst_growth_mib"] <= BOUND_MIB, row
     if victim in GATEWAY_PARTS:
         assert load.failed_requests == 0, row
         # the gateway kept its table (the endpoint still goes straight to its replica) and
