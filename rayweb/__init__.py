@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import exception
 from .app import App
+from .calls import FunctionCall
 from .decorators import (
     asgi_app,
     batched,
@@ -25,7 +26,7 @@ from .decorators import (
 from .functions import Cls, Function
 from .image import Image
 from .secret import Secret
-from .spec import Limits
+from .spec import Limits, Retries
 
 if TYPE_CHECKING:
     from .driver.serve import ServeHandle
@@ -52,8 +53,10 @@ __all__ = [
     "App",
     "Cls",
     "Function",
+    "FunctionCall",
     "Image",
     "Limits",
+    "Retries",
     "Secret",
     "asgi_app",
     "batched",

@@ -7,19 +7,21 @@ Nothing here touches Ray: serving happens in ``rayweb.driver``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
 from .decorators import PartialFunction, _Flags
 from .exception import DeprecationError, InvalidError
-from .functions import Cls, Function, FunctionOptions
+from .functions import Cls, Function
 from .image import Image
+from .options import check_limits, check_secrets, function_options
 from .secret import Secret
-from .spec import DEFAULT_TIMEOUT, Limits, ResourceSpec, ScalingSpec, parse_gpu
+from .spec import DEFAULT_TIMEOUT, Limits
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -94,8 +96,8 @@ class App:
         self.name = name
         self.tags = dict(tags or {})
         self.image = image
-        self.secrets = _check_secrets(secrets)
-        self.limits = _check_limits(limits)
+        self.secrets = check_secrets(secrets)
+        self.limits = check_limits(limits)
         if not (
             isinstance(auth_headers, tuple)
             and len(auth_headers) == 2
@@ -154,12 +156,12 @@ class App:
                 "`max_inputs` only accepts 1 (one input per container); "
                 "use @rayweb.concurrent(max_inputs=...) for concurrency."
             )
-        options = _options(
+        options = function_options(
             image=image, env=env, secrets=secrets, gpu=gpu, cpu=cpu, memory=memory,
             min_containers=min_containers, max_containers=max_containers,
             buffer_containers=buffer_containers, scaledown_window=scaledown_window,
             timeout=timeout, startup_timeout=startup_timeout, serialized=serialized, name=name,
-            limits=limits,
+            limits=limits, retries=retries,
         )  # fmt: skip
 
         def wrapper(f: Callable[P, R] | PartialFunction[P, R]) -> Function[P, R]:
@@ -224,12 +226,12 @@ class App:
         if _warn_parentheses_missing is not None:
             raise InvalidError("Did you forget parentheses? Suggestion: `@app.cls()`.")
         _check_kwargs("cls", kwargs)
-        options = _options(
+        options = function_options(
             image=image, env=env, secrets=secrets, gpu=gpu, cpu=cpu, memory=memory,
             min_containers=min_containers, max_containers=max_containers,
             buffer_containers=buffer_containers, scaledown_window=scaledown_window,
             timeout=timeout, startup_timeout=startup_timeout, serialized=serialized, name=None,
-            limits=limits,
+            limits=limits, retries=retries,
         )  # fmt: skip
 
         def wrapper(user_cls: Any) -> Cls:
@@ -248,6 +250,19 @@ class App:
             return cls
 
         return wrapper
+
+    @contextlib.contextmanager
+    def run(self, *, detach: bool = False, interactive: bool = False) -> Iterator[App]:
+        """``with app.run():`` deploys every function, class and web endpoint of this app on
+        Ray (an embedded local Ray unless one is initialized), so ``.remote()`` and friends
+        work, and deletes them on exit. Like Modal's ephemeral apps, web URLs get ``-dev``."""
+        import rayweb  # the facade: driver code is reached through it, not imported here
+
+        handle = rayweb.serve(self, dev=True, quiet=True)
+        try:
+            yield self
+        finally:
+            handle.stop()
 
     def local_entrypoint(
         self, _warn_parentheses_missing: Any = None, *, name: str | None = None
@@ -273,22 +288,6 @@ class App:
         if inherit_tags:
             self.tags = {**other.tags, **self.tags}
         return self
-
-
-def _check_secrets(secrets: Any) -> tuple[Secret, ...]:
-    if secrets is None:
-        return ()
-    if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
-        raise InvalidError("`secrets=` has to be a list or tuple of `rayweb.Secret` objects")
-    return tuple(secrets)
-
-
-def _check_limits(limits: Any) -> Limits | None:
-    if limits is not None and not isinstance(limits, Limits):
-        raise InvalidError(
-            "`limits=` has to be a `rayweb.Limits` object, e.g. rayweb.Limits(rate_limit=None)"
-        )
-    return limits
 
 
 def _check_volumes(volumes: Any) -> None:
@@ -343,96 +342,3 @@ def _check_function_target(raw: Any, serialized: bool) -> None:
             "```python\n@app.cls()\nclass MyClass:\n    @rayweb.method()\n"
             "    def f(self, x):\n        ...\n```\n"
         )
-
-
-def _number(name: str, value: Any, *, allow_tuple: bool) -> float | None:
-    if value is None:
-        return None
-    if allow_tuple and isinstance(value, tuple) and len(value) == 2:
-        value = value[0]  # Ray has no limits: the request is what it reserves
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidError(f"`{name}` must be a non-negative number, not {value!r}.")
-    return float(value)
-
-
-def _int_option(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidError(f"`{name}` must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise InvalidError(f"`{name}` must be non-negative, not {value}")
-    return value
-
-
-def _options(
-    *,
-    image: Image | None,
-    env: Mapping[str, str | None] | None,
-    secrets: Collection[Secret] | None,
-    gpu: str | Sequence[str] | None,
-    cpu: Any,
-    memory: Any,
-    min_containers: Any,
-    max_containers: Any,
-    buffer_containers: Any,
-    scaledown_window: Any,
-    timeout: Any,
-    startup_timeout: Any,
-    serialized: bool,
-    name: str | None,
-    limits: Limits | None,
-) -> FunctionOptions:
-    if image is not None and not isinstance(image, Image):
-        raise InvalidError("`image=` has to be a `rayweb.Image` object")
-    all_secrets = _check_secrets(list(secrets) if secrets is not None else None)
-    if env:
-        all_secrets += (Secret.from_dict(dict(env)),)
-    mins = _int_option("min_containers", min_containers)
-    maxs = _int_option("max_containers", max_containers)
-    if mins is not None and maxs is not None and mins > maxs:
-        raise InvalidError(
-            f"`min_containers` ({mins}) cannot be greater than `max_containers` ({maxs})"
-        )
-    if maxs == 0:
-        raise InvalidError("`max_containers` must be at least 1.")
-    window = _int_option("scaledown_window", scaledown_window)
-    if window is not None and not 2 <= window <= 3600:
-        raise InvalidError("`scaledown_window` must be between 2 and 3600 (inclusive)")
-    if timeout is None:
-        raise InvalidError(
-            "The `timeout` parameter cannot be set to None: https://modal.com/docs/guide/timeouts"
-        )
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not 1 <= timeout <= 86400
-    ):
-        raise InvalidError("`timeout` must be between 1 second and 24 hours (86400).")
-    if startup_timeout is not None and (
-        isinstance(startup_timeout, bool)
-        or not isinstance(startup_timeout, (int, float))
-        or startup_timeout <= 0
-    ):
-        raise InvalidError("`startup_timeout` must be a positive number of seconds.")
-    mem = _number("memory", memory, allow_tuple=True)
-    return FunctionOptions(
-        image=image,
-        secrets=all_secrets,
-        resources=ResourceSpec(
-            gpu=parse_gpu(gpu),
-            cpu=_number("cpu", cpu, allow_tuple=True),
-            memory=int(mem) if mem is not None else None,
-        ),
-        scaling=ScalingSpec(
-            min_containers=mins,
-            max_containers=maxs,
-            buffer_containers=_int_option("buffer_containers", buffer_containers),
-            scaledown_window=window,
-        ),
-        timeout=int(timeout),
-        startup_timeout=int(startup_timeout) if startup_timeout is not None else None,
-        serialized=serialized,
-        name=name,
-        limits=_check_limits(limits),
-    )

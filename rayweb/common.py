@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 # --- headers the gateway sets and replicas check --------------------------------------------
@@ -32,6 +33,7 @@ SIDECAR_PREFIX = "rayweb-sidecar:"  # + "<endpoint>:<id>": a web_server's sideca
 
 # --- environment a replica (or web_server process) runs with --------------------------------
 REMOTE_ENV = "RAYWEB_IS_REMOTE"  # "1" inside a replica: serve() and from_local_environ know
+DEV_ENV = "RAYWEB_DEV"  # "1" in replicas of a `rayweb serve`/`app.run()` app: calls reach -dev apps
 
 
 def is_remote() -> bool:
@@ -150,3 +152,15 @@ def descendant_pids(root: int) -> list[int]:
         found += children
         queue += children
     return found
+
+
+# --- a user exception raised by a function replica, on its way to the caller ----------------
+@dataclass(frozen=True)
+class RemoteFailure:
+    """What a function replica sends back for an exception from user code: its type, text
+    and traceback, and the exception itself pickled when it pickles (``calls`` raises it)."""
+
+    type_name: str
+    message: str
+    traceback: str
+    pickled: bytes | None = None

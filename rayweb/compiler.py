@@ -10,6 +10,7 @@ same plan.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
@@ -18,11 +19,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .exception import InvalidError
-from .spec import CodeRef, EndpointSpec, GpuSpec, Limits, ReplicaPayload
+from .spec import (
+    CodeRef,
+    EndpointSpec,
+    FunctionPayload,
+    GpuSpec,
+    Limits,
+    ReplicaPayload,
+    function_app_name,
+)
 
 if TYPE_CHECKING:
     from .app import App
-    from .functions import Function
+    from .functions import Cls, Function
 
 DEFAULT_NUM_CPUS = 0.1  # a whole CPU per replica starves a 2-core node
 PROXY_NUM_CPUS = 0.05  # a web_server replica only proxies; its sidecar holds the resources
@@ -75,10 +84,10 @@ class CompiledEndpoint:
     """One Serve application: its name (= URL label), route prefix, options and payload."""
 
     name: str
-    route_prefix: str
+    route_prefix: str | None  # None: a function called through its handle (no HTTP route)
     tag: str
     deployment_options: dict[str, Any] = field(hash=False)
-    payload: ReplicaPayload = field(hash=False)
+    payload: ReplicaPayload | FunctionPayload = field(hash=False)
     plan: ResourcePlan = field(default_factory=lambda: ResourcePlan({}), hash=False)
     startup_timeout: float = 300.0  # how long a deploy may wait for it (Modal's rule)
 
@@ -137,7 +146,7 @@ def resource_plan(
             need[f"accelerator_type:{gpu.accelerator}"] = ACCELERATOR_SHARE
     if res.memory is not None:
         need["memory"] = res.memory * 1024 * 1024
-    if spec.web.kind == "web_server":
+    if spec.web is not None and spec.web.kind == "web_server":
         return ResourcePlan({"CPU": PROXY_NUM_CPUS}, need)
     return ResourcePlan(need)
 
@@ -276,6 +285,7 @@ def compile_endpoint(
 ) -> CompiledEndpoint:
     """Compile one web function or web method."""
     spec = endpoint_spec(function)
+    assert spec.web is not None  # endpoint_spec refuses functions without a web decorator
     name = app_label(spec, dev=dev)
     plan = resource_plan(spec, available_accelerators=available_accelerators)
     options = deployment_options(spec, plan=plan)  # one plan for options, payload, messages
@@ -298,6 +308,7 @@ def compile_endpoint(
         # `rayweb serve` swaps new source into running replicas; a web_server's code runs in
         # its sidecar process, so it is always redeployed.
         hot_swap=dev and spec.web.kind != "web_server",
+        dev=dev,
         gateway_maxconn=max_inputs * GATEWAY_QUEUE_FACTOR,
         # One WSGI thread per input the replica may take at once.
         wsgi_threads=max_inputs,
@@ -329,7 +340,7 @@ def compile_app(
             )
         owners[ep.name] = ep.tag
     _warn_unsupported_image_steps(app)
-    if not endpoints:
+    if not endpoints and not app.registered_functions and not app.registered_classes:
         raise InvalidError(
             f"App {app.name!r} has no web endpoints to serve. Suggestion: decorate a function "
             "with @app.function() above @rayweb.fastapi_endpoint() or @rayweb.asgi_app()."
@@ -360,24 +371,73 @@ def build_application(endpoint: CompiledEndpoint) -> Any:
     from ray import serve
 
     from .replica.deployment import RaywebReplica
+    from .replica.function import RaywebFunctionReplica
 
-    deployment = serve.deployment(RaywebReplica).options(  # type: ignore[attr-defined]
+    replica_class: Any = RaywebReplica
+    if isinstance(endpoint.payload, FunctionPayload):
+        replica_class = RaywebFunctionReplica
+    deployment = serve.deployment(replica_class).options(  # type: ignore[attr-defined]
         **endpoint.deployment_options
     )
     return deployment.bind(endpoint.payload)
 
 
-__all__ = [
-    "CompiledEndpoint",
-    "ResourcePlan",
-    "app_label",
-    "build_application",
-    "choose_gpu",
-    "code_ref",
-    "compile_app",
-    "compile_endpoint",
-    "deployment_options",
-    "deploy_timeout",
-    "endpoint_spec",
-    "resource_plan",
-]
+def function_spec(target: Function[Any, Any] | Cls) -> EndpointSpec:
+    """The compiler's input for a non-web function or an ``@app.cls`` called with
+    ``.remote()``: the same options and defaults as an endpoint, without a web decorator."""
+    app, options = target.app, target.options
+    image = options.image or app.image
+    return EndpointSpec(
+        tag=target.tag,
+        label=target.tag,
+        web=None,
+        resources=options.resources,
+        scaling=options.scaling,
+        concurrency=target.concurrency,
+        timeout=options.timeout,
+        startup_timeout=options.startup_timeout,
+        secrets=tuple(s.ref() for s in (*app.secrets, *options.secrets)),
+        runtime_env=image.runtime_env() if image else {},
+    )
+
+
+def compile_function(target: Function[Any, Any] | Cls, *, dev: bool = False) -> CompiledEndpoint:
+    """Compile a non-web function, or a class with ``@method``s, into a Serve application
+    with no HTTP route: it is called through its deployment handle."""
+    from .functions import Cls
+
+    spec = function_spec(target)
+    name = function_app_name(target.app.name, target.tag, dev=dev)
+    plan = resource_plan(spec)
+    options = deployment_options(spec, plan=plan)
+    options["name"] = "function"
+    enter: tuple[str, ...] = ()
+    exit: tuple[str, ...] = ()
+    if isinstance(target, Cls):
+        first = next(iter(target.functions.values()))
+        code = dataclasses.replace(code_ref(first), attr=None)
+        enter, exit = tuple(target.enter_methods), tuple(target.exit_methods)
+    else:
+        code = code_ref(target)
+    payload = FunctionPayload(
+        label=name,
+        code=code,
+        max_inputs=options["max_ongoing_requests"],
+        is_cls=isinstance(target, Cls),
+        enter_methods=enter,
+        exit_methods=exit,
+        secrets=tuple((s.name, s.required_keys) for s in spec.secrets),
+        timeout=float(spec.timeout),
+        dev=dev,
+    )
+    startup = float(spec.startup_timeout or spec.timeout)
+    return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)
+
+
+def compile_functions(app: App, *, dev: bool = False) -> list[CompiledEndpoint]:
+    """Every non-web function and every class with callable (non-web) methods of ``app``."""
+    out = [compile_function(f, dev=dev) for f in app.registered_functions.values() if not f.is_web]
+    for cls in app.registered_classes.values():
+        if any(not f.is_web for f in cls.functions.values()):
+            out.append(compile_function(cls, dev=dev))
+    return out

@@ -6,12 +6,18 @@ Hierarchy::
     ├── InvalidError          misuse caught at decoration or deploy time
     ├── DeprecationError      a removed Modal name or argument
     ├── NotFoundError         an app, object or secret that does not exist
-    └── ExecutionError        something failed while running on the cluster
-        ├── DeploymentError   an endpoint could not be brought up (user code raised, ...)
-        └── DeployTimeoutError a deploy waited too long (for example on missing GPUs)
+    ├── ExecutionError        something failed while running on the cluster
+    │   ├── DeploymentError   an endpoint could not be brought up (user code raised, ...)
+    │   └── DeployTimeoutError a deploy waited too long (for example on missing GPUs)
+    ├── TimeoutError          (also the built-in TimeoutError) a result was not ready in time
+    │   ├── FunctionTimeoutError  a call ran longer than its function's ``timeout=``
+    │   └── OutputExpiredError    a spawned call's result is no longer kept
+    └── InputCancellation     the call was cancelled (``FunctionCall.cancel()``)
 """
 
 from __future__ import annotations
+
+import builtins
 
 
 class Error(Exception):
@@ -52,12 +58,32 @@ class DeployTimeoutError(ExecutionError, TimeoutError):
     """A deploy did not finish in time; the message names what was still pending."""
 
 
+class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 (Modal's name)
+    """A result was not ready in time (``FunctionCall.get(timeout=...)``)."""
+
+
+class FunctionTimeoutError(TimeoutError):
+    """A call ran longer than its function's ``timeout=``."""
+
+
+class OutputExpiredError(TimeoutError):
+    """A spawned call's result expired (or was evicted from the bounded result store)."""
+
+
+class InputCancellation(Error):
+    """The call was cancelled before it finished."""
+
+
 __all__ = [
     "DeployTimeoutError",
     "DeploymentError",
     "DeprecationError",
     "Error",
     "ExecutionError",
+    "FunctionTimeoutError",
+    "InputCancellation",
+    "OutputExpiredError",
+    "TimeoutError",
     "InvalidError",
     "NotFoundError",
 ]

@@ -22,6 +22,7 @@ from .spec import (
     ConcurrencySpec,
     Limits,
     ResourceSpec,
+    Retries,
     ScalingSpec,
     WebSpec,
     make_label,
@@ -55,6 +56,7 @@ class FunctionOptions:
     serialized: bool = False
     name: str | None = None
     limits: Limits | None = None
+    retries: Retries | None = None
 
 
 class Function(Generic[P, R]):
@@ -93,6 +95,7 @@ class Function(Generic[P, R]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_web_url"] = None  # served URLs belong to the driver that served them
+        state.pop("_served_as", None)  # so do the names of served apps
         return state
 
     @property
@@ -116,20 +119,34 @@ class Function(Generic[P, R]):
             return method(*args, **kwargs)
         return self.raw_f(*args, **kwargs)
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        if self.web is not None:
-            raise InvalidError(
-                "A webhook function cannot be invoked for remote execution with `.remote`. "
-                f"Invoke this function via its web url '{self._web_url or '<not served>'}' "
-                f"or call it locally: {self.tag}.local()"
-            )
-        raise InvalidError(
-            f"`{self.tag}.remote()` is not supported by rayweb: it serves web endpoints. "
-            f"Call it in this process with {self.tag}.local(), or expose it with "
-            "@rayweb.fastapi_endpoint()."
-        )
+    # Modal's call forms; each also has ``.aio`` (``await f.remote.aio(...)``).
+    @property
+    def remote(self) -> CallForm:
+        return CallForm(CallTarget(self), "remote")
 
-    spawn = remote
+    @property
+    def spawn(self) -> CallForm:
+        return CallForm(CallTarget(self), "spawn")
+
+    @property
+    def remote_gen(self) -> CallForm:
+        return CallForm(CallTarget(self), "remote_gen")
+
+    @property
+    def map(self) -> CallForm:
+        return CallForm(CallTarget(self), "map")
+
+    @property
+    def starmap(self) -> CallForm:
+        return CallForm(CallTarget(self), "starmap")
+
+    @property
+    def for_each(self) -> CallForm:
+        return CallForm(CallTarget(self), "for_each")
+
+    @property
+    def is_generator(self) -> bool:
+        return inspect.isgeneratorfunction(self.raw_f) or inspect.isasyncgenfunction(self.raw_f)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise InvalidError(
@@ -156,6 +173,78 @@ class Function(Generic[P, R]):
 
     def _hydrate(self, url: str | None) -> None:
         self._web_url = url
+
+
+class Invoker(Protocol):
+    """What makes the call forms run on the cluster (``rayweb.calls``, installed by the
+    package's facade; this module imports no Ray)."""
+
+    def call(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any: ...
+
+    def call_aio(
+        self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any
+    ) -> Any: ...
+
+
+_INVOKER: list[Invoker] = []
+
+
+def set_invoker(invoker: Invoker) -> None:
+    _INVOKER[:] = [invoker]
+
+
+@dataclass(frozen=True)
+class CallTarget:
+    """What a call reaches: a function, or a method of a class with its parameter values."""
+
+    function: Function[Any, Any]
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def owner(self) -> Function[Any, Any] | Cls:
+        """What is deployed: the function itself, or its whole class."""
+        return self.function.cls if self.function.cls is not None else self.function
+
+    @property
+    def method(self) -> str | None:
+        return self.function.tag.split(".", 1)[1] if self.function.cls is not None else None
+
+
+class CallForm:
+    """``f.remote``, ``f.map``, ...: call it, or ``.aio(...)`` for the async form."""
+
+    def __init__(self, target: CallTarget, form: str) -> None:
+        self.target, self.form = target, form
+
+    def _check(self) -> None:
+        function = self.target.function
+        if function.web is not None:
+            raise InvalidError(
+                "A webhook function cannot be invoked for remote execution with "
+                f"`.{self.form}`. Invoke this function via its web url "
+                f"'{function.web_url or '<not served>'}' or call it locally: "
+                f"{function.tag}.local()"
+            )
+        if function.is_generator and self.form != "remote_gen":
+            raise InvalidError(
+                f"A generator function cannot be called with `.{self.form}(...)`. "
+                "Use `.remote_gen(...)` instead."
+            )
+        if not function.is_generator and self.form == "remote_gen":
+            raise InvalidError(
+                "A non-generator function cannot be called with `.remote_gen(...)`. "
+                "Use `.remote(...)` instead."
+            )
+        if not _INVOKER:
+            raise ExecutionError("rayweb: calls need `import rayweb` (its call machinery).")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return _INVOKER[0].call(self.target, self.form, args, kwargs)
+
+    def aio(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return _INVOKER[0].call_aio(self.target, self.form, args, kwargs)
 
 
 class Cls:
@@ -318,3 +407,13 @@ class BoundMethod:
 
     def get_web_url(self) -> str:
         return self.function.get_web_url()
+
+    def __getattr__(self, form: str) -> CallForm:
+        """``Model(x=1).method.remote(...)`` and the other call forms."""
+        if form not in CALL_FORMS:
+            raise AttributeError(form)
+        params = tuple(sorted(self.instance._params.items()))
+        return CallForm(CallTarget(self.function, params), form)
+
+
+CALL_FORMS = ("remote", "spawn", "remote_gen", "map", "starmap", "for_each")

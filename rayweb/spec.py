@@ -165,7 +165,7 @@ class EndpointSpec:
 
     tag: str  # "search", or "Model.web" for a method of an @app.cls
     label: str  # the URL label, without the "-dev" suffix
-    web: WebSpec
+    web: WebSpec | None  # None: a function called with .remote() (no HTTP route)
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     scaling: ScalingSpec = field(default_factory=ScalingSpec)
     concurrency: ConcurrencySpec | None = None
@@ -276,5 +276,79 @@ class ReplicaPayload:
     limits: Limits = field(default_factory=Limits)
     drain_s: float = 15.0  # at shutdown, how long direct-path requests may take to finish
     hot_swap: bool = False  # `rayweb serve`: swap in new source without a new process
+    dev: bool = False  # `rayweb serve`/`app.run()`: .remote() calls reach the -dev functions
     gateway_maxconn: int = 4  # connections HAProxy may open to one replica
     wsgi_threads: int = 1  # the thread pool of a wsgi_app
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Modal's retry policy for a function's calls: ``retries=Retries(max_retries=3, ...)``.
+
+    ``retries=N`` means ``Retries(max_retries=N, backoff_coefficient=1.0, initial_delay=1.0)``.
+    The delay before retry ``k`` (from 0) is ``initial_delay * backoff_coefficient**k``,
+    capped at ``max_delay``.
+    """
+
+    max_retries: int
+    backoff_coefficient: float = 2.0
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise InvalidError(f"Invalid type for max_retries: {type(self.max_retries)}")
+        if not 0 <= self.max_retries <= 10:
+            raise InvalidError(
+                f"Invalid retries number: {self.max_retries}. "
+                "Function retries must be between 0 and 10."
+            )
+        if not 1.0 <= self.backoff_coefficient <= 10.0:
+            raise InvalidError(
+                "Invalid backoff_coefficient: must be between 1.0 and 10.0, inclusive."
+            )
+        if not 0.0 <= self.initial_delay <= 60.0:
+            raise InvalidError("Invalid initial_delay: must be between 0 and 60 seconds.")
+        if not 1.0 <= self.max_delay <= 60.0:
+            raise InvalidError("Invalid max_delay: must be between 1 and 60 seconds.")
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_delay, self.initial_delay * self.backoff_coefficient**attempt))
+
+
+def parse_retries(value: Any) -> Retries | None:
+    """``retries=`` of ``@app.function``/``@app.cls``: an int or a ``Retries``."""
+    if value is None:
+        return None
+    if isinstance(value, Retries):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Retries(max_retries=value, backoff_coefficient=1.0, initial_delay=1.0)
+    raise InvalidError(
+        f"Retries parameter must be an integer or instance of modal.Retries. Found: {type(value)}."
+    )
+
+
+FUNCTION_APP_PREFIX = "rayweb-fn-"
+
+
+def function_app_name(app_name: str | None, tag: str, *, dev: bool) -> str:
+    """The Serve application of a non-web function or ``@app.cls`` (no HTTP route): the same
+    name wherever it is computed, on the driver or in a replica (``RAYWEB_DEV``)."""
+    name = FUNCTION_APP_PREFIX + make_label(app_name or "app", tag)
+    return f"{name}-dev" if dev else name
+
+
+@dataclass(frozen=True)
+class FunctionPayload:
+    """The constructor argument of a function replica (``replica/function.py``)."""
+
+    label: str  # the Serve application's name
+    code: CodeRef
+    max_inputs: int
+    is_cls: bool = False
+    enter_methods: tuple[str, ...] = ()
+    exit_methods: tuple[str, ...] = ()
+    secrets: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    dev: bool = False  # so calls made from inside reach the same (dev) apps

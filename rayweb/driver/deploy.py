@@ -16,6 +16,7 @@ from .. import compiler
 from ..compiler import CompiledEndpoint, compile_app
 from ..exception import DeploymentError, InvalidError
 from ..services.registry import deploy_registry
+from ..spec import FunctionPayload, ReplicaPayload
 from . import cluster
 from .output import Progress
 from .secrets import prepare_secrets
@@ -112,13 +113,15 @@ def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:
     code = dataclasses.replace(ep.payload.code, sys_path=None)
     actor = dict(ep.deployment_options["ray_actor_options"])
     actor["runtime_env"] = {**actor.get("runtime_env", {}), "working_dir": working_dir}
-    sidecar = ep.payload.sidecar
-    if sidecar is not None:  # a web_server's code runs in its sidecar actor
+    payload: ReplicaPayload | FunctionPayload = dataclasses.replace(ep.payload, code=code)
+    sidecar = payload.sidecar if isinstance(payload, ReplicaPayload) else None
+    if isinstance(payload, ReplicaPayload) and sidecar is not None:
+        # a web_server's code runs in its sidecar actor
         sidecar = {
             **sidecar,
             "runtime_env": {**sidecar.get("runtime_env", {}), "working_dir": working_dir},
         }
-    payload = dataclasses.replace(ep.payload, code=code, sidecar=sidecar)
+        payload = dataclasses.replace(payload, sidecar=sidecar)
     options = {**ep.deployment_options, "ray_actor_options": actor}
     return dataclasses.replace(ep, deployment_options=options, payload=payload)
 

@@ -32,6 +32,7 @@ from ..app import App
 from ..common import drop_local_modules, extract_user_error, local_modules
 from ..compiler import CompiledEndpoint, compile_app, deploy_timeout
 from ..exception import DeploymentError, Error
+from ..spec import ReplicaPayload
 from .import_refs import AppRef, find_app, import_module_of, parse_app_ref
 from .output import print_urls
 from .serve import serve
@@ -145,6 +146,7 @@ def plan_reload(
         old = old_compiled.get(ep.name)
         return (
             old is not None
+            and isinstance(ep.payload, ReplicaPayload)
             and ep.payload.hot_swap
             and ep.payload == old.payload
             and _options_key(ep) == _options_key(old)
@@ -218,7 +220,8 @@ def fingerprints(app: App, endpoints: list[CompiledEndpoint], root: Path) -> dic
         target = function.cls.user_cls if function.cls else function.raw_f
         digest = hashlib.sha256()
         digest.update(json.dumps(ep.deployment_options, sort_keys=True, default=repr).encode())
-        digest.update(repr((ep.payload.web, ep.payload.secrets, ep.payload.limits)).encode())
+        web, limits = getattr(ep.payload, "web", None), getattr(ep.payload, "limits", None)
+        digest.update(repr((web, ep.payload.secrets, limits)).encode())
         digest.update(ep.payload.code.pickled or _source(target).encode())
         digest.update(helpers.digest())
         out[ep.name] = digest.hexdigest()

@@ -9,11 +9,11 @@ Whatever this call deployed is deleted when it fails.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import compiler
 from ..common import is_remote
-from ..compiler import CompiledEndpoint, compile_app
+from ..compiler import CompiledEndpoint, compile_app, compile_functions
 from . import cluster
 from .output import Progress, print_urls
 from .secrets import prepare_secrets
@@ -37,6 +37,7 @@ class ServeHandle:
     base_url: str = ""
     holds_embedded: bool = False
     stopped: bool = False
+    functions: list[CompiledEndpoint] = field(default_factory=list)  # called with .remote()
 
     def __enter__(self) -> ServeHandle:
         return self
@@ -59,10 +60,14 @@ class ServeHandle:
         if self.stopped:
             return
         self.stopped = True
-        delete_apps([ep.name for ep in self.endpoints])
+        delete_apps([ep.name for ep in [*self.endpoints, *self.functions]])
         if self.app is not None:
             for function in self.app.web_endpoints:
                 function._hydrate(None)
+            _record_served(self.app, None)
+        from ..calls.invoker import forget_handles
+
+        forget_handles()
         if self.holds_embedded:
             cluster.release()
 
@@ -90,6 +95,7 @@ def serve(
         return ServeHandle(app=None, stopped=True)  # a replica importing a serving script
     say = progress or (lambda _msg: None)
     endpoints = compile_app(app, dev=dev)  # fail on bad specs before starting anything
+    functions = compile_functions(app, dev=dev)
     say("Starting Ray" if address is None else f"Connecting to Ray at {address}")
     cluster.ensure_ray(address)
     holds = cluster.hold()
@@ -104,7 +110,7 @@ def serve(
         base = f"http://{cluster.url_host(http_host)}:{http_port}"
         limit = deploy_timeout if deploy_timeout is not None else compiler.deploy_timeout(endpoints)
         say(f"Deploying {len(endpoints)} endpoint(s)")
-        deploy(endpoints, timeout=limit, progress=say)
+        deploy(endpoints + functions, timeout=limit, progress=say)
         say("Waiting for the HTTP routes")
         wait_for_routes(base, endpoints, timeout=max(10.0, limit))
     except BaseException:
@@ -115,7 +121,19 @@ def serve(
     urls = {tags[ep.name]: f"{base}{ep.route_prefix}" for ep in endpoints}
     for function in app.web_endpoints:
         function._hydrate(urls.get(function.tag))
-    handle = ServeHandle(app, endpoints, urls, base, holds_embedded=holds)
+    _record_served(app, dev)
+    handle = ServeHandle(app, endpoints, urls, base, holds_embedded=holds, functions=functions)
     if not quiet:
         print_urls(handle.urls)
     return handle
+
+
+def _record_served(app: App, dev: bool | None) -> None:
+    """Which Serve application runs each function and class, for calls from this process
+    (None: the app stopped)."""
+    from ..spec import function_app_name
+
+    owners: list[Any] = [*app.registered_functions.values(), *app.registered_classes.values()]
+    for owner in owners:
+        name = None if dev is None else function_app_name(app.name, owner.tag, dev=dev)
+        owner._served_as = name

@@ -20,6 +20,7 @@ from typing import Any
 from ..common import extract_user_error
 from ..compiler import CompiledEndpoint, build_application
 from ..exception import DeploymentError, DeployTimeoutError, NotFoundError
+from ..spec import ReplicaPayload
 from . import cluster
 from .output import Progress
 
@@ -174,7 +175,7 @@ def one_line(text: str) -> str:
 
 def wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: float) -> None:
     """Wait until Serve's HTTP proxy routes every endpoint's prefix."""
-    wanted = {ep.route_prefix for ep in endpoints}
+    wanted = {ep.route_prefix for ep in endpoints if ep.route_prefix is not None}
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
@@ -199,6 +200,8 @@ def declare_routes(endpoints: list[CompiledEndpoint]) -> None:
     credentials to a scaled-to-zero endpoint is refused there, without waking it."""
     routes = []
     for ep in endpoints:
+        if not isinstance(ep.payload, ReplicaPayload):
+            continue  # a function called through its handle: no HTTP route
         limits = ep.payload.limits
         routes.append(
             {

@@ -22,11 +22,11 @@ from typing import Any
 
 from ray import serve
 
-from ..common import DIRECT_ONGOING, REMOTE_ENV, UserCodeError, remote_error, user_failure
+from ..common import DEV_ENV, DIRECT_ONGOING, REMOTE_ENV, UserCodeError, remote_error, user_failure
 from ..services.gateway import find_gateway
 from ..services.ratelimit import shared_limiter
 from ..services.store_actor import token_fetch
-from ..spec import ReplicaPayload
+from ..spec import FunctionPayload, ReplicaPayload
 from . import adapters
 from .chain import Chain
 from .direct import DirectServer
@@ -45,7 +45,7 @@ async def _call(fn: Any) -> Any:
     return result
 
 
-async def resolve_secrets(payload: ReplicaPayload) -> dict[str, str]:
+async def resolve_secrets(payload: ReplicaPayload | FunctionPayload) -> dict[str, str]:
     """The replica's secret environment, fetched from the cluster's store."""
     if not payload.secrets:
         return {}
@@ -56,6 +56,19 @@ async def resolve_secrets(payload: ReplicaPayload) -> dict[str, str]:
     except Exception as exc:
         raise remote_error(exc) from None
     return env
+
+
+async def set_environment(payload: ReplicaPayload | FunctionPayload) -> None:
+    """What user code sees in a replica: its secrets, ``RAYWEB_IS_REMOTE``, the endpoint's
+    name, and ``RAYWEB_DEV`` in a dev app (so ``.remote()`` reaches its -dev functions)."""
+    try:
+        os.environ.update(await resolve_secrets(payload))
+    except BaseException as exc:
+        raise user_failure("loading secrets", exc) from None
+    os.environ[REMOTE_ENV] = "1"
+    os.environ["RAYWEB_ENDPOINT"] = payload.label
+    if payload.dev:
+        os.environ[DEV_ENV] = "1"
 
 
 async def _stop_sidecar(sidecar: Any) -> None:
@@ -100,12 +113,7 @@ class RaywebReplica:
             except BaseException as exc:
                 raise user_failure("@rayweb.web_server", exc) from None
             return
-        try:
-            os.environ.update(await resolve_secrets(payload))
-        except BaseException as exc:
-            raise user_failure("loading secrets", exc) from None
-        os.environ[REMOTE_ENV] = "1"
-        os.environ["RAYWEB_ENDPOINT"] = payload.label
+        await set_environment(payload)
         self._target, self._instance = await self._load_code()
 
     async def _load_code(self) -> tuple[Any, Any]:

@@ -1,0 +1,124 @@
+"""The options of ``@app.function``/``@app.cls`` and ``App``, checked as Modal checks them
+and turned into :class:`~rayweb.functions.FunctionOptions`. No Ray here."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from .exception import InvalidError
+from .functions import FunctionOptions
+from .image import Image
+from .secret import Secret
+from .spec import Limits, ResourceSpec, ScalingSpec, parse_gpu, parse_retries
+
+
+def check_secrets(secrets: Any) -> tuple[Secret, ...]:
+    if secrets is None:
+        return ()
+    if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
+        raise InvalidError("`secrets=` has to be a list or tuple of `rayweb.Secret` objects")
+    return tuple(secrets)
+
+
+def check_limits(limits: Any) -> Limits | None:
+    if limits is not None and not isinstance(limits, Limits):
+        raise InvalidError(
+            "`limits=` has to be a `rayweb.Limits` object, e.g. rayweb.Limits(rate_limit=None)"
+        )
+    return limits
+
+
+def _number(name: str, value: Any, *, allow_tuple: bool) -> float | None:
+    if value is None:
+        return None
+    if allow_tuple and isinstance(value, tuple) and len(value) == 2:
+        value = value[0]  # Ray has no limits: the request is what it reserves
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidError(f"`{name}` must be a non-negative number, not {value!r}.")
+    return float(value)
+
+
+def _int_option(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidError(f"`{name}` must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidError(f"`{name}` must be non-negative, not {value}")
+    return value
+
+
+def function_options(
+    *,
+    image: Image | None,
+    env: Mapping[str, str | None] | None,
+    secrets: Collection[Secret] | None,
+    gpu: str | Sequence[str] | None,
+    cpu: Any,
+    memory: Any,
+    min_containers: Any,
+    max_containers: Any,
+    buffer_containers: Any,
+    scaledown_window: Any,
+    timeout: Any,
+    startup_timeout: Any,
+    serialized: bool,
+    name: str | None,
+    limits: Limits | None,
+    retries: Any = None,
+) -> FunctionOptions:
+    if image is not None and not isinstance(image, Image):
+        raise InvalidError("`image=` has to be a `rayweb.Image` object")
+    all_secrets = check_secrets(list(secrets) if secrets is not None else None)
+    if env:
+        all_secrets += (Secret.from_dict(dict(env)),)
+    mins = _int_option("min_containers", min_containers)
+    maxs = _int_option("max_containers", max_containers)
+    if mins is not None and maxs is not None and mins > maxs:
+        raise InvalidError(
+            f"`min_containers` ({mins}) cannot be greater than `max_containers` ({maxs})"
+        )
+    if maxs == 0:
+        raise InvalidError("`max_containers` must be at least 1.")
+    window = _int_option("scaledown_window", scaledown_window)
+    if window is not None and not 2 <= window <= 3600:
+        raise InvalidError("`scaledown_window` must be between 2 and 3600 (inclusive)")
+    if timeout is None:
+        raise InvalidError(
+            "The `timeout` parameter cannot be set to None: https://modal.com/docs/guide/timeouts"
+        )
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 1 <= timeout <= 86400
+    ):
+        raise InvalidError("`timeout` must be between 1 second and 24 hours (86400).")
+    if startup_timeout is not None and (
+        isinstance(startup_timeout, bool)
+        or not isinstance(startup_timeout, (int, float))
+        or startup_timeout <= 0
+    ):
+        raise InvalidError("`startup_timeout` must be a positive number of seconds.")
+    mem = _number("memory", memory, allow_tuple=True)
+    return FunctionOptions(
+        image=image,
+        secrets=all_secrets,
+        resources=ResourceSpec(
+            gpu=parse_gpu(gpu),
+            cpu=_number("cpu", cpu, allow_tuple=True),
+            memory=int(mem) if mem is not None else None,
+        ),
+        scaling=ScalingSpec(
+            min_containers=mins,
+            max_containers=maxs,
+            buffer_containers=_int_option("buffer_containers", buffer_containers),
+            scaledown_window=window,
+        ),
+        timeout=int(timeout),
+        startup_timeout=int(startup_timeout) if startup_timeout is not None else None,
+        serialized=serialized,
+        name=name,
+        limits=check_limits(limits),
+        retries=parse_retries(retries),
+    )

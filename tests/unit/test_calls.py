@@ -1,0 +1,135 @@
+"""Function calls without a cluster: what compiles to which Serve options, the checks a call
+makes before it reaches Ray, Modal's Retries, and the bounds of the spawned-results store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import rayweb
+from rayweb.compiler import compile_functions
+from rayweb.exception import InvalidError
+from rayweb.services.results import ResultsActor, _Call
+from rayweb.spec import FunctionPayload, Retries, function_app_name, parse_retries
+
+app = rayweb.App("unit-calls")
+
+
+@app.function(serialized=True, gpu="L40S", cpu=2, min_containers=1, timeout=30, retries=2)
+@rayweb.concurrent(max_inputs=8)
+def infer(x: int) -> int:
+    return x
+
+
+@app.function(serialized=True)
+def tokens(n: int):
+    yield from range(n)
+
+
+@app.function(serialized=True)
+@rayweb.fastapi_endpoint()
+def web() -> dict:
+    return {}
+
+
+@app.cls(serialized=True)
+class Model:
+    size: int = rayweb.parameter(default=1)
+
+    @rayweb.enter()
+    def load(self) -> None:
+        self.ready = True
+
+    @rayweb.method()
+    def predict(self, x: int) -> int:
+        return x * self.size
+
+
+def test_non_web_functions_and_classes_compile_to_routeless_serve_apps():
+    compiled = {ep.tag: ep for ep in compile_functions(app, dev=True)}
+    assert set(compiled) == {"infer", "tokens", "Model"}  # not the web endpoint
+    infer_ep = compiled["infer"]
+    assert (
+        infer_ep.name
+        == "rayweb-fn-unit-calls-infer-dev"
+        == function_app_name("unit-calls", "infer", dev=True)
+    )
+    assert infer_ep.route_prefix is None
+    options = infer_ep.deployment_options
+    assert options["max_ongoing_requests"] == 8
+    assert options["ray_actor_options"]["num_gpus"] == 1
+    assert options["ray_actor_options"]["accelerator_type"] == "L40S"
+    assert options["autoscaling_config"]["min_replicas"] == 1
+    payload = infer_ep.payload
+    assert isinstance(payload, FunctionPayload)
+    assert payload.timeout == 30 and payload.dev and not payload.is_cls
+    model = compiled["Model"].payload
+    assert isinstance(model, FunctionPayload)
+    assert model.is_cls and model.enter_methods == ("load",) and model.code.attr is None
+    assert infer.options.retries == Retries(2, backoff_coefficient=1.0, initial_delay=1.0)
+
+
+def test_call_forms_check_what_they_can_before_any_cluster():
+    with pytest.raises(InvalidError, match="webhook function cannot be invoked.*`.remote`"):
+        web.remote()
+    with pytest.raises(InvalidError, match="webhook function cannot be invoked.*`.spawn`"):
+        web.spawn()
+    with pytest.raises(InvalidError, match="generator function cannot be called with `.remote"):
+        tokens.remote(3)
+    with pytest.raises(InvalidError, match="generator function cannot be called with `.map"):
+        tokens.map([1])
+    with pytest.raises(InvalidError, match="non-generator function cannot be called"):
+        infer.remote_gen(1)
+    assert tokens.is_generator and not infer.is_generator
+    assert list(tokens.local(3)) == [0, 1, 2]
+    with pytest.raises(AttributeError):
+        Model(size=2).predict.not_a_call_form  # noqa: B018
+
+
+def test_retries_follow_modal_s_rules():
+    assert parse_retries(3) == Retries(max_retries=3, backoff_coefficient=1.0, initial_delay=1.0)
+    policy = Retries(max_retries=4, backoff_coefficient=2.0, initial_delay=0.5, max_delay=3)
+    assert [policy.delay(k) for k in range(4)] == [0.5, 1.0, 2.0, 3.0]
+    with pytest.raises(InvalidError, match="between 0 and 10"):
+        Retries(max_retries=11)
+    with pytest.raises(InvalidError, match="integer or instance of modal.Retries"):
+        parse_retries("3")
+    with pytest.raises(InvalidError, match="Web Functions do not support retries"):
+
+        @app.function(serialized=True, retries=1)
+        @rayweb.fastapi_endpoint()
+        def retried_web() -> None: ...
+
+
+def test_the_results_store_is_bounded_by_count_bytes_and_age():
+    async def main() -> ResultsActor:
+        store = ResultsActor()
+        store.max_calls, store.max_bytes, store.retention_s = 3, 1000, 60.0
+        now = time.time()
+        for index in range(5):
+            call = store.calls[f"fc-{index}"] = _Call(now - 10 + index, now - 10 + index)
+            call.outcome = b"x" * 100
+            store.bytes += 100
+            call.done.set()
+        running = store.calls["fc-running"] = _Call(now - 100)  # older, but never evicted
+        store._evict()
+        # over the count: the three oldest finished go, the running one stays
+        assert list(store.calls) == ["fc-3", "fc-4", "fc-running"]
+        assert store.bytes == 200
+        assert await store.get("fc-0", 0) == ("expired", None)
+        assert await store.get("fc-running", 0.01) == ("pending", None)
+        assert (await store.get("fc-4", 0))[0] == "done"
+        # too big in bytes: the oldest finished results go first
+        store.max_calls, store.max_bytes = 100, 150
+        store._evict()
+        assert [cid for cid in store.calls if cid != "fc-running"] == ["fc-4"]
+        # too old
+        store.calls["fc-4"].finished = now - 120
+        store._evict()
+        assert list(store.calls) == ["fc-running"]
+        running.done.set()
+        return store
+
+    asyncio.run(main())
