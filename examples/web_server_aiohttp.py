@@ -7,7 +7,6 @@ The server runs as its own process (like vLLM or Streamlit would), started by th
 """
 
 import asyncio
-import json
 import subprocess
 import sys
 

@@ -53,6 +53,19 @@ def not_running(target: CallTarget, name: str) -> NotFoundError:
     )
 
 
+def method_handle(target: CallTarget, method: str) -> Any:
+    """The app's handle for the replica's ``call``/``call_gen`` (cached: ``options`` makes a
+    new handle object each time)."""
+    name = served_name(target.owner)
+    key = f"{name}\0{method}"
+    cached = _handles.get(key)
+    if cached is None:
+        cached = _handles[key] = handle_for(target).options(
+            method_name=method, stream=method == "call_gen"
+        )
+    return cached
+
+
 def handle_for(target: CallTarget) -> Any:
     name = served_name(target.owner)
     handle = _handles.get(name)
@@ -141,7 +154,7 @@ def _is_system(exc: BaseException) -> bool:
 
 
 def _submit(target: CallTarget, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    method = handle_for(target).options(method_name="call")
+    method = method_handle(target, "call")
     try:
         return method.remote(target.method, target.params, args, kwargs)
     except TypeError as exc:
@@ -198,7 +211,7 @@ async def call_async(target: CallTarget, args: tuple[Any, ...], kwargs: dict[str
 
 
 def _stream(target: CallTarget, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    method = handle_for(target).options(method_name="call_gen", stream=True)
+    method = method_handle(target, "call_gen")
     return method.remote(target.method, target.params, args, kwargs)
 
 

@@ -23,6 +23,9 @@ from .invoker import _off_loop, handle_for, raise_failure, served_name
 WAIT_CHUNK_S = 60.0  # one actor call waits at most this long; get(timeout=None) loops
 
 
+_found: dict[str, Any] = {}  # the results actor's handle, per Ray session
+
+
 def _actor() -> Any:
     import ray
 
@@ -33,7 +36,11 @@ def _actor() -> Any:
             "rayweb: FunctionCall needs the app's Ray cluster: call it where the app runs "
             "(after `with app.run():` or `rayweb.serve(app)`, or inside a replica)."
         )
-    return results_actor()
+    session = ray.get_runtime_context().get_job_id()
+    if session not in _found:
+        _found.clear()
+        _found[session] = results_actor()
+    return _found[session]
 
 
 def _request(target: CallTarget, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:

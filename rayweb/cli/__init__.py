@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from . import run as _run_command  # noqa: F401 - registers `run`
 from . import serve as _serve_commands  # noqa: F401 - registers `serve` and `deploy`
 from .apps import app_cli
 from .cluster import cluster_cli

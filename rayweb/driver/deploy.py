@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import compiler
-from ..compiler import CompiledEndpoint, compile_app
+from ..compiler import CompiledEndpoint, compile_app, compile_functions
 from ..exception import DeploymentError, InvalidError
 from ..services.registry import deploy_registry
 from ..spec import FunctionPayload, ReplicaPayload
@@ -60,7 +60,8 @@ def deploy_app(
         raise InvalidError(
             "A deployed app needs a name. Suggestion: rayweb.App('my-app'), or --name my-app."
         )
-    endpoints = compile_app(app)  # fail on bad specs before connecting
+    # fail on bad specs before connecting; functions called with .remote() deploy too
+    endpoints = compile_app(app) + compile_functions(app)
     roots = {ep.payload.code.sys_path for ep in endpoints if ep.payload.code.sys_path}
     if len(roots) > 1:
         raise InvalidError(
@@ -102,7 +103,7 @@ def deploy_app(
     ray.get(registry.put.remote(app.name, {ep.name: ep for ep in shipped}))
     base = f"http://{cluster.url_host(http_host)}:{http_port}"
     wait_for_routes(base, shipped, timeout=max(10.0, limit))
-    urls = {ep.tag: f"{base}{ep.route_prefix}" for ep in shipped}
+    urls = {ep.tag: f"{base}{ep.route_prefix}" for ep in shipped if ep.route_prefix is not None}
     return Deployed(app.name, urls, removed, working_dir, excluded)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from ..common import extract_user_error
 from ..compiler import CompiledEndpoint, build_application
 from ..exception import DeploymentError, DeployTimeoutError, NotFoundError
-from ..spec import ReplicaPayload
+from ..spec import FUNCTION_APP_PREFIX, ReplicaPayload
 from . import cluster
 from .output import Progress
 
@@ -279,10 +279,10 @@ def list_endpoints() -> list[EndpointStatus]:
                 key = str(state).split(".")[-1]
                 states[key] = states.get(key, 0) + count
         replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "0"
+        # a function's app has no route: it is called with .remote()
+        url = "(.remote() only)" if name.startswith(FUNCTION_APP_PREFIX) else f"{base}/{name}"
         rows.append(
-            EndpointStatus(
-                name, str(app.status).split(".")[-1], f"{base}/{name}", replicas, app.message or ""
-            )
+            EndpointStatus(name, str(app.status).split(".")[-1], url, replicas, app.message or "")
         )
     return rows
 

@@ -7,7 +7,9 @@ finished calls (default 100,000) and ``RAYWEB_RESULTS_MAX_BYTES`` of results (de
 1 GiB), each for ``RAYWEB_RESULTS_RETENTION_S`` (default 24 h); beyond either bound the
 oldest finished results go first, and a result that is gone reads as expired (Modal's
 ``OutputExpiredError``). Calls still running are never evicted. The store lives in the
-actor's memory: restarting the cluster (or the actor) forgets it.
+actor's memory: restarting the cluster (or the actor) forgets it. At most
+``RAYWEB_SPAWN_CONCURRENCY`` (default 1,000) spawned calls are sent at once; the others wait
+here, in order, so a burst of spawns queues at the actor rather than in Serve's routers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import os
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,9 @@ class ResultsActor:
         self.max_bytes = int(_env_number("RAYWEB_RESULTS_MAX_BYTES", 1024**3))
         self.retention_s = _env_number("RAYWEB_RESULTS_RETENTION_S", 86_400)
         self.handles: dict[str, Any] = {}
+        self.concurrency = max(1, int(_env_number("RAYWEB_SPAWN_CONCURRENCY", 1000)))
+        self.waiting: deque[tuple[_Call, str, tuple[Any, ...], Retries | None]] = deque()
+        self.senders: set[asyncio.Future[None]] = set()
 
     async def spawn(
         self,
@@ -67,10 +72,23 @@ class ResultsActor:
     ) -> str:
         call_id = "fc-" + secrets.token_urlsafe(18)
         call = self.calls[call_id] = _Call(time.time())
-        call.task = asyncio.ensure_future(
-            self._run(call_id, call, app, (method, params, args, kwargs), retries)
-        )
+        self.waiting.append((call, app, (method, params, args, kwargs), retries))
+        if len(self.senders) < self.concurrency:
+            sender = asyncio.ensure_future(self._send())
+            self.senders.add(sender)  # a task nothing refers to may be garbage-collected
+            sender.add_done_callback(self.senders.discard)
         return call_id
+
+    async def _send(self) -> None:
+        """One of at most ``concurrency`` senders: runs waiting calls one after another
+        (each its own task, so ``cancel`` stops that call only)."""
+        while self.waiting:
+            call, app, request, retries = self.waiting.popleft()
+            if call.cancelled:
+                continue
+            call.task = asyncio.ensure_future(self._run(call, app, request, retries))
+            await asyncio.wait([call.task])
+            call.task = None  # a finished task is ~1 KB: 100,000 of them add up
 
     async def _handle(self, app: str) -> Any:
         handle: Any = self.handles.get(app)
@@ -83,7 +101,7 @@ class ResultsActor:
         return self.handles[app]
 
     async def _run(
-        self, call_id: str, call: _Call, app: str, request: tuple[Any, ...], retries: Retries | None
+        self, call: _Call, app: str, request: tuple[Any, ...], retries: Retries | None
     ) -> None:
         from ray import cloudpickle
 
@@ -92,7 +110,10 @@ class ResultsActor:
             try:
                 outcome: tuple[str, Any] = await (await self._handle(app)).remote(*request)
             except asyncio.CancelledError:
-                raise
+                if call.cancelled:
+                    raise  # FunctionCall.cancel(): cancel() has settled the call
+                outcome = ("sys", "the call was cancelled by Serve")  # not by us: settle it
+                break
             except Exception as exc:
                 self.handles.pop(app, None)
                 outcome = ("sys", f"{type(exc).__name__}: {exc}")
@@ -150,7 +171,7 @@ class ResultsActor:
         call = self.calls.get(call_id)
         if call is None or call.done.is_set():
             return
-        call.cancelled = True
+        call.cancelled = True  # a waiting call is skipped when its turn comes
         if call.task is not None:
             call.task.cancel()  # cancels the handle call, and so the input in its replica
         call.outcome = b""
@@ -159,7 +180,12 @@ class ResultsActor:
 
     def stats(self) -> dict[str, int]:
         running = sum(1 for c in self.calls.values() if not c.done.is_set())
-        return {"calls": len(self.calls), "running": running, "bytes": self.bytes}
+        return {
+            "calls": len(self.calls),
+            "running": running,
+            "waiting": len(self.waiting),
+            "bytes": self.bytes,
+        }
 
 
 def results_actor() -> Any:

@@ -194,3 +194,36 @@ def test_app_run_retries_and_timeouts(ray_cluster, tmp_path: Path):
     with pytest.raises(NotFoundError):  # torn down on exit
         flaky.remote(str(tmp_path / "m"))
     assert not os.path.exists(tmp_path / "m")
+
+
+def test_a_replica_killed_mid_call_fails_the_call_clearly_and_a_new_one_serves(ray_cluster):
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rayweb.exception import ExecutionError
+
+    app = rayweb.App("killed-mid-call")
+
+    @app.function(serialized=True, min_containers=1, max_containers=1)
+    def where(seconds: float) -> int:
+        time.sleep(seconds)
+        return os.getpid()
+
+    with app.run():
+        pid = where.remote(0)
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(where.remote, 60)
+            time.sleep(2)
+            os.kill(pid, signal.SIGKILL)
+            started = time.monotonic()
+            with pytest.raises(ExecutionError, match="failed outside its code"):
+                running.result(timeout=90)  # never hangs
+            assert time.monotonic() - started < 60
+        deadline = time.monotonic() + 120
+        while True:  # Serve replaces the replica; calls reach the new one
+            try:
+                assert where.remote(0) != pid
+                break
+            except ExecutionError:
+                assert time.monotonic() < deadline
+                time.sleep(1)
