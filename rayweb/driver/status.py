@@ -176,6 +176,8 @@ def one_line(text: str) -> str:
 def wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: float) -> None:
     """Wait until Serve's HTTP proxy routes every endpoint's prefix."""
     wanted = {ep.route_prefix for ep in endpoints if ep.route_prefix is not None}
+    if not wanted:
+        return  # only functions: nothing is routed over HTTP
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
