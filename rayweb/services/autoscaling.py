@@ -91,8 +91,9 @@ def gateway_queued(app: str | None, path: Path | None = None) -> float:
         return 0.0
     try:
         mtime = os.stat(path).st_mtime_ns
-        if mtime != _cache["mtime"]:
+        if (mtime, path) != (_cache["mtime"], _cache.get("read_from")):
             _cache["data"], _cache["mtime"] = json.loads(path.read_text()), mtime
+            _cache["read_from"] = path
     except (OSError, ValueError):
         return 0.0
     data = _cache["data"]

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import httpx
 
 from rayweb.services import autoscaling
-from rayweb.services.autoscaling import BufferedPolicy, gateway_queued, write_queued
 from rayweb.services.haproxy import HAProxyProcess
 from rayweb.services.haproxy_config import (
     Route,
@@ -92,10 +91,11 @@ def test_the_policy_sizes_for_what_waits_in_the_gateway_s_queue(tmp_path, monkey
         running_replicas=["replica-a"],
         current_num_replicas=1,
     )
-    assert BufferedPolicy()(ctx)[0] == 2  # no file yet: ceil(4 / 2)
-    write_queued(tmp_path, {"busy": 6, "other": 50})
-    assert gateway_queued("busy") == 6.0
-    assert BufferedPolicy()(ctx)[0] == 5  # ceil((4 + 6) / 2)
+    policy = autoscaling.BufferedPolicy()  # the module whose cache is pointed at tmp_path
+    assert policy(ctx)[0] == 2  # no file yet: ceil(4 / 2)
+    autoscaling.write_queued(tmp_path, {"busy": 6, "other": 50})
+    assert autoscaling.gateway_queued("busy") == 6.0
+    assert policy(ctx)[0] == 5, autoscaling._cache  # ceil((4 + 6) / 2)
     # figures a gateway stopped refreshing are not believed
     path.write_text(json.dumps({"time": time.time() - 60, "queued": {"busy": 6}}))
-    assert BufferedPolicy()(ctx)[0] == 2
+    assert policy(ctx)[0] == 2
