@@ -175,8 +175,9 @@ class App:
                         "`@app.cls` class. Suggestion: move this function into a class."
                     )
                 concurrency = f.concurrency()
+                batching = f.batching()
             else:
-                raw, params, concurrency = f, None, None
+                raw, params, concurrency, batching = f, None, None, None
             _check_function_target(raw, serialized)
             web = params.web if params else None
             if web is not None and retries is not None:
@@ -188,7 +189,9 @@ class App:
                     "the later definition replaces the earlier one.",
                     stacklevel=2,
                 )
-            function = Function(self, tag, raw, options, web=web, concurrency=concurrency)
+            function = Function(
+                self, tag, raw, options, web=web, concurrency=concurrency, batching=batching
+            )
             self.registered_functions[tag] = function
             return function
 

@@ -180,6 +180,8 @@ def deployment_options(
 
     max_inputs = max_inputs_of(spec)
     target = (spec.concurrency.target_inputs if spec.concurrency else None) or max_inputs
+    if spec.batching:  # @batched: each input slot takes a whole batch (Serve's batching)
+        max_inputs, target = max_inputs * spec.batching[0], target * spec.batching[0]
     min_replicas = scaling.min_containers or 0
     max_replicas = scaling.max_containers or max(DEFAULT_MAX_CONTAINERS, min_replicas)
     autoscaling: dict[str, Any] = {
@@ -398,6 +400,7 @@ def function_spec(target: Function[Any, Any] | Cls) -> EndpointSpec:
         startup_timeout=options.startup_timeout,
         secrets=tuple(s.ref() for s in (*app.secrets, *options.secrets)),
         runtime_env=image.runtime_env() if image else {},
+        batching=target.batching,
     )
 
 
@@ -422,13 +425,14 @@ def compile_function(target: Function[Any, Any] | Cls, *, dev: bool = False) -> 
     payload = FunctionPayload(
         label=name,
         code=code,
-        max_inputs=options["max_ongoing_requests"],
+        max_inputs=max_inputs_of(spec),
         is_cls=isinstance(target, Cls),
         enter_methods=enter,
         exit_methods=exit,
         secrets=tuple((s.name, s.required_keys) for s in spec.secrets),
         timeout=float(spec.timeout),
         dev=dev,
+        batching=spec.batching,
     )
     startup = float(spec.startup_timeout or spec.timeout)
     return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)

@@ -78,6 +78,12 @@ class PartialFunction(Generic[P, R]):
             raise TypeError("`@rayweb.concurrent()` missing required argument: `max_inputs`.")
         return ConcurrencySpec(self.params.max_inputs, self.params.target_inputs)
 
+    def batching(self) -> tuple[int, int] | None:
+        """``@batched``'s (max_batch_size, wait_ms), if it was applied."""
+        if not self.flags & _Flags.BATCHED:
+            return None
+        return int(self.params.max_batch_size or 1), int(self.params.wait_ms or 0)
+
     def __repr__(self) -> str:
         return f"<rayweb.PartialFunction {getattr(self.raw_f, '__qualname__', self.raw_f)!r}>"
 
@@ -341,6 +347,15 @@ def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[Callable[..., Any
         raise InvalidError("wait_ms cannot be greater than 600000.")
     params = PartialParams(max_batch_size=max_batch_size, wait_ms=wait_ms)
     return lambda f: _apply("batched", f, _Flags.BATCHED, params)
+
+
+def check_batched(raw_f: Callable[..., Any], name: str) -> None:
+    """Modal's rules for a batched function: it takes lists and returns a list."""
+    if inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f):
+        raise InvalidError(f"rayweb batched function {name} cannot return generators")
+    for arg in inspect.signature(raw_f).parameters.values():
+        if arg.default is not inspect.Parameter.empty:
+            raise InvalidError(f"rayweb batched function {name} does not accept default arguments.")
 
 
 def method(

@@ -13,7 +13,14 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from typing_extensions import ParamSpec
 
-from .decorators import _NO_DEFAULT, PARAMETER_TYPES, PartialFunction, _Flags, _Parameter
+from .decorators import (
+    _NO_DEFAULT,
+    PARAMETER_TYPES,
+    PartialFunction,
+    _Flags,
+    _Parameter,
+    check_batched,
+)
 from .exception import ExecutionError, InvalidError
 from .image import Image
 from .secret import Secret
@@ -74,6 +81,7 @@ class Function(Generic[P, R]):
         web: WebSpec | None = None,
         concurrency: ConcurrencySpec | None = None,
         cls: Cls | None = None,
+        batching: tuple[int, int] | None = None,
     ) -> None:
         self.app = app
         self.tag = tag
@@ -82,6 +90,9 @@ class Function(Generic[P, R]):
         self.web = web
         self.concurrency = concurrency
         self.cls = cls
+        self.batching = batching  # @batched: (max_batch_size, wait_ms)
+        if batching is not None:
+            check_batched(raw_f, getattr(raw_f, "__name__", tag))
         self._web_url: str | None = None
         if cls is None:
             self.__doc__ = raw_f.__doc__
@@ -297,8 +308,21 @@ class Cls:
                     self._add_parameter(attr, value, annotations, problems)
                 elif isinstance(value, PartialFunction):
                     self._add_method(attr, value, problems)
+        batched = [f for f in self.functions.values() if f.batching is not None]
+        if len(batched) > 1:
+            problems.append(f"rayweb class {name} can only have one batched function.")
+        elif batched and len(self.functions) > 1:
+            problems.append(
+                f"rayweb class {name} with a rayweb batched function cannot have other "
+                "rayweb methods."
+            )
         if problems:
             raise InvalidError("\n".join(problems))
+
+    @property
+    def batching(self) -> tuple[int, int] | None:
+        """The ``@batched`` (max_batch_size, wait_ms) of the class's one batched method."""
+        return next((f.batching for f in self.functions.values() if f.batching), None)
 
     def _add_parameter(
         self, attr: str, value: _Parameter, annotations: dict[str, Any], problems: list[str]
@@ -334,6 +358,7 @@ class Cls:
                 web=pf.params.web,
                 concurrency=self.concurrency,
                 cls=self,
+                batching=pf.batching(),
             )
 
     def __getattr__(self, name: str) -> Function[Any, Any]:

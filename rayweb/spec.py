@@ -175,6 +175,7 @@ class EndpointSpec:
     auth_headers: tuple[str, str] = ("Modal-Key", "Modal-Secret")
     runtime_env: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     limits: Limits = field(default_factory=Limits)
+    batching: tuple[int, int] | None = None  # @batched: (max_batch_size, wait_ms)
 
 
 def parse_gpu(gpu: str | Sequence[str] | None) -> tuple[GpuSpec, ...]:
@@ -352,3 +353,4 @@ class FunctionPayload:
     secrets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     dev: bool = False  # so calls made from inside reach the same (dev) apps
+    batching: tuple[int, int] | None = None  # @batched: (max_batch_size, wait_ms)

@@ -7,7 +7,8 @@ runs its ``@enter`` at once (so a broken ``@enter`` fails the deploy), and one i
 other parameter set on first use. ``call`` runs a function or method: ``async def`` on the
 replica's event loop, plain ``def`` on a pool of ``max_inputs`` threads (so
 ``@concurrent(max_inputs)`` inputs run at once either way), within the function's
-``timeout=`` (Modal's ``FunctionTimeoutError`` after it). ``call_gen`` streams what a
+``timeout=`` (Modal's ``FunctionTimeoutError`` after it); a ``@batched`` one through Serve's
+batching (``batching.py``). ``call_gen`` streams what a
 generator yields as it is produced (Serve's streaming handles). User exceptions come back as
 ``common.RemoteFailure`` values, never as Ray's wrapped errors, so the caller raises the
 user's own exception with its remote traceback. ``@exit`` runs at shutdown.
@@ -34,6 +35,7 @@ from ..common import (
 )
 from ..exception import FunctionTimeoutError
 from ..spec import FunctionPayload
+from .batching import Batches
 from .deployment import set_environment
 from .loader import load_target
 
@@ -52,6 +54,9 @@ class RaywebFunctionReplica:
         self._lock = asyncio.Lock()
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, payload.max_inputs), thread_name_prefix="rayweb-input"
+        )
+        self._batches = (
+            Batches(payload.batching, payload.max_inputs, self._run) if payload.batching else None
         )
         await set_environment(payload)
         try:
@@ -108,6 +113,8 @@ class RaywebFunctionReplica:
             else:
                 fn = self._target.raw_f
             async with asyncio.timeout(timeout):
+                if self._batches is not None:  # @batched: Serve's batching calls fn
+                    return "ok", await self._batches.submit(params, fn, args, kwargs)
                 if inspect.iscoroutinefunction(fn):  # the common fast path: one frame less
                     return "ok", await fn(*args, **kwargs)
                 return "ok", await self._run(fn, args, kwargs)

@@ -7,7 +7,7 @@ are reported by each replica as the custom metric ``rayweb_direct_ongoing`` and 
 (at least 1 while requests arrive, however short: ``RaywebReplica.record_autoscaling_stats``;
 a replica that has reported nothing yet is kept), and requests waiting in the gateway's
 HAProxy queue (beyond the connections each replica takes), which the gateway publishes in
-its folder on the head node every second (``write_queued``/``gateway_queued``).
+its folder on the head node every second (``write_queued``, read by ``QueuedFigures``).
 The policy runs inside Serve's controller (on the head node).
 Modal keeps ``buffer_containers`` extra idle containers while the function is active, so
 bursts do not wait for cold starts. Serve applies min/max bounds and up/down delays around
@@ -33,12 +33,13 @@ QUEUED_STALE_S = 5.0  # older figures (a gateway that stopped publishing) count 
 class BufferedPolicy:
     """Request-based sizing plus ``buffer`` idle replicas while there is any traffic."""
 
-    def __init__(self, buffer: int = 0) -> None:
+    def __init__(self, buffer: int = 0, queued_path: str | None = None) -> None:
         self.buffer = buffer
+        self.queued = QueuedFigures(Path(queued_path) if queued_path else None)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         requests = float(ctx.total_num_requests) + direct_requests(ctx)
-        requests += gateway_queued(getattr(ctx, "app_name", None))
+        requests += self.queued.get(getattr(ctx, "app_name", None))
         target = float(ctx.config.get_target_ongoing_requests())
         if requests <= 0:
             wanted = int(ctx.capacity_adjusted_min_replicas)
@@ -71,32 +72,38 @@ def write_queued(directory: Path, queued: dict[str, int]) -> None:
     tmp.replace(directory / QUEUED_FILE)
 
 
-_cache: dict[str, Any] = {"path": None, "mtime": 0, "data": {}}
+class QueuedFigures:
+    """The gateway's published queue figures (``write_queued``), read again only when the
+    file changes. One per policy instance; the file is in the gateway's folder of this Ray
+    session unless a path is given."""
 
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._seen: tuple[int, int, int] | None = None  # inode, mtime, size of what was read
+        self._data: dict[str, Any] = {}
 
-def _queued_path() -> Path | None:
-    if _cache["path"] is None:
-        with contextlib.suppress(Exception):
-            import ray
+    def path(self) -> Path | None:
+        if self._path is None:
+            with contextlib.suppress(Exception):
+                import ray
 
-            session = ray._private.worker.global_worker.node.get_session_dir_path()
-            _cache["path"] = Path(session) / "rayweb-gateway" / QUEUED_FILE
-    return _cache["path"]
+                session = ray._private.worker.global_worker.node.get_session_dir_path()
+                self._path = Path(session) / "rayweb-gateway" / QUEUED_FILE
+        return self._path
 
-
-def gateway_queued(app: str | None, path: Path | None = None) -> float:
-    """Requests for ``app`` waiting in the gateway's HAProxy queue (0 if none are known)."""
-    path = path or _queued_path()
-    if app is None or path is None:
-        return 0.0
-    try:
-        mtime = os.stat(path).st_mtime_ns
-        if (mtime, path) != (_cache["mtime"], _cache.get("read_from")):
-            _cache["data"], _cache["mtime"] = json.loads(path.read_text()), mtime
-            _cache["read_from"] = path
-    except (OSError, ValueError):
-        return 0.0
-    data = _cache["data"]
-    if time.time() - float(data.get("time", 0)) > QUEUED_STALE_S:
-        return 0.0
-    return float(data.get("queued", {}).get(app, 0))
+    def get(self, app: str | None, now: float | None = None) -> float:
+        """Requests for ``app`` waiting in the gateway's HAProxy queue (0 if none are known)."""
+        path = self.path()
+        if app is None or path is None:
+            return 0.0
+        try:
+            stat = os.stat(path)
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # mtimes are coarse (a tick)
+            if seen != self._seen:
+                self._data, self._seen = json.loads(path.read_text()), seen
+        except (OSError, ValueError):
+            return 0.0
+        now = time.time() if now is None else now
+        if now - float(self._data.get("time", 0)) > QUEUED_STALE_S:
+            return 0.0
+        return float(self._data.get("queued", {}).get(app, 0))

@@ -57,9 +57,20 @@ WATCH = textwrap.dedent(
     from rayweb.driver import cluster
     cluster.ensure_ray(sys.argv[1])  # handles the cluster's token auth
     import ray
+    from ray import serve
+    replicas = {}
     while True:
         gpu_nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
-        print(json.dumps({"t": time.time(), "gpu_nodes": len(gpu_nodes)}), flush=True)
+        if int(time.time() * 2) % 4 == 0:  # every 2 s: what Serve runs, for a failure's message
+            try:
+                replicas = {
+                    name: {d: dict(s.replica_states) for d, s in a.deployments.items()}
+                    for name, a in serve.status().applications.items()
+                }
+            except Exception as exc:
+                replicas = {"error": repr(exc)}
+        sample = {"t": time.time(), "gpu_nodes": len(gpu_nodes), "replicas": replicas}
+        print(json.dumps(sample, default=str), flush=True)
         time.sleep(0.5)
     """
 )
@@ -70,6 +81,7 @@ class NodeWatch:
 
     def __init__(self, address: str, env: dict[str, str]) -> None:
         self.samples: list[tuple[float, int]] = []
+        self.replicas: dict = {}  # Serve's replicas per app and state, at the last sample
         self.proc = subprocess.Popen(
             [sys.executable, "-c", WATCH, address],
             stdout=subprocess.PIPE,
@@ -86,6 +98,7 @@ class NodeWatch:
             except ValueError:
                 continue
             self.samples.append((sample["t"], sample["gpu_nodes"]))
+            self.replicas = sample.get("replicas", {})
 
     def now(self) -> int | None:
         return self.samples[-1][1] if self.samples else None
@@ -98,7 +111,10 @@ class NodeWatch:
             time.sleep(0.25)
         if self.proc.poll() is not None:
             what += f" (the watcher exited: {self.proc.stderr.read()[-2000:]})"  # type: ignore[union-attr]
-        raise AssertionError(f"{what} within {timeout:.0f}s; last samples {self.samples[-5:]}")
+        raise AssertionError(
+            f"{what} within {timeout:.0f}s; last samples {self.samples[-5:]}; "
+            f"Serve's replicas then: {self.replicas}"
+        )
 
     def stop(self) -> None:
         self.proc.kill()

@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -169,6 +170,42 @@ def test_a_cancelled_call_raises_input_cancellation(jobs):
         rayweb.FunctionCall.from_id(call_id).get(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def batched(ray_cluster):
+    app = example_app("batched_inference.py")
+    handle = rayweb.serve(app, port=TEST_PORT, quiet=True)
+    try:
+        yield app, handle.urls["classify"]
+    finally:
+        handle.stop()
+
+
+def test_batched_functions_get_lists_from_single_calls(batched):
+    app, url = batched
+    word_counts = app.registered_functions["word_counts"]
+    texts = ["a b", "c", "d e f", "g", "h i", "j", "k l m n", "o"]
+    counts = list(word_counts.map(texts))
+    assert [c["words"] for c in counts] == [len(t.split()) for t in texts]  # in order
+    assert max(c["batch"] for c in counts) > 1, counts  # 8 inputs, wait_ms=500: batched
+    assert all(c["batch"] <= 8 for c in counts)
+    assert word_counts.remote(texts="x y")["words"] == 2  # keywords bind by name
+    with pytest.raises(InvalidError, match="takes 1 positional arguments, but one invoc"):
+        word_counts.remote("a", "b")  # fails alone, with Modal's message
+    # a batched method behind a web endpoint: concurrent requests share forward passes
+    with ThreadPoolExecutor(8) as pool:
+        got = list(
+            pool.map(
+                lambda i: httpx.get(url, params={"text": "w " * i, "boost": 1}, timeout=120),
+                range(8),
+            )
+        )
+    assert [r.status_code for r in got] == [200] * 8
+    answers = [r.json() for r in got]
+    assert [a["long"] for a in answers] == [i + 1 >= 3 for i in range(8)]
+    assert max(a["batch"] for a in answers) > 1 and all(a["batch"] <= 4 for a in answers)
+    assert max(a["n"] for a in answers) < 8  # fewer forward passes than requests
+
+
 def test_app_run_retries_and_timeouts(ray_cluster, tmp_path: Path):
     app = rayweb.App("run-ctx")
 
@@ -187,10 +224,17 @@ def test_app_run_retries_and_timeouts(ray_cluster, tmp_path: Path):
     def sleepy() -> None:
         time.sleep(5)
 
+    @app.function(serialized=True)
+    @rayweb.batched(max_batch_size=4, wait_ms=10)
+    def short(xs: list[int]) -> list[int]:
+        return xs[:-1]
+
     with app.run():
         assert flaky.remote(str(tmp_path / "n")) == 3  # two failures, retried
         with pytest.raises(FunctionTimeoutError, match="timed out after 2 seconds"):
             sleepy.remote()
+        with pytest.raises(InvalidError, match="must be a list of equal length as its inputs"):
+            short.remote(1)
     with pytest.raises(NotFoundError):  # torn down on exit
         flaky.remote(str(tmp_path / "m"))
     assert not os.path.exists(tmp_path / "m")
@@ -198,7 +242,6 @@ def test_app_run_retries_and_timeouts(ray_cluster, tmp_path: Path):
 
 def test_a_replica_killed_mid_call_fails_the_call_clearly_and_a_new_one_serves(ray_cluster):
     import signal
-    from concurrent.futures import ThreadPoolExecutor
 
     from rayweb.exception import ExecutionError
 

@@ -133,3 +133,71 @@ def test_the_results_store_is_bounded_by_count_bytes_and_age():
         return store
 
     asyncio.run(main())
+
+
+def test_batched_follows_modal_s_rules():
+    from rayweb.replica.batching import bind_input
+
+    batching = rayweb.App("unit-batched")
+
+    @batching.function(serialized=True)
+    @rayweb.batched(max_batch_size=8, wait_ms=500)
+    def lengths(texts: list[str], extra: list[int]) -> list[int]:
+        return [len(t) + e for t, e in zip(texts, extra, strict=True)]
+
+    (compiled,) = compile_functions(batching)
+    options = compiled.deployment_options
+    # one input slot takes a whole batch: Serve lets 8 wait in the replica, and scales on it
+    assert options["max_ongoing_requests"] == 8
+    assert options["autoscaling_config"]["target_ongoing_requests"] == 8
+    assert compiled.payload.batching == (8, 500) and compiled.payload.max_inputs == 1
+    assert lengths.local(["ab"], [1]) == [3]  # .local() takes the lists, as on Modal
+
+    with pytest.raises(InvalidError, match="batched function gen cannot return generators"):
+
+        @batching.function(serialized=True)
+        @rayweb.batched(max_batch_size=2, wait_ms=0)
+        def gen(xs: list[int]):
+            yield xs
+
+    with pytest.raises(InvalidError, match="batched function g does not accept default"):
+
+        @batching.function(serialized=True)
+        @rayweb.batched(max_batch_size=2, wait_ms=0)
+        def g(xs: list[int] = []) -> list[int]:  # noqa: B006
+            return xs
+
+    with pytest.raises(InvalidError, match="Callable decorators cannot be combined with web"):
+        rayweb.batched(max_batch_size=2, wait_ms=0)(rayweb.fastapi_endpoint()(lambda: None))
+    with pytest.raises(InvalidError, match="cannot have other rayweb methods"):
+
+        @batching.cls(serialized=True)
+        class Mixed:
+            @rayweb.method()
+            def other(self) -> None: ...
+
+            @rayweb.batched(max_batch_size=2, wait_ms=0)
+            def many(self, xs: list[int]) -> list[int]:
+                return xs
+
+    with pytest.raises(InvalidError, match="can only have one batched function"):
+
+        @batching.cls(serialized=True)
+        class Twice:
+            @rayweb.batched(max_batch_size=2, wait_ms=0)
+            def one(self, xs: list[int]) -> list[int]:
+                return xs
+
+            @rayweb.batched(max_batch_size=2, wait_ms=0)
+            def two(self, xs: list[int]) -> list[int]:
+                return xs
+
+    # each input is checked before it joins a batch, with Modal's messages
+    names = ["texts", "extra"]
+    assert bind_input(names, "lengths", ("a",), {"extra": 1}) == {"texts": "a", "extra": 1}
+    with pytest.raises(InvalidError, match="takes 2 positional arguments, but one invocation"):
+        bind_input(names, "lengths", ("a",), {})
+    with pytest.raises(InvalidError, match="unexpected keyword argument other"):
+        bind_input(names, "lengths", ("a",), {"other": 1})
+    with pytest.raises(InvalidError, match="multiple values for argument texts"):
+        bind_input(names, "lengths", ("a",), {"texts": 1})

@@ -79,9 +79,8 @@ def test_requests_beyond_a_server_s_maxconn_show_as_queued_for_their_route(tmp_p
         upstream.shutdown()
 
 
-def test_the_policy_sizes_for_what_waits_in_the_gateway_s_queue(tmp_path, monkeypatch):
+def test_the_policy_sizes_for_what_waits_in_the_gateway_s_queue(tmp_path):
     path = tmp_path / autoscaling.QUEUED_FILE
-    monkeypatch.setitem(autoscaling._cache, "path", path)
     ctx = SimpleNamespace(
         app_name="busy",
         total_num_requests=0,
@@ -91,11 +90,14 @@ def test_the_policy_sizes_for_what_waits_in_the_gateway_s_queue(tmp_path, monkey
         running_replicas=["replica-a"],
         current_num_replicas=1,
     )
-    policy = autoscaling.BufferedPolicy()  # the module whose cache is pointed at tmp_path
+    policy = autoscaling.BufferedPolicy(queued_path=str(path))
     assert policy(ctx)[0] == 2  # no file yet: ceil(4 / 2)
     autoscaling.write_queued(tmp_path, {"busy": 6, "other": 50})
-    assert autoscaling.gateway_queued("busy") == 6.0
-    assert policy(ctx)[0] == 5, autoscaling._cache  # ceil((4 + 6) / 2)
+    written = json.loads(path.read_text())["time"]
+    assert policy.queued.get("busy", now=written) == 6.0
+    assert policy.queued.get("nobody", now=written) == 0.0
+    assert policy(ctx)[0] == 5, (policy.queued.get("busy"), written, time.time())  # (4 + 6) / 2
     # figures a gateway stopped refreshing are not believed
+    assert policy.queued.get("busy", now=written + autoscaling.QUEUED_STALE_S + 1) == 0.0
     path.write_text(json.dumps({"time": time.time() - 60, "queued": {"busy": 6}}))
     assert policy(ctx)[0] == 2
