@@ -1,6 +1,7 @@
 """A job queue, as in Modal's examples: the web endpoint spawns a slow backend function and
 returns the call's id at once; the client polls another endpoint, which reads the result
-with ``FunctionCall.from_id(id).get(timeout=0)`` (202 while it runs).
+with ``FunctionCall.from_id(id).get(timeout=0)`` (202 while it runs). ``/submit-by-name``
+finds the backend as a separate web app would, with ``Function.from_name(app, name)``.
 
 rayweb serve examples/job_queue.py
 curl -X POST 'http://127.0.0.1:8000/jobs-api-dev/submit' -H 'content-type: application/json' \
@@ -34,6 +35,11 @@ def api():
     @web.post("/submit")
     def submit(job: dict) -> dict:
         return {"call_id": process.spawn(job).object_id}
+
+    @web.post("/submit-by-name")
+    async def submit_by_name(job: dict) -> dict:
+        backend = rayweb.Function.from_name("jobs", "process")  # as another app would
+        return {"call_id": (await backend.spawn.aio(job)).object_id}
 
     @web.get("/result/{call_id}")
     def result(call_id: str):

@@ -433,6 +433,7 @@ def compile_function(target: Function[Any, Any] | Cls, *, dev: bool = False) -> 
         timeout=float(spec.timeout),
         dev=dev,
         batching=spec.batching,
+        retries=target.options.retries,
     )
     startup = float(spec.startup_timeout or spec.timeout)
     return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)

@@ -13,6 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from typing_extensions import ParamSpec
 
+from .callforms import CALL_FORMS, CallForm, CallTarget
 from .decorators import (
     _NO_DEFAULT,
     PARAMETER_TYPES,
@@ -94,6 +95,8 @@ class Function(Generic[P, R]):
         if batching is not None:
             check_batched(raw_f, getattr(raw_f, "__name__", tag))
         self._web_url: str | None = None
+        # from_name: what the deployed function told its first caller (None: code is here)
+        self.described: dict[str, Any] | None = None
         if cls is None:
             self.__doc__ = raw_f.__doc__
             self.__name__ = getattr(raw_f, "__name__", tag)
@@ -102,6 +105,25 @@ class Function(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<rayweb.Function {self.tag!r} of App {self.app.name!r}>"
+
+    @classmethod
+    def from_name(
+        cls, app_name: str, name: str, *, environment_name: str | None = None
+    ) -> Function[..., Any]:
+        """A function of an app running on this Ray cluster (``rayweb deploy``, or
+        ``rayweb serve``), found at its first call as Modal's lazy lookup does. Its remote
+        forms work; ``.local()`` does not (its code is not in this process)."""
+        if "." in name:
+            owner, _, method = name.partition(".")
+            raise InvalidError(
+                f"{name!r} is a method. Suggestion: "
+                f"rayweb.Cls.from_name({app_name!r}, {owner!r})().{method}.remote(...)"
+            )
+        function: Function[..., Any] = cls(
+            DeployedApp(app_name), name, _code_elsewhere(name), FunctionOptions()
+        )
+        function.described = {}
+        return function
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -156,7 +178,10 @@ class Function(Generic[P, R]):
         return CallForm(CallTarget(self), "for_each")
 
     @property
-    def is_generator(self) -> bool:
+    def is_generator(self) -> bool | None:
+        """None for a function looked up by name that has not been called yet."""
+        if self.described is not None:
+            return self.described.get("generator")
         return inspect.isgeneratorfunction(self.raw_f) or inspect.isasyncgenfunction(self.raw_f)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -186,78 +211,6 @@ class Function(Generic[P, R]):
         self._web_url = url
 
 
-class Invoker(Protocol):
-    """What makes the call forms run on the cluster (``rayweb.calls``, installed by the
-    package's facade; this module imports no Ray)."""
-
-    def call(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any: ...
-
-    def call_aio(
-        self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any
-    ) -> Any: ...
-
-
-_INVOKER: list[Invoker] = []
-
-
-def set_invoker(invoker: Invoker) -> None:
-    _INVOKER[:] = [invoker]
-
-
-@dataclass(frozen=True)
-class CallTarget:
-    """What a call reaches: a function, or a method of a class with its parameter values."""
-
-    function: Function[Any, Any]
-    params: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def owner(self) -> Function[Any, Any] | Cls:
-        """What is deployed: the function itself, or its whole class."""
-        return self.function.cls if self.function.cls is not None else self.function
-
-    @property
-    def method(self) -> str | None:
-        return self.function.tag.split(".", 1)[1] if self.function.cls is not None else None
-
-
-class CallForm:
-    """``f.remote``, ``f.map``, ...: call it, or ``.aio(...)`` for the async form."""
-
-    def __init__(self, target: CallTarget, form: str) -> None:
-        self.target, self.form = target, form
-
-    def _check(self) -> None:
-        function = self.target.function
-        if function.web is not None:
-            raise InvalidError(
-                "A webhook function cannot be invoked for remote execution with "
-                f"`.{self.form}`. Invoke this function via its web url "
-                f"'{function.web_url or '<not served>'}' or call it locally: "
-                f"{function.tag}.local()"
-            )
-        if function.is_generator and self.form != "remote_gen":
-            raise InvalidError(
-                f"A generator function cannot be called with `.{self.form}(...)`. "
-                "Use `.remote_gen(...)` instead."
-            )
-        if not function.is_generator and self.form == "remote_gen":
-            raise InvalidError(
-                "A non-generator function cannot be called with `.remote_gen(...)`. "
-                "Use `.remote(...)` instead."
-            )
-        if not _INVOKER:
-            raise ExecutionError("rayweb: calls need `import rayweb` (its call machinery).")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self._check()
-        return _INVOKER[0].call(self.target, self.form, args, kwargs)
-
-    def aio(self, *args: Any, **kwargs: Any) -> Any:
-        self._check()
-        return _INVOKER[0].call_aio(self.target, self.form, args, kwargs)
-
-
 class Cls:
     """A class registered with ``@app.cls``: ``@enter``/``@exit`` hooks and web methods."""
 
@@ -283,6 +236,7 @@ class Cls:
         self.exit_methods: list[str] = []
         self.functions: dict[str, Function[Any, Any]] = {}
         self.parameters: dict[str, _Parameter] = {}
+        self.described: dict[str, Any] | None = None  # from_name: what its replicas said
         self._collect()
 
     def __repr__(self) -> str:
@@ -361,12 +315,30 @@ class Cls:
                 batching=pf.batching(),
             )
 
+    @classmethod
+    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Cls:
+        """A class of an app running on this Ray cluster, found at its first call:
+        ``rayweb.Cls.from_name("app", "Model")(size=2).predict.remote(x)``."""
+        looked_up = object.__new__(cls)
+        looked_up.__dict__.update(
+            app=DeployedApp(app_name), user_cls=None, options=FunctionOptions(),
+            concurrency=None, tag=name, __name__=name, __qualname__=name, __doc__=None,
+            enter_methods=[], exit_methods=[], functions={}, parameters={}, described={},
+        )  # fmt: skip
+        return looked_up
+
     def __getattr__(self, name: str) -> Function[Any, Any]:
         # Only called for missing attributes; must not touch other attributes (unpickling).
         functions = self.__dict__.get("functions", {})
         if name in functions:
             return functions[name]
         owner = self.__dict__.get("tag", type(self).__name__)
+        if self.__dict__.get("described") is not None and not name.startswith("_"):
+            # looked up by name: any method may exist; the first call says
+            method = Function(self.app, f"{owner}.{name}", _code_elsewhere(name), self.options)
+            method.cls, method.described = self, {}
+            functions[name] = method
+            return method
         raise AttributeError(f"{owner} has no rayweb method {name!r}")
 
     @property
@@ -375,6 +347,8 @@ class Cls:
 
     def _instantiate(self, **params: Any) -> Any:
         """Build the user's object without __init__, with parameter values set."""
+        if self.user_cls is None:  # looked up by name: its replicas check the parameters
+            raise _code_elsewhere(self.tag)()
         unknown = set(params) - set(self.parameters)
         if unknown:
             raise InvalidError(f"{self.tag} has no parameter(s) {sorted(unknown)}.")
@@ -397,7 +371,8 @@ class Cls:
 
     def __call__(self, **params: Any) -> ClsInstance:
         """``Model(param=...)``: an instance whose methods run here with ``.local()``."""
-        self._instantiate(**params)  # validate the parameters now
+        if self.user_cls is not None:
+            self._instantiate(**params)  # validate the parameters now
         return ClsInstance(self, params)
 
 
@@ -441,4 +416,28 @@ class BoundMethod:
         return CallForm(CallTarget(self.function, params), form)
 
 
-CALL_FORMS = ("remote", "spawn", "remote_gen", "map", "starmap", "for_each")
+class DeployedApp:
+    """The app of a function or class looked up by name: only its name is known here."""
+
+    def __init__(self, name: str) -> None:
+        self.name: str | None = name
+        self.image: Image | None = None
+        self.secrets: tuple[Secret, ...] = ()
+        self.limits: Limits | None = None
+        self.auth_headers: tuple[str, str] = ("Modal-Key", "Modal-Secret")
+
+    def __repr__(self) -> str:
+        return f"<rayweb app {self.name!r}, looked up by name>"
+
+
+def _code_elsewhere(name: str) -> Callable[..., Any]:
+    """The body of a looked-up function: its code runs only in the app's replicas."""
+
+    def elsewhere(*args: Any, **kwargs: Any) -> Any:
+        raise ExecutionError(
+            f"{name} was looked up by name: its code is not in this process, so only its "
+            "remote forms work. Suggestion: .remote(...), .map(...) or .spawn(...)."
+        )
+
+    elsewhere.__name__ = name
+    return elsewhere

@@ -7,7 +7,7 @@ Ray is imported only when a call is made.
 
 from __future__ import annotations
 
-from ..functions import set_invoker
+from ..callforms import set_invoker
 from .invoker import Invoker
 from .spawned import FunctionCall
 

@@ -23,10 +23,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
+from ..callforms import CallTarget
 from ..common import DEV_ENV, RemoteFailure
 from ..exception import ExecutionError, InvalidError, NotFoundError
-from ..functions import CallTarget, Cls, Function
+from ..functions import Cls, Function
 from ..spec import Retries, function_app_name
+from . import lookup
 
 MAP_WINDOW = 1000  # inputs of one .map() in flight at once
 _handles: dict[str, Any] = {}
@@ -356,6 +358,8 @@ class Invoker:
     """``functions.Invoker``: dispatches each call form (installed by ``rayweb``'s facade)."""
 
     def call(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any:
+        if lookup.looked_up(target):  # Function.from_name / Cls.from_name
+            _off_loop(lookup.ensure, target, form)
         if form == "remote":
             return _off_loop(call_sync, target, args, kwargs)
         if form == "spawn":
@@ -371,6 +375,11 @@ class Invoker:
         return _iterate(lambda: map_sync(target, inputs, *options))
 
     def call_aio(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any:
+        if lookup.looked_up(target):
+            return lookup.after_lookup(target, form, lambda: self._aio(target, form, args, kwargs))
+        return self._aio(target, form, args, kwargs)
+
+    def _aio(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any:
         if form == "remote":
             return call_async(target, args, kwargs)
         if form == "spawn":

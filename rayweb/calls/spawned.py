@@ -10,6 +10,7 @@ import pickle
 import time
 from typing import Any
 
+from ..callforms import CallTarget
 from ..exception import (
     ExecutionError,
     InputCancellation,
@@ -17,7 +18,6 @@ from ..exception import (
     OutputExpiredError,
     TimeoutError,
 )
-from ..functions import CallTarget
 from .invoker import _off_loop, handle_for, raise_failure, served_name
 
 WAIT_CHUNK_S = 60.0  # one actor call waits at most this long; get(timeout=None) loops

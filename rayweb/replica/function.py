@@ -148,6 +148,17 @@ class RaywebFunctionReplica:
         except Exception as exc:
             yield "err", capture_failure(exc)
 
+    def rayweb_describe(self) -> dict[str, Any]:
+        """What a caller that looked this function or class up by name (``from_name``)
+        needs: which methods are generators, and the ``retries=`` it applies."""
+        target = self._target
+        if self._payload.is_cls:
+            functions = {name: f for name, f in target.functions.items() if not f.is_web}
+        else:
+            functions = {"": target}
+        generators = {name: bool(f.is_generator) for name, f in functions.items()}
+        return {"generators": generators, "retries": self._payload.retries}
+
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Calls come through Serve's handles, which Serve counts itself; this replica has no
         direct-path requests (rayweb's policy waits for this sample before scaling down)."""

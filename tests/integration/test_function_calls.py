@@ -17,6 +17,7 @@ import pytest
 
 import rayweb
 from rayweb.exception import (
+    ExecutionError,
     FunctionTimeoutError,
     InputCancellation,
     InvalidError,
@@ -111,6 +112,37 @@ def test_every_call_form_from_the_driver(backend):
     assert list(fail.map(["a"], return_exceptions=True))[0].args == ("a",)
 
 
+def test_functions_and_classes_looked_up_by_name(backend):
+    square = rayweb.Function.from_name("backend", "square")
+    assert square.remote(6) == 36  # the first call finds the app and asks what it is
+    assert list(square.map([1, 2, 3])) == [1, 4, 9]
+    assert asyncio.run(square.remote.aio(3)) == 9
+    assert rayweb.FunctionCall.from_id(square.spawn(5).object_id).get(timeout=60) == 25
+    countdown = rayweb.Function.from_name("backend", "countdown")
+
+    async def stream() -> list[int]:
+        return [item["left"] async for item in countdown.remote_gen.aio(2, every=0.01)]
+
+    assert asyncio.run(stream()) == [2, 1]
+    with pytest.raises(InvalidError, match="Use `.remote_gen"):
+        countdown.remote(1)  # known after the first call, as for a local function
+    with pytest.raises(ValueError, match="by name"):
+        rayweb.Function.from_name("backend", "fail").remote("by name")
+    model = rayweb.Cls.from_name("backend", "Model")
+    assert model(scale=4).predict.remote(2)["y"] == 8
+    assert model().predict.remote(2)["y"] == 2
+    with pytest.raises(NotFoundError, match="has no such method. Its methods: predict"):
+        model().nope.remote()
+    with pytest.raises(NotFoundError, match="Lookup failed for Function 'nothing' from the 'b"):
+        rayweb.Function.from_name("backend", "nothing").remote()
+    with pytest.raises(NotFoundError, match="Lookup failed for Cls 'Model' from the 'nowhere'"):
+        rayweb.Cls.from_name("nowhere", "Model")().predict.remote(1)
+    with pytest.raises(ExecutionError, match="looked up by name"):
+        square.local(1)
+    with pytest.raises(InvalidError, match=r"Cls.from_name\('backend', 'Model'\)"):
+        rayweb.Function.from_name("backend", "Model.predict")
+
+
 def test_misuse_gets_modal_s_errors(backend):
     app, _ = backend
     countdown, square = app.registered_functions["countdown"], app.registered_functions["square"]
@@ -159,6 +191,12 @@ def test_spawn_then_poll_from_another_endpoint_and_another_process(jobs):
     assert rayweb.FunctionCall.from_id(call_id).get(timeout=10)["text"] == "HELLO"
     with pytest.raises(OutputExpiredError):
         rayweb.FunctionCall.from_id("fc-never-spawned").get(timeout=1)
+
+
+def test_a_web_endpoint_finds_a_backend_by_name(jobs):
+    submitted = httpx.post(jobs + "/submit-by-name", json={"text": "by name", "seconds": 0})
+    call_id = submitted.json()["call_id"]
+    assert rayweb.FunctionCall.from_id(call_id).get(timeout=60)["text"] == "BY NAME"
 
 
 def test_a_cancelled_call_raises_input_cancellation(jobs):
@@ -242,8 +280,6 @@ def test_app_run_retries_and_timeouts(ray_cluster, tmp_path: Path):
 
 def test_a_replica_killed_mid_call_fails_the_call_clearly_and_a_new_one_serves(ray_cluster):
     import signal
-
-    from rayweb.exception import ExecutionError
 
     app = rayweb.App("killed-mid-call")
 

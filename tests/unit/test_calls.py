@@ -10,7 +10,7 @@ import pytest
 
 import rayweb
 from rayweb.compiler import compile_functions
-from rayweb.exception import InvalidError
+from rayweb.exception import ExecutionError, InvalidError, NotFoundError
 from rayweb.services.results import ResultsActor, _Call
 from rayweb.spec import FunctionPayload, Retries, function_app_name, parse_retries
 
@@ -86,6 +86,22 @@ def test_call_forms_check_what_they_can_before_any_cluster():
     assert list(tokens.local(3)) == [0, 1, 2]
     with pytest.raises(AttributeError):
         Model(size=2).predict.not_a_call_form  # noqa: B018
+
+
+def test_lookups_by_name_are_lazy_and_say_what_is_missing():
+    import ray
+
+    assert not ray.is_initialized()
+    square = rayweb.Function.from_name("no-such-app", "square")  # no cluster needed yet
+    assert square.is_generator is None  # unknown until the first call
+    with pytest.raises(NotFoundError, match="Lookup failed for Function 'square' from the 'no-"):
+        square.remote(2)
+    model = rayweb.Cls.from_name("no-such-app", "Model")
+    bound = model(size=3).predict  # any method and parameters: its replicas will check
+    with pytest.raises(NotFoundError, match="Lookup failed for Cls 'Model'"):
+        bound.remote(1)
+    with pytest.raises(ExecutionError, match="looked up by name"):
+        bound.local(1)
 
 
 def test_retries_follow_modal_s_rules():

@@ -15,7 +15,8 @@ MAX_LINES = 450
 
 # Where each node runs (see docs/architecture.md); the import rules follow from it.
 DECLARE = {
-    "app", "decorators", "functions", "image", "options", "secret", "spec", "exception", "_compat"
+    "app", "callforms", "decorators", "functions", "image", "options", "secret", "spec",
+    "exception", "_compat",
 }  # fmt: skip
 SHARED = {"common", "tokens"}
 DRIVER = {"driver", "cli"}

@@ -1,0 +1,106 @@
+"""Functions and classes looked up by name (``Function.from_name``, ``Cls.from_name``).
+
+Modal's lookup is lazy, and so is this one: nothing reaches the cluster until the first call.
+Then the app's Serve application is found (the deployed one, ``rayweb-fn-<label>``, else the
+``rayweb serve`` one, ``...-dev``; inside a dev app's replicas the other way round) and one of
+its replicas says what the caller needs to know (``RaywebFunctionReplica.rayweb_describe``):
+which methods exist and are generators, and the ``retries=`` the caller applies. The answer is
+kept on the looked-up object, so later calls go straight to the handle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ..callforms import CallTarget, check_generator
+from ..common import DEV_ENV
+from ..exception import NotFoundError
+from ..functions import Cls
+from ..spec import function_app_name
+
+COROUTINE_FORMS = ("remote", "spawn", "for_each")  # the other .aio forms are async iterators
+
+
+def looked_up(target: CallTarget) -> bool:
+    return target.owner.described is not None
+
+
+def lookup_failed(owner: Any) -> NotFoundError:
+    kind = "Cls" if isinstance(owner, Cls) else "Function"
+    return NotFoundError(
+        f"Lookup failed for {kind} '{owner.tag}' from the '{owner.app.name}' app: it is not "
+        "running on this Ray cluster. Suggestion: `rayweb deploy <file.py>` (or `rayweb serve "
+        "<file.py>`) first, from a process connected to the same cluster."
+    )
+
+
+def _handle(owner: Any) -> Any:
+    """The Serve handle of the looked-up app's function or class (found once)."""
+    import ray
+
+    if not ray.is_initialized():
+        raise lookup_failed(owner)
+    from ray import serve
+
+    dev = os.environ.get(DEV_ENV) == "1"
+    for name in (function_app_name(owner.app.name, owner.tag, dev=d) for d in (dev, not dev)):
+        try:
+            handle = serve.get_app_handle(name)
+        except Exception:
+            continue
+        owner._served_as = name  # where invoker.served_name sends every later call
+        return handle.options(method_name="rayweb_describe")
+    raise lookup_failed(owner)
+
+
+def _learn(owner: Any, info: dict[str, Any]) -> None:
+    owner.described = info
+    owner.options = dataclasses.replace(owner.options, retries=info.get("retries"))
+
+
+def _settle(target: CallTarget, form: str) -> None:
+    """The call's function as its replica described it; Modal's errors for a wrong form."""
+    generators = target.owner.described["generators"]
+    key = target.method or ""
+    if key not in generators:
+        raise NotFoundError(
+            f"Lookup failed for method '{key}' of Cls '{target.owner.tag}' from the "
+            f"'{target.owner.app.name}' app: it has no such method. "
+            f"Its methods: {', '.join(sorted(generators)) or 'none'}."
+        )
+    target.function.described = {**target.function.described, "generator": generators[key]}
+    check_generator(generators[key], form)
+
+
+def ensure(target: CallTarget, form: str) -> None:
+    """Before a blocking call form: ask the app once, then check the form."""
+    if "generators" not in target.owner.described:
+        _learn(target.owner, _handle(target.owner).remote().result())
+    _settle(target, form)
+
+
+async def ensure_async(target: CallTarget, form: str) -> None:
+    if "generators" not in target.owner.described:
+        _learn(target.owner, await _handle(target.owner).remote())
+    _settle(target, form)
+
+
+def after_lookup(target: CallTarget, form: str, make: Callable[[], Any]) -> Any:
+    """An ``.aio`` form of a looked-up function: the lookup first, on the caller's loop."""
+    if form in COROUTINE_FORMS:
+
+        async def run() -> Any:
+            await ensure_async(target, form)
+            return await make()
+
+        return run()
+
+    async def iterate() -> AsyncIterator[Any]:
+        await ensure_async(target, form)
+        async for item in make():
+            yield item
+
+    return iterate()
