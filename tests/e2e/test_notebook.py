@@ -1,4 +1,5 @@
-"""The quickstart notebook, executed top to bottom in a real kernel (its own embedded Ray)."""
+"""The quickstart notebook, executed top to bottom in a real kernel (its own embedded Ray):
+web endpoints over HTTP and function calls from the notebook's cells."""
 
 from __future__ import annotations
 
@@ -27,5 +28,7 @@ def test_quickstart_notebook_runs(monkeypatch):
     )
     assert "{'message': 'hello notebook'}" in outputs
     assert "hi ray!" in outputs
+    assert "49 [0, 1, 4, 9, 16]" in outputs  # .remote() and .map() on the served app's functions
+    assert "144 [3, 2, 1]" in outputs  # .spawn().get() and a generator's .remote_gen()
     urls = nb.cells[3].outputs[-1]["data"]["text/plain"]
     assert f"http://127.0.0.1:{port}/notebook-demo-hello" in urls
