@@ -3,14 +3,16 @@
 On a save, rayweb re-imports the app (its own modules are dropped from ``sys.modules``
 first), compiles it and compares each endpoint's fingerprint (options, payload and the
 source of its function or class; any change to a helper module counts for all endpoints).
-Only changed endpoints are redeployed, and Serve keeps the old replicas serving until the new
+The app's non-web functions and classes (called with ``.remote()``) are compared the same way.
+Only what changed is redeployed, and Serve keeps the old replicas serving until the new
 ones are ready (``max_surge_percent=100``), so requests in flight finish on the old code. A
 file that no longer imports (a syntax error, say) is reported and the last good version
 keeps serving; so does a new version whose replicas fail to start.
 
 When only the source changed (same options, same payload), the running replicas swap the new
 code in place instead (``replica/hotswap.py``): no new process, so a save is live in well
-under a second. Everything else (new options, new endpoints, no gateway) is redeployed.
+under a second. Everything else (new options, new endpoints, no gateway, any function called
+with ``.remote()``: its replicas are not on the gateway) is redeployed.
 What to swap, redeploy or delete is decided by :func:`plan_reload`, a pure function.
 """
 
@@ -30,12 +32,12 @@ from typing import Any
 
 from ..app import App
 from ..common import drop_local_modules, extract_user_error, local_modules
-from ..compiler import CompiledEndpoint, compile_app, deploy_timeout
+from ..compiler import CompiledEndpoint, compile_app, compile_functions, deploy_timeout
 from ..exception import DeploymentError, Error
 from ..spec import ReplicaPayload
 from .import_refs import AppRef, find_app, import_module_of, parse_app_ref
 from .output import print_urls
-from .serve import serve
+from .serve import record_served, serve
 from .status import delete_apps, deploy
 
 Say = Callable[[str], None]
@@ -67,8 +69,9 @@ class DevSession:
         """Serve the app (loaded by ``load()`` beforehand, or now)."""
         self.app = self.app or self.load()
         self.handle = serve(self.app, dev=True, quiet=True, progress=progress, **self.serve_kwargs)
-        self.fingerprints = fingerprints(self.app, self.handle.endpoints, self.root)
-        self.compiled = {ep.name: ep for ep in self.handle.endpoints}
+        everything = [*self.handle.endpoints, *self.handle.functions]
+        self.fingerprints = fingerprints(self.app, everything, self.root)
+        self.compiled = {ep.name: ep for ep in everything}
         return self.handle
 
     def watched_files(self) -> set[Path]:
@@ -81,14 +84,16 @@ class DevSession:
         try:
             app = self.load()
             endpoints = compile_app(app, dev=True)
+            functions = compile_functions(app, dev=True)
         except Exception:
             self.say("[reload] the app does not load; the last good version keeps serving:")
             self.say(_user_traceback())
             return False
-        new = fingerprints(app, endpoints, self.root)
-        plan = plan_reload(self.fingerprints, self.compiled, new, endpoints)
+        everything = [*endpoints, *functions]
+        new = fingerprints(app, everything, self.root)
+        plan = plan_reload(self.fingerprints, self.compiled, new, everything)
         if not plan.changed and not plan.removed:
-            self.say("[reload] no endpoint changed")
+            self.say("[reload] nothing changed")
             return False
         handle = self.handle
         try:
@@ -107,13 +112,14 @@ class DevSession:
             )
             return False
         delete_apps(plan.removed, wait_s=10)
-        handle.endpoints = endpoints
+        handle.endpoints, handle.functions = endpoints, functions
         handle.app = app
         handle.urls = {ep.tag: f"{handle.base_url}{ep.route_prefix}" for ep in endpoints}
         for function in app.web_endpoints:
             function._hydrate(handle.urls.get(function.tag))
+        record_served(app, True)
         self.app, self.fingerprints = app, new
-        self.compiled = {ep.name: ep for ep in endpoints}
+        self.compiled = {ep.name: ep for ep in everything}
         self.say(f"[reload] done in {time.monotonic() - start:.2f}s")
         if plan.removed or plan.added:
             print_urls(handle.urls)
@@ -204,24 +210,32 @@ def hot_swap(endpoints: list[CompiledEndpoint]) -> list[CompiledEndpoint]:
     return [ep for ep in endpoints if ep.name in done]
 
 
+def _code_of(app: App, ep: CompiledEndpoint) -> Any:
+    """The user's function or class an endpoint (or a ``.remote()`` function) runs."""
+    if ep.route_prefix is None:  # a function or class called through its handle
+        owner = app.registered_classes.get(ep.tag) or app.registered_functions[ep.tag]
+        return getattr(owner, "user_cls", None) or owner.raw_f
+    function = next(f for f in app.web_endpoints if f.tag == ep.tag)
+    return function.cls.user_cls if function.cls else function.raw_f
+
+
 def fingerprints(app: App, endpoints: list[CompiledEndpoint], root: Path) -> dict[str, str]:
-    """What identifies each endpoint's deployed version."""
-    by_tag = {f.tag: f for f in app.web_endpoints}
+    """What identifies each endpoint's (and function's) deployed version."""
+    targets = {ep.name: _code_of(app, ep) for ep in endpoints}
     helpers = hashlib.sha256()
-    app_files = {
-        Path(inspect.getfile(f.cls.user_cls if f.cls else f.raw_f)) for f in by_tag.values()
-    }
+    app_files = {Path(inspect.getfile(target)) for target in targets.values()}
     for name, path in sorted(local_modules(root)):
         if path not in app_files:
             helpers.update(name.encode() + path.read_bytes())
     out = {}
     for ep in endpoints:
-        function = by_tag[ep.tag]
-        target = function.cls.user_cls if function.cls else function.raw_f
+        target = targets[ep.name]
         digest = hashlib.sha256()
         digest.update(json.dumps(ep.deployment_options, sort_keys=True, default=repr).encode())
         web, limits = getattr(ep.payload, "web", None), getattr(ep.payload, "limits", None)
         digest.update(repr((web, ep.payload.secrets, limits)).encode())
+        if ep.route_prefix is None:  # what a function's replicas are told besides its code
+            digest.update(repr(ep.payload).encode())
         digest.update(ep.payload.code.pickled or _source(target).encode())
         digest.update(helpers.digest())
         out[ep.name] = digest.hexdigest()

@@ -64,7 +64,7 @@ class ServeHandle:
         if self.app is not None:
             for function in self.app.web_endpoints:
                 function._hydrate(None)
-            _record_served(self.app, None)
+            record_served(self.app, None)
         from ..calls.invoker import forget_handles
 
         forget_handles()
@@ -121,14 +121,14 @@ def serve(
     urls = {tags[ep.name]: f"{base}{ep.route_prefix}" for ep in endpoints}
     for function in app.web_endpoints:
         function._hydrate(urls.get(function.tag))
-    _record_served(app, dev)
+    record_served(app, dev)
     handle = ServeHandle(app, endpoints, urls, base, holds_embedded=holds, functions=functions)
     if not quiet:
         print_urls(handle.urls)
     return handle
 
 
-def _record_served(app: App, dev: bool | None) -> None:
+def record_served(app: App, dev: bool | None) -> None:
     """Which Serve application runs each function and class, for calls from this process
     (None: the app stopped)."""
     from ..spec import function_app_name

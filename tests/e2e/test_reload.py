@@ -40,6 +40,18 @@ APP = textwrap.dedent(
         @rayweb.fastapi_endpoint()
         def b(self) -> dict:
             return {"version": "b1", "pid": os.getpid()}
+
+
+    @app.function(min_containers=1)
+    def backend() -> str:
+        return "f1"
+
+
+    @app.function()
+    @rayweb.concurrent(max_inputs=8)
+    @rayweb.fastapi_endpoint()
+    async def c() -> dict:
+        return {"backend": await backend.remote.aio(), "pid": os.getpid()}
     """
 )
 
@@ -137,3 +149,43 @@ def test_a_new_version_that_fails_to_start_keeps_the_old_one(dev_server):
     _until(lambda: any("failed to start" in line for line in lines), limit_s=120)
     assert httpx.get(f"{base}/hot-b-b-dev").json()["version"] == "b1"
     assert any("bad weights" in line for line in lines)
+
+
+def test_saving_a_backend_function_redeploys_it_and_its_callers_see_the_new_code(dev_server):
+    script, base, lines = dev_server
+    assert httpx.get(f"{base}/hot-c-dev").json()["backend"] == "f1"
+    a_pid = httpx.get(f"{base}/hot-a-dev").json()["pid"]
+    c_pid = httpx.get(f"{base}/hot-c-dev").json()["pid"]
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def steady_load() -> None:  # the endpoint keeps calling the function while it is redeployed
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    r = client.get(f"{base}/hot-c-dev")
+                    if r.status_code == 200:
+                        seen.add(r.json()["backend"])
+                    else:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                time.sleep(0.02)
+
+    load = threading.Thread(target=steady_load)
+    load.start()
+    try:
+        time.sleep(0.5)
+        _edit(script, 'return "f1"', 'return "f2"')
+        _until(lambda: httpx.get(f"{base}/hot-c-dev").json()["backend"] == "f2", limit_s=120)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        load.join()
+    assert failures == []
+    assert seen == {"f1", "f2"}
+    assert any("redeploying backend" in line for line in lines), lines[-5:]
+    # The web endpoints' code did not change: neither was touched.
+    assert httpx.get(f"{base}/hot-a-dev").json()["pid"] == a_pid
+    assert httpx.get(f"{base}/hot-c-dev").json()["pid"] == c_pid
