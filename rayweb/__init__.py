@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import exception
 from .app import App
 from .calls import FunctionCall
+from .classes import Cls
 from .decorators import (
     asgi_app,
     batched,
@@ -23,7 +24,7 @@ from .decorators import (
     web_server,
     wsgi_app,
 )
-from .functions import Cls, Function
+from .functions import Function
 from .image import Image
 from .secret import Secret
 from .spec import Limits, Retries

@@ -15,9 +15,10 @@ from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
+from .classes import Cls
 from .decorators import PartialFunction, _Flags
 from .exception import DeprecationError, InvalidError
-from .functions import Cls, Function
+from .functions import Function
 from .image import Image
 from .options import check_limits, check_secrets, function_options
 from .secret import Secret

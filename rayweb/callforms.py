@@ -23,12 +23,21 @@ class Invoker(Protocol):
         self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any
     ) -> Any: ...
 
+    def start_variant(self, variant: Any, name: str, *, dev: bool) -> None:
+        """Start a class variant (``Cls.with_options``) as the Serve application ``name``."""
+
 
 _INVOKER: list[Invoker] = []
 
 
 def set_invoker(invoker: Invoker) -> None:
     _INVOKER[:] = [invoker]
+
+
+def invoker() -> Invoker:
+    if not _INVOKER:
+        raise ExecutionError("rayweb: calls need `import rayweb` (its call machinery).")
+    return _INVOKER[0]
 
 
 @dataclass(frozen=True)
@@ -64,16 +73,14 @@ class CallForm:
                 f"{function.tag}.local()"
             )
         check_generator(function.is_generator, self.form)
-        if not _INVOKER:
-            raise ExecutionError("rayweb: calls need `import rayweb` (its call machinery).")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self._check()
-        return _INVOKER[0].call(self.target, self.form, args, kwargs)
+        return invoker().call(self.target, self.form, args, kwargs)
 
     def aio(self, *args: Any, **kwargs: Any) -> Any:
         self._check()
-        return _INVOKER[0].call_aio(self.target, self.form, args, kwargs)
+        return invoker().call_aio(self.target, self.form, args, kwargs)
 
 
 def check_generator(is_generator: bool | None, form: str) -> None:

@@ -324,6 +324,13 @@ def concurrent(
     """
     if _warn_parentheses_missing is not None:
         _no_positional("concurrent", (_warn_parentheses_missing,))
+    check_concurrency(max_inputs, target_inputs)
+    params = PartialParams(max_inputs=max_inputs, target_inputs=target_inputs)
+    return lambda f: _apply("concurrent", f, _Flags.CONCURRENT, params, allow_class=True)
+
+
+def check_concurrency(max_inputs: Any, target_inputs: Any) -> None:
+    """Modal's checks of ``@concurrent`` / ``Cls.with_concurrency``."""
     for name, value in (("max_inputs", max_inputs), ("target_inputs", target_inputs)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise InvalidError(f"`{name}` must be an integer, not {type(value).__name__}.")
@@ -331,12 +338,18 @@ def concurrent(
             raise InvalidError(f"`{name}` must be at least 1.")
     if max_inputs is not None and target_inputs is not None and target_inputs > max_inputs:
         raise InvalidError("`target_inputs` parameter cannot be greater than `max_inputs`.")
-    params = PartialParams(max_inputs=max_inputs, target_inputs=target_inputs)
-    return lambda f: _apply("concurrent", f, _Flags.CONCURRENT, params, allow_class=True)
 
 
 def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[Callable[..., Any]], Any]:
-    """Recorded for compatibility; batching applies to ``.remote`` calls, not to web requests."""
+    """Single ``.remote()`` inputs in, lists to the function (Serve's batching): up to
+    ``max_batch_size`` inputs, waiting at most ``wait_ms`` for a batch to fill."""
+    check_batching(max_batch_size, wait_ms)
+    params = PartialParams(max_batch_size=max_batch_size, wait_ms=wait_ms)
+    return lambda f: _apply("batched", f, _Flags.BATCHED, params)
+
+
+def check_batching(max_batch_size: Any, wait_ms: Any) -> None:
+    """Modal's checks of ``@batched`` / ``Cls.with_batching``."""
     if not isinstance(max_batch_size, int) or max_batch_size < 1:
         raise InvalidError("max_batch_size must be a positive integer.")
     if max_batch_size > 1000:
@@ -345,8 +358,6 @@ def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[Callable[..., Any
         raise InvalidError("wait_ms must be a non-negative integer.")
     if wait_ms > 600_000:
         raise InvalidError("wait_ms cannot be greater than 600000.")
-    params = PartialParams(max_batch_size=max_batch_size, wait_ms=wait_ms)
-    return lambda f: _apply("batched", f, _Flags.BATCHED, params)
 
 
 def check_batched(raw_f: Callable[..., Any], name: str) -> None:

@@ -1,40 +1,25 @@
-"""``Function`` and ``Cls``: what ``@app.function`` and ``@app.cls`` return.
+"""``Function``: what ``@app.function`` returns (and each method of an ``@app.cls``,
+``classes.py``).
 
-They hold the user's callable, the validated options and, once served, the web URL; the
-compiler reads them (``compiler.endpoint_spec``). No Ray here.
+It holds the user's callable, the validated options and, once served, the web URL; the
+compiler reads it (``compiler.endpoint_spec``). No Ray here.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from typing_extensions import ParamSpec
 
-from .callforms import CALL_FORMS, CallForm, CallTarget
-from .decorators import (
-    _NO_DEFAULT,
-    PARAMETER_TYPES,
-    PartialFunction,
-    _Flags,
-    _Parameter,
-    check_batched,
-)
+from .callforms import CallForm, CallTarget
+from .decorators import check_batched
 from .exception import ExecutionError, InvalidError
 from .image import Image
+from .options import FunctionOptions
 from .secret import Secret
-from .spec import (
-    DEFAULT_TIMEOUT,
-    ConcurrencySpec,
-    Limits,
-    ResourceSpec,
-    Retries,
-    ScalingSpec,
-    WebSpec,
-    make_label,
-)
+from .spec import ConcurrencySpec, Limits, WebSpec, make_label
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,22 +36,6 @@ class AppOptions(Protocol):
     auth_headers: tuple[str, str]
 
 
-@dataclass(frozen=True)
-class FunctionOptions:
-    """The validated keyword arguments of ``@app.function`` / ``@app.cls``."""
-
-    image: Image | None = None
-    secrets: tuple[Secret, ...] = ()
-    resources: ResourceSpec = field(default_factory=ResourceSpec)
-    scaling: ScalingSpec = field(default_factory=ScalingSpec)
-    timeout: int = DEFAULT_TIMEOUT
-    startup_timeout: int | None = None
-    serialized: bool = False
-    name: str | None = None
-    limits: Limits | None = None
-    retries: Retries | None = None
-
-
 class Function(Generic[P, R]):
     """A function registered on an App (``@app.function``), or one web method of a Cls."""
 
@@ -81,7 +50,7 @@ class Function(Generic[P, R]):
         *,
         web: WebSpec | None = None,
         concurrency: ConcurrencySpec | None = None,
-        cls: Cls | None = None,
+        cls: Any = None,  # the classes.Cls of a method
         batching: tuple[int, int] | None = None,
     ) -> None:
         self.app = app
@@ -209,211 +178,6 @@ class Function(Generic[P, R]):
 
     def _hydrate(self, url: str | None) -> None:
         self._web_url = url
-
-
-class Cls:
-    """A class registered with ``@app.cls``: ``@enter``/``@exit`` hooks and web methods."""
-
-    _rayweb_decorator = "@app.cls()"
-
-    def __init__(
-        self,
-        app: AppOptions,
-        user_cls: type[Any],
-        options: FunctionOptions,
-        concurrency: ConcurrencySpec | None,
-    ) -> None:
-        self.app = app
-        self.user_cls = user_cls
-        self.options = options
-        self.concurrency = concurrency
-        self.tag = user_cls.__name__
-        self.__doc__ = user_cls.__doc__
-        self.__name__ = user_cls.__name__
-        self.__qualname__ = user_cls.__qualname__
-        self.__module__ = user_cls.__module__
-        self.enter_methods: list[str] = []
-        self.exit_methods: list[str] = []
-        self.functions: dict[str, Function[Any, Any]] = {}
-        self.parameters: dict[str, _Parameter] = {}
-        self.described: dict[str, Any] | None = None  # from_name: what its replicas said
-        self._collect()
-
-    def __repr__(self) -> str:
-        return f"<rayweb.Cls {self.tag!r} of App {self.app.name!r}>"
-
-    def _collect(self) -> None:
-        problems: list[str] = []
-        name = self.user_cls.__name__
-        if any("__init__" in vars(klass) for klass in self.user_cls.__mro__[:-1]):
-            problems.append(
-                f"rayweb class {name} cannot have a custom constructor (__init__) method. "
-                "Use @rayweb.enter() for setup code that runs once per replica, and "
-                "`attr: str = rayweb.parameter()` for parameters."
-            )
-        annotations = inspect.get_annotations(self.user_cls)
-        seen: set[str] = set()
-        for klass in self.user_cls.__mro__[:-1]:
-            for attr, value in vars(klass).items():
-                if attr in seen:
-                    continue
-                seen.add(attr)
-                if isinstance(value, _Parameter):
-                    self._add_parameter(attr, value, annotations, problems)
-                elif isinstance(value, PartialFunction):
-                    self._add_method(attr, value, problems)
-        batched = [f for f in self.functions.values() if f.batching is not None]
-        if len(batched) > 1:
-            problems.append(f"rayweb class {name} can only have one batched function.")
-        elif batched and len(self.functions) > 1:
-            problems.append(
-                f"rayweb class {name} with a rayweb batched function cannot have other "
-                "rayweb methods."
-            )
-        if problems:
-            raise InvalidError("\n".join(problems))
-
-    @property
-    def batching(self) -> tuple[int, int] | None:
-        """The ``@batched`` (max_batch_size, wait_ms) of the class's one batched method."""
-        return next((f.batching for f in self.functions.values() if f.batching), None)
-
-    def _add_parameter(
-        self, attr: str, value: _Parameter, annotations: dict[str, Any], problems: list[str]
-    ) -> None:
-        kind = annotations.get(attr)
-        if isinstance(kind, str):  # `from __future__ import annotations`
-            kind = {t.__name__: t for t in PARAMETER_TYPES}.get(kind, kind)
-        if kind is None:
-            problems.append("All rayweb.parameter() specifications need to be type-annotated")
-        elif kind not in PARAMETER_TYPES:
-            problems.append(
-                f"Class parameter '{attr}': {getattr(kind, '__name__', kind)} is not a supported "
-                "rayweb.parameter() type. Use one of: int, str, bytes, bool"
-            )
-        self.parameters[attr] = value
-
-    def _add_method(self, attr: str, pf: PartialFunction[Any, Any], problems: list[str]) -> None:
-        if pf.flags & _Flags.CONCURRENT:
-            problems.append(
-                "The `@rayweb.concurrent` decorator cannot be used on methods; "
-                "decorate the class instead."
-            )
-        if pf.flags & _Flags.ENTER:
-            self.enter_methods.append(attr)
-        if pf.flags & _Flags.EXIT:
-            self.exit_methods.append(attr)
-        if pf.flags & (_Flags.WEB | _Flags.METHOD | _Flags.BATCHED):
-            self.functions[attr] = Function(
-                self.app,
-                f"{self.tag}.{attr}",
-                pf.raw_f,
-                self.options,
-                web=pf.params.web,
-                concurrency=self.concurrency,
-                cls=self,
-                batching=pf.batching(),
-            )
-
-    @classmethod
-    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Cls:
-        """A class of an app running on this Ray cluster, found at its first call:
-        ``rayweb.Cls.from_name("app", "Model")(size=2).predict.remote(x)``."""
-        looked_up = object.__new__(cls)
-        looked_up.__dict__.update(
-            app=DeployedApp(app_name), user_cls=None, options=FunctionOptions(),
-            concurrency=None, tag=name, __name__=name, __qualname__=name, __doc__=None,
-            enter_methods=[], exit_methods=[], functions={}, parameters={}, described={},
-        )  # fmt: skip
-        return looked_up
-
-    def __getattr__(self, name: str) -> Function[Any, Any]:
-        # Only called for missing attributes; must not touch other attributes (unpickling).
-        functions = self.__dict__.get("functions", {})
-        if name in functions:
-            return functions[name]
-        owner = self.__dict__.get("tag", type(self).__name__)
-        if self.__dict__.get("described") is not None and not name.startswith("_"):
-            # looked up by name: any method may exist; the first call says
-            method = Function(self.app, f"{owner}.{name}", _code_elsewhere(name), self.options)
-            method.cls, method.described = self, {}
-            functions[name] = method
-            return method
-        raise AttributeError(f"{owner} has no rayweb method {name!r}")
-
-    @property
-    def web_functions(self) -> list[Function[Any, Any]]:
-        return [f for f in self.functions.values() if f.is_web]
-
-    def _instantiate(self, **params: Any) -> Any:
-        """Build the user's object without __init__, with parameter values set."""
-        if self.user_cls is None:  # looked up by name: its replicas check the parameters
-            raise _code_elsewhere(self.tag)()
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise InvalidError(f"{self.tag} has no parameter(s) {sorted(unknown)}.")
-        obj = object.__new__(self.user_cls)
-        for attr, spec in self.parameters.items():
-            if attr in params:
-                value = params[attr]
-            elif spec.default is not _NO_DEFAULT:
-                value = spec.default
-            else:
-                raise InvalidError(f"{self.tag} needs a value for parameter {attr!r}.")
-            setattr(obj, attr, value)
-        return obj
-
-    def _local_instance(self, **params: Any) -> Any:
-        obj = self._instantiate(**params)
-        for attr in self.enter_methods:
-            getattr(obj, attr)()
-        return obj
-
-    def __call__(self, **params: Any) -> ClsInstance:
-        """``Model(param=...)``: an instance whose methods run here with ``.local()``."""
-        if self.user_cls is not None:
-            self._instantiate(**params)  # validate the parameters now
-        return ClsInstance(self, params)
-
-
-class ClsInstance:
-    """``Model(...)``: ``@enter`` runs on the first ``.local()`` call, as in a container."""
-
-    def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
-        self._cls = cls
-        self._params = params
-        self._obj: Any = None
-
-    def _object(self) -> Any:
-        if self._obj is None:
-            self._obj = self._cls._local_instance(**self._params)
-        return self._obj
-
-    def __getattr__(self, name: str) -> BoundMethod:
-        function = getattr(self._cls, name)
-        return BoundMethod(self, name, function)
-
-
-@dataclass(frozen=True)
-class BoundMethod:
-    """``Model().method``: call it here with ``.local()``, or ask for its URL."""
-
-    instance: ClsInstance
-    name: str
-    function: Function[Any, Any]
-
-    def local(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.instance._object(), self.name)(*args, **kwargs)
-
-    def get_web_url(self) -> str:
-        return self.function.get_web_url()
-
-    def __getattr__(self, form: str) -> CallForm:
-        """``Model(x=1).method.remote(...)`` and the other call forms."""
-        if form not in CALL_FORMS:
-            raise AttributeError(form)
-        params = tuple(sorted(self.instance._params.items()))
-        return CallForm(CallTarget(self.function, params), form)
 
 
 class DeployedApp:

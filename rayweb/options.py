@@ -1,16 +1,41 @@
 """The options of ``@app.function``/``@app.cls`` and ``App``, checked as Modal checks them
-and turned into :class:`~rayweb.functions.FunctionOptions`. No Ray here."""
+and turned into :class:`FunctionOptions`. No Ray here."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .exception import InvalidError
-from .functions import FunctionOptions
 from .image import Image
 from .secret import Secret
-from .spec import Limits, ResourceSpec, ScalingSpec, parse_gpu, parse_retries
+from .spec import (
+    DEFAULT_TIMEOUT,
+    Limits,
+    ResourceSpec,
+    Retries,
+    ScalingSpec,
+    parse_gpu,
+    parse_retries,
+)
+
+
+@dataclass(frozen=True)
+class FunctionOptions:
+    """The validated keyword arguments of ``@app.function`` / ``@app.cls``."""
+
+    image: Image | None = None
+    secrets: tuple[Secret, ...] = ()
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    scaling: ScalingSpec = field(default_factory=ScalingSpec)
+    timeout: int = DEFAULT_TIMEOUT
+    startup_timeout: int | None = None
+    serialized: bool = False
+    name: str | None = None
+    limits: Limits | None = None
+    retries: Retries | None = None
 
 
 def check_secrets(secrets: Any) -> tuple[Secret, ...]:
@@ -121,4 +146,49 @@ def function_options(
         name=name,
         limits=check_limits(limits),
         retries=parse_retries(retries),
+    )
+
+
+def overridden(
+    base: FunctionOptions,
+    *,
+    cpu: Any = None,
+    memory: Any = None,
+    gpu: str | Sequence[str] | None = None,
+    secrets: Collection[Secret] = (),
+    retries: Any = None,
+    max_containers: Any = None,
+    buffer_containers: Any = None,
+    scaledown_window: Any = None,
+    timeout: Any = None,
+) -> FunctionOptions:
+    """``base`` with what ``Cls.with_options`` was given (None keeps the base's value;
+    secrets are added), checked as the decorator checks them."""
+    given = function_options(
+        image=base.image, env=None, secrets=list(secrets), gpu=gpu, cpu=cpu, memory=memory,
+        min_containers=None, max_containers=max_containers,
+        buffer_containers=buffer_containers, scaledown_window=scaledown_window,
+        timeout=base.timeout if timeout is None else timeout,
+        startup_timeout=base.startup_timeout, serialized=base.serialized, name=base.name,
+        limits=base.limits, retries=retries,
+    )  # fmt: skip
+    resources = dataclasses.replace(
+        base.resources,
+        **{k: v for k, v in vars(given.resources).items() if v not in (None, ())},
+    )
+    scaling = dataclasses.replace(
+        base.scaling, **{k: v for k, v in vars(given.scaling).items() if v is not None}
+    )
+    mins, maxs = scaling.min_containers, scaling.max_containers
+    if mins is not None and maxs is not None and mins > maxs:
+        raise InvalidError(
+            f"`min_containers` ({mins}) cannot be greater than `max_containers` ({maxs})"
+        )
+    return dataclasses.replace(
+        base,
+        secrets=base.secrets + given.secrets,
+        resources=resources,
+        scaling=scaling,
+        timeout=given.timeout,
+        retries=given.retries if retries is not None else base.retries,
     )

@@ -24,11 +24,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from ..callforms import CallTarget
+from ..classes import Cls
 from ..common import DEV_ENV, RemoteFailure
+from ..compiler.variants import start_variant, variant_app_name
 from ..exception import ExecutionError, InvalidError, NotFoundError
-from ..functions import Cls, Function
+from ..functions import Function
 from ..spec import Retries, function_app_name
-from . import lookup
+from . import lookup, variants
 
 MAP_WINDOW = 1000  # inputs of one .map() in flight at once
 _handles: dict[str, Any] = {}
@@ -39,7 +41,10 @@ _warned_sync_in_loop = False
 def served_name(owner: Function[Any, Any] | Cls) -> str:
     """The Serve application that runs ``owner``: what ``rayweb.serve`` recorded in this
     process, else the rule every process computes the same way (``-dev`` inside replicas of
-    a dev app)."""
+    a dev app); a class variant's is its class's with its key."""
+    key = getattr(owner, "variant_key", None)
+    if key is not None:
+        return variant_app_name(served_name(owner.base), key)  # type: ignore[union-attr]
     recorded = getattr(owner, "_served_as", None)
     if recorded:
         return str(recorded)
@@ -360,6 +365,8 @@ class Invoker:
     def call(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any:
         if lookup.looked_up(target):  # Function.from_name / Cls.from_name
             _off_loop(lookup.ensure, target, form)
+        if variants.is_variant(target):  # Cls.with_options & co.
+            _off_loop(variants.ensure, target)
         if form == "remote":
             return _off_loop(call_sync, target, args, kwargs)
         if form == "spawn":
@@ -375,9 +382,17 @@ class Invoker:
         return _iterate(lambda: map_sync(target, inputs, *options))
 
     def call_aio(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any:
+        prepare = []
         if lookup.looked_up(target):
-            return lookup.after_lookup(target, form, lambda: self._aio(target, form, args, kwargs))
+            prepare.append(lambda: lookup.ensure_async(target, form))
+        if variants.is_variant(target):
+            prepare.append(lambda: variants.ensure_async(target))
+        if prepare:
+            return lookup.after(prepare, form, lambda: self._aio(target, form, args, kwargs))
         return self._aio(target, form, args, kwargs)
+
+    def start_variant(self, variant: Any, name: str, *, dev: bool) -> None:
+        start_variant(variant, name, dev=dev)
 
     def _aio(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any:
         if form == "remote":

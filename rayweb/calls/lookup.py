@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ..callforms import CallTarget, check_generator
+from ..classes import Cls
 from ..common import DEV_ENV
 from ..exception import NotFoundError
-from ..functions import Cls
 from ..spec import function_app_name
 
 COROUTINE_FORMS = ("remote", "spawn", "for_each")  # the other .aio forms are async iterators
@@ -51,7 +51,8 @@ def _handle(owner: Any) -> Any:
             handle = serve.get_app_handle(name)
         except Exception:
             continue
-        owner._served_as = name  # where invoker.served_name sends every later call
+        # where invoker.served_name sends every later call (a variant's: its class's)
+        getattr(owner, "base", owner)._served_as = name
         return handle.options(method_name="rayweb_describe")
     raise lookup_failed(owner)
 
@@ -88,18 +89,23 @@ async def ensure_async(target: CallTarget, form: str) -> None:
     _settle(target, form)
 
 
-def after_lookup(target: CallTarget, form: str, make: Callable[[], Any]) -> Any:
-    """An ``.aio`` form of a looked-up function: the lookup first, on the caller's loop."""
+def after(
+    prepare: Sequence[Callable[[], Awaitable[None]]], form: str, make: Callable[[], Any]
+) -> Any:
+    """An ``.aio`` form that needs ``prepare`` first (a lookup, a variant to start), on the
+    caller's loop."""
     if form in COROUTINE_FORMS:
 
         async def run() -> Any:
-            await ensure_async(target, form)
+            for step in prepare:
+                await step()
             return await make()
 
         return run()
 
     async def iterate() -> AsyncIterator[Any]:
-        await ensure_async(target, form)
+        for step in prepare:
+            await step()
         async for item in make():
             yield item
 

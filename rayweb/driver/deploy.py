@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import compiler
-from ..compiler import CompiledEndpoint, compile_app, compile_functions
+from ..compiler import CompiledEndpoint, compile_app, compile_functions, ship
 from ..exception import DeploymentError, InvalidError
 from ..services.registry import deploy_registry
-from ..spec import FunctionPayload, ReplicaPayload
 from . import cluster
 from .output import Progress
 from .secrets import prepare_secrets
@@ -105,26 +104,6 @@ def deploy_app(
     wait_for_routes(base, shipped, timeout=max(10.0, limit))
     urls = {ep.tag: f"{base}{ep.route_prefix}" for ep in shipped if ep.route_prefix is not None}
     return Deployed(app.name, urls, removed, working_dir, excluded)
-
-
-def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:
-    """The endpoint with its code imported from the uploaded ``working_dir``."""
-    if ep.payload.code.sys_path is None:
-        return ep  # pickled by value: travels in the payload
-    code = dataclasses.replace(ep.payload.code, sys_path=None)
-    actor = dict(ep.deployment_options["ray_actor_options"])
-    actor["runtime_env"] = {**actor.get("runtime_env", {}), "working_dir": working_dir}
-    payload: ReplicaPayload | FunctionPayload = dataclasses.replace(ep.payload, code=code)
-    sidecar = payload.sidecar if isinstance(payload, ReplicaPayload) else None
-    if isinstance(payload, ReplicaPayload) and sidecar is not None:
-        # a web_server's code runs in its sidecar actor
-        sidecar = {
-            **sidecar,
-            "runtime_env": {**sidecar.get("runtime_env", {}), "working_dir": working_dir},
-        }
-        payload = dataclasses.replace(payload, sidecar=sidecar)
-    options = {**ep.deployment_options, "ray_actor_options": actor}
-    return dataclasses.replace(ep, deployment_options=options, payload=payload)
 
 
 @dataclass(frozen=True)

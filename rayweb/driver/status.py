@@ -19,6 +19,7 @@ from typing import Any
 
 from ..common import extract_user_error
 from ..compiler import CompiledEndpoint, build_application
+from ..compiler.variants import variants_of
 from ..exception import DeploymentError, DeployTimeoutError, NotFoundError
 from ..spec import FUNCTION_APP_PREFIX, ReplicaPayload
 from . import cluster
@@ -56,6 +57,11 @@ def deploy(
             wait_for_applications_running=False,
         )
         _wait_running(endpoints, timeout=timeout, progress=progress, before=before)
+        # Variants of a redeployed class run its old code: the next call starts them again.
+        functions = [ep.name for ep in endpoints if ep.route_prefix is None]
+        stale = variants_of(functions, serve.status().applications) if functions else []
+        if stale:
+            delete_apps(stale, wait_s=10)
     except BaseException:
         if delete_on_failure:
             # Don't hold the error (or a Ctrl-C) for Serve's graceful shutdown of replicas
@@ -241,6 +247,8 @@ def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
         return
     from ray import serve
 
+    with contextlib.suppress(Exception):  # a class's variants (with_options) go with it
+        names = [*names, *variants_of(names, serve.status().applications)]
     for name in names:
         with contextlib.suppress(Exception):  # already gone, or Serve is shutting down
             serve.delete(name, _blocking=False)

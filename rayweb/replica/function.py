@@ -159,6 +159,19 @@ class RaywebFunctionReplica:
         generators = {name: bool(f.is_generator) for name, f in functions.items()}
         return {"generators": generators, "retries": self._payload.retries}
 
+    async def rayweb_variant(self, overrides: dict[str, Any], name: str) -> RemoteFailure | None:
+        """Start a variant of this class (``Cls.with_options`` & co.) for a caller that
+        looked it up by name and so has no code to compile it with."""
+        from ..callforms import invoker  # rayweb.calls, which the user's code imported
+
+        try:
+            variant = self._target.apply(overrides)
+            start = functools.partial(invoker().start_variant, variant, name, dev=self._payload.dev)
+            await asyncio.to_thread(start)
+        except Exception as exc:
+            return capture_failure(exc)
+        return None
+
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Calls come through Serve's handles, which Serve counts itself; this replica has no
         direct-path requests (rayweb's policy waits for this sample before scaling down)."""

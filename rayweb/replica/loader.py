@@ -26,7 +26,8 @@ def load_target(code: CodeRef) -> Any:
     for part in code.qualname.split("."):
         obj = getattr(obj, part, None)
     from ..app import App
-    from ..functions import Cls, Function
+    from ..classes import Cls
+    from ..functions import Function
 
     if isinstance(obj, (Function, Cls)):
         return obj

@@ -1,7 +1,8 @@
 """The ``rayweb-deployments`` actor: what each app deployed last, for rollback and removals.
 
 Detached, on the head node, no CPU. It keeps the compiled endpoints of each app's last
-successful ``rayweb deploy`` as opaque values; the driver decides what to do with them.
+successful ``rayweb deploy`` as opaque values (the driver decides what to do with them), and
+who is starting which class variant (``Cls.with_options``), so concurrent callers start it once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,21 @@ class DeployRegistry:
 
     def __init__(self) -> None:
         self.apps: dict[str, dict[str, Any]] = {}
+        self.claims: dict[str, float] = {}  # class variant -> when its claim runs out
+
+    def claim(self, name: str, ttl_s: float) -> bool:
+        """True for the one caller that starts a class variant (``Cls.with_options``) now;
+        the others wait for it. A claim runs out after ``ttl_s`` (its caller died)."""
+        import time
+
+        now = time.monotonic()
+        if self.claims.get(name, 0.0) > now:
+            return False
+        self.claims[name] = now + ttl_s
+        return True
+
+    def release(self, name: str) -> None:
+        self.claims.pop(name, None)
 
     def get(self, app: str) -> dict[str, Any] | None:
         return self.apps.get(app)

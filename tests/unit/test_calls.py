@@ -216,3 +216,30 @@ def test_batched_follows_modal_s_rules():
         bind_input(names, "lengths", ("a",), {"other": 1})
     with pytest.raises(InvalidError, match="multiple values for argument texts"):
         bind_input(names, "lengths", ("a",), {"texts": 1})
+
+
+def test_class_variants_merge_options_and_name_their_own_pool():
+    from rayweb.compiler import compile_function
+    from rayweb.compiler.variants import variant_app_name, variants_of
+
+    variant = Model.with_options(cpu=0.5, max_containers=3).with_concurrency(max_inputs=4)
+    assert Model.variant_key is None and Model.options.resources.cpu is None  # base untouched
+    assert variant.options.resources.cpu == 0.5 and variant.options.scaling.max_containers == 3
+    assert variant.functions["predict"].cls is variant and variant.base is Model
+    # The same overrides in another order name the same pool; other values another one.
+    same = Model.with_concurrency(max_inputs=4).with_options(max_containers=3, cpu=0.5)
+    assert same.variant_key == variant.variant_key
+    assert Model.with_options(cpu=0.25).variant_key != variant.variant_key
+    compiled = compile_function(variant, name=variant_app_name("rayweb-fn-x", "k"))
+    assert compiled.name == compiled.payload.label == "rayweb-fn-x~k"
+    assert compiled.deployment_options["max_ongoing_requests"] == 4
+    assert compiled.deployment_options["ray_actor_options"]["num_cpus"] == 0.5
+    assert compiled.deployment_options["autoscaling_config"]["max_replicas"] == 3
+    apps = ["rayweb-fn-x", "rayweb-fn-x~k", "rayweb-fn-x-y~k", "rayweb-fn-xy"]
+    assert variants_of(["rayweb-fn-x"], apps) == ["rayweb-fn-x~k"]
+    # A class looked up by name has no options here: the overrides are kept for its replicas.
+    looked = rayweb.Cls.from_name("other-app", "Model").with_options(gpu="A100")
+    assert looked.overrides == {"options": {"gpu": "A100"}} and looked.variant_key
+    warm = rayweb.App("unit-variants").cls(serialized=True, min_containers=2)(type("Warm", (), {}))
+    with pytest.raises(InvalidError, match="cannot be greater than `max_containers` \\(1\\)"):
+        warm.with_options(max_containers=1)  # merged with the class's own min_containers

@@ -15,8 +15,8 @@ MAX_LINES = 450
 
 # Where each node runs (see docs/architecture.md); the import rules follow from it.
 DECLARE = {
-    "app", "callforms", "decorators", "functions", "image", "options", "secret", "spec",
-    "exception", "_compat",
+    "app", "callforms", "classes", "decorators", "functions", "image", "options", "secret",
+    "spec", "exception", "_compat",
 }  # fmt: skip
 SHARED = {"common", "tokens"}
 DRIVER = {"driver", "cli"}
@@ -103,8 +103,9 @@ def test_each_place_imports_only_what_it_may():
     assert not graph["replica"] & DRIVER, f"in-replica code imports {graph['replica'] & DRIVER}"
     assert not graph["services"] & (DRIVER | {"replica", "compiler"}), graph["services"]
     assert not graph["compiler"] & DRIVER
-    # the caller's side of .remote(): wherever user code runs, so never driver-only code
-    assert not graph["calls"] & (DRIVER | {"replica", "compiler"}), graph["calls"]
+    # the caller's side of .remote(): wherever user code runs, so never driver-only code (it
+    # compiles a class's variant, Cls.with_options, where it is first called)
+    assert not graph["calls"] & (DRIVER | {"replica"}), graph["calls"]
     assert not (graph["replica"] | graph["services"]) & {"calls"}
     assert "driver" not in graph["common"] | graph["tokens"]
 

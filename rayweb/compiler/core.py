@@ -1,4 +1,4 @@
-"""The one bridge from rayweb specs to Ray Serve: every mapping rule lives here.
+"""Web endpoints: every mapping rule from a rayweb spec to Serve options lives here.
 
 ``compile_endpoint`` is pure: it builds a function's :class:`~rayweb.spec.EndpointSpec`
 (with rayweb's defaults), the replica's :class:`ResourcePlan`, the Serve deployment options
@@ -10,7 +10,6 @@ same plan.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import warnings
@@ -18,20 +17,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .exception import InvalidError
-from .spec import (
+from ..exception import InvalidError
+from ..spec import (
     CodeRef,
     EndpointSpec,
     FunctionPayload,
     GpuSpec,
     Limits,
     ReplicaPayload,
-    function_app_name,
 )
 
 if TYPE_CHECKING:
-    from .app import App
-    from .functions import Cls, Function
+    from ..app import App
+    from ..functions import Function
 
 DEFAULT_NUM_CPUS = 0.1  # a whole CPU per replica starves a 2-core node
 PROXY_NUM_CPUS = 0.05  # a web_server replica only proxies; its sidecar holds the resources
@@ -372,8 +370,8 @@ def build_application(endpoint: CompiledEndpoint) -> Any:
     """The Serve ``Application`` for one compiled endpoint (imports Ray Serve)."""
     from ray import serve
 
-    from .replica.deployment import RaywebReplica
-    from .replica.function import RaywebFunctionReplica
+    from ..replica.deployment import RaywebReplica
+    from ..replica.function import RaywebFunctionReplica
 
     replica_class: Any = RaywebReplica
     if isinstance(endpoint.payload, FunctionPayload):
@@ -382,67 +380,3 @@ def build_application(endpoint: CompiledEndpoint) -> Any:
         **endpoint.deployment_options
     )
     return deployment.bind(endpoint.payload)
-
-
-def function_spec(target: Function[Any, Any] | Cls) -> EndpointSpec:
-    """The compiler's input for a non-web function or an ``@app.cls`` called with
-    ``.remote()``: the same options and defaults as an endpoint, without a web decorator."""
-    app, options = target.app, target.options
-    image = options.image or app.image
-    return EndpointSpec(
-        tag=target.tag,
-        label=target.tag,
-        web=None,
-        resources=options.resources,
-        scaling=options.scaling,
-        concurrency=target.concurrency,
-        timeout=options.timeout,
-        startup_timeout=options.startup_timeout,
-        secrets=tuple(s.ref() for s in (*app.secrets, *options.secrets)),
-        runtime_env=image.runtime_env() if image else {},
-        batching=target.batching,
-    )
-
-
-def compile_function(target: Function[Any, Any] | Cls, *, dev: bool = False) -> CompiledEndpoint:
-    """Compile a non-web function, or a class with ``@method``s, into a Serve application
-    with no HTTP route: it is called through its deployment handle."""
-    from .functions import Cls
-
-    spec = function_spec(target)
-    name = function_app_name(target.app.name, target.tag, dev=dev)
-    plan = resource_plan(spec)
-    options = deployment_options(spec, plan=plan)
-    options["name"] = "function"
-    enter: tuple[str, ...] = ()
-    exit: tuple[str, ...] = ()
-    if isinstance(target, Cls):
-        first = next(iter(target.functions.values()))
-        code = dataclasses.replace(code_ref(first), attr=None)
-        enter, exit = tuple(target.enter_methods), tuple(target.exit_methods)
-    else:
-        code = code_ref(target)
-    payload = FunctionPayload(
-        label=name,
-        code=code,
-        max_inputs=max_inputs_of(spec),
-        is_cls=isinstance(target, Cls),
-        enter_methods=enter,
-        exit_methods=exit,
-        secrets=tuple((s.name, s.required_keys) for s in spec.secrets),
-        timeout=float(spec.timeout),
-        dev=dev,
-        batching=spec.batching,
-        retries=target.options.retries,
-    )
-    startup = float(spec.startup_timeout or spec.timeout)
-    return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)
-
-
-def compile_functions(app: App, *, dev: bool = False) -> list[CompiledEndpoint]:
-    """Every non-web function and every class with callable (non-web) methods of ``app``."""
-    out = [compile_function(f, dev=dev) for f in app.registered_functions.values() if not f.is_web]
-    for cls in app.registered_classes.values():
-        if any(not f.is_web for f in cls.functions.values()):
-            out.append(compile_function(cls, dev=dev))
-    return out

@@ -1,0 +1,106 @@
+"""Non-web functions and classes (called with ``.remote()``) as Serve applications without
+an HTTP route, and how a compiled endpoint imports its code from an uploaded ``working_dir``.
+
+The mapping rules are ``core.py``'s (``deployment_options``, ``resource_plan``); this module
+only assembles a function's payload. Pure: no Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from ..spec import EndpointSpec, FunctionPayload, ReplicaPayload, function_app_name
+from .core import CompiledEndpoint, code_ref, deployment_options, max_inputs_of, resource_plan
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..classes import Cls
+    from ..functions import Function
+
+
+def function_spec(target: Function[Any, Any] | Cls) -> EndpointSpec:
+    """The compiler's input for a non-web function or an ``@app.cls`` called with
+    ``.remote()``: the same options and defaults as an endpoint, without a web decorator."""
+    app, options = target.app, target.options
+    image = options.image or app.image
+    return EndpointSpec(
+        tag=target.tag,
+        label=target.tag,
+        web=None,
+        resources=options.resources,
+        scaling=options.scaling,
+        concurrency=target.concurrency,
+        timeout=options.timeout,
+        startup_timeout=options.startup_timeout,
+        secrets=tuple(s.ref() for s in (*app.secrets, *options.secrets)),
+        runtime_env=image.runtime_env() if image else {},
+        batching=target.batching,
+    )
+
+
+def compile_function(
+    target: Function[Any, Any] | Cls, *, dev: bool = False, name: str | None = None
+) -> CompiledEndpoint:
+    """Compile a non-web function, or a class with ``@method``s, into a Serve application
+    with no HTTP route: it is called through its deployment handle. ``name``: a class
+    variant's own application (``variants.py``)."""
+    from ..classes import Cls
+
+    spec = function_spec(target)
+    name = name or function_app_name(target.app.name, target.tag, dev=dev)
+    plan = resource_plan(spec)
+    options = deployment_options(spec, plan=plan)
+    options["name"] = "function"
+    enter: tuple[str, ...] = ()
+    exit: tuple[str, ...] = ()
+    if isinstance(target, Cls):
+        first = next(iter(target.functions.values()))
+        code = dataclasses.replace(code_ref(first), attr=None)
+        enter, exit = tuple(target.enter_methods), tuple(target.exit_methods)
+    else:
+        code = code_ref(target)
+    payload = FunctionPayload(
+        label=name,
+        code=code,
+        max_inputs=max_inputs_of(spec),
+        is_cls=isinstance(target, Cls),
+        enter_methods=enter,
+        exit_methods=exit,
+        secrets=tuple((s.name, s.required_keys) for s in spec.secrets),
+        timeout=float(spec.timeout),
+        dev=dev,
+        batching=spec.batching,
+        retries=target.options.retries,
+    )
+    startup = float(spec.startup_timeout or spec.timeout)
+    return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)
+
+
+def compile_functions(app: App, *, dev: bool = False) -> list[CompiledEndpoint]:
+    """Every non-web function and every class with callable (non-web) methods of ``app``."""
+    out = [compile_function(f, dev=dev) for f in app.registered_functions.values() if not f.is_web]
+    for cls in app.registered_classes.values():
+        if any(not f.is_web for f in cls.functions.values()):
+            out.append(compile_function(cls, dev=dev))
+    return out
+
+
+def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:
+    """The endpoint with its code imported from the uploaded ``working_dir``."""
+    if ep.payload.code.sys_path is None:
+        return ep  # pickled by value: travels in the payload
+    code = dataclasses.replace(ep.payload.code, sys_path=None)
+    actor = dict(ep.deployment_options["ray_actor_options"])
+    actor["runtime_env"] = {**actor.get("runtime_env", {}), "working_dir": working_dir}
+    payload: ReplicaPayload | FunctionPayload = dataclasses.replace(ep.payload, code=code)
+    sidecar = payload.sidecar if isinstance(payload, ReplicaPayload) else None
+    if isinstance(payload, ReplicaPayload) and sidecar is not None:
+        # a web_server's code runs in its sidecar actor
+        sidecar = {
+            **sidecar,
+            "runtime_env": {**sidecar.get("runtime_env", {}), "working_dir": working_dir},
+        }
+        payload = dataclasses.replace(payload, sidecar=sidecar)
+    options = {**ep.deployment_options, "ray_actor_options": actor}
+    return dataclasses.replace(ep, deployment_options=options, payload=payload)
