@@ -1,7 +1,8 @@
 """One model class, run with other options at runtime (Modal's ``Cls.with_options``,
-``with_concurrency`` and ``with_batching``): each variant is a pool of replicas of its own,
-started at its first call, with the class's code and the new resources, scaling, timeout or
-batch limits. The web endpoint picks a variant per request.
+``with_concurrency`` and ``with_batching``) and with other parameters (``Model(size=3)``):
+each variant and each parameter set is a pool of replicas of its own, started at its first
+call, with the class's code and the new resources, scaling, timeout, batch limits or
+parameters (its ``@enter`` runs once per container). The web endpoint picks one per request.
 
 rayweb serve examples/model_variants.py
 curl 'http://127.0.0.1:8000/variants-api-dev/describe?cpu=0.2'
@@ -30,18 +31,26 @@ class Model:
 
     @rayweb.enter()
     def load(self):
+        self.entered = time.monotonic()  # a real model would load the weights for `size`
         self.in_flight = 0
         self.peak = 0  # inputs this container ran at once
 
     @rayweb.method()
     async def describe(self, nap: float = 0.0) -> dict:
+        called = time.monotonic()
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
             await asyncio.sleep(nap)
         finally:
             self.in_flight -= 1
-        return {"pid": os.getpid(), "cpu": _assigned_cpu(), "size": self.size, "peak": self.peak}
+        return {
+            "pid": os.getpid(),
+            "cpu": _assigned_cpu(),
+            "size": self.size,
+            "peak": self.peak,
+            "entered_before_call": self.entered < called - 0.001,
+        }
 
     @rayweb.method()
     def slow(self, seconds: float) -> float:
@@ -60,9 +69,9 @@ web = FastAPI()
 
 
 @web.get("/describe")
-async def describe(cpu: float | None = None):
+async def describe(cpu: float | None = None, size: int = 1):
     model = Model.with_options(cpu=cpu) if cpu else Model
-    return await model().describe.remote.aio()
+    return await model(size=size).describe.remote.aio()
 
 
 @app.function()

@@ -221,6 +221,7 @@ class Cls:
         overrides = {**self.overrides}
         for kind, value in changes.items():
             overrides[kind] = {**overrides.get(kind, {}), **value} if kind == "options" else value
+        overrides = {k: v for k, v in overrides.items() if v}  # `Model()` of a variant
         return self.base.apply(overrides)
 
     def apply(self, overrides: dict[str, Any]) -> Cls:
@@ -279,10 +280,14 @@ class Cls:
         return obj
 
     def __call__(self, **params: Any) -> ClsInstance:
-        """``Model(param=...)``: an instance whose methods run here with ``.local()``."""
+        """``Model(param=...)``: an instance whose methods run here with ``.local()``, or in
+        the pool of containers of its parameter set (a variant) with ``.remote()``."""
         if self.user_cls is not None:
             self._instantiate(**params)  # validate the parameters now
-        return ClsInstance(self, params)
+            params = {  # the defaults' pool is the class's own
+                k: v for k, v in params.items() if v != self.parameters[k].default
+            }
+        return ClsInstance(self._variant({"params": params}) if params else self, params)
 
 
 class ClsInstance:

@@ -355,3 +355,4 @@ class FunctionPayload:
     dev: bool = False  # so calls made from inside reach the same (dev) apps
     batching: tuple[int, int] | None = None  # @batched: (max_batch_size, wait_ms)
     retries: Retries | None = None  # told to callers that look it up by name (from_name)
+    params: tuple[tuple[str, Any], ...] = ()  # a class's parameter set: its pool's instance

@@ -72,6 +72,7 @@ def compile_function(
         dev=dev,
         batching=spec.batching,
         retries=target.options.retries,
+        params=tuple(sorted(getattr(target, "overrides", {}).get("params", {}).items())),
     )
     startup = float(spec.startup_timeout or spec.timeout)
     return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)

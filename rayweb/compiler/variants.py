@@ -1,10 +1,11 @@
-"""A class's variant (``Cls.with_options``, ``with_concurrency``, ``with_batching``): compiled
-and started where it is first called.
+"""A class's variant (``Cls.with_options``, ``with_concurrency``, ``with_batching``, and each
+parameter set, ``Model(size=3)``): compiled and started where it is first called.
 
-A variant is the class with other options, served by a Serve application of its own named
-``<the class's application>~<key>`` (the key hashes what was overridden; labels never hold
-``~``). The first caller claims it on the cluster (the ``rayweb-deployments`` actor), compiles
-it with the class's own rules and starts it; concurrent callers wait for it to run. In a
+A variant is the class with other options or parameters, served by a Serve application of
+its own named ``<the class's application>~<key>`` (the key hashes what was overridden;
+labels never hold ``~``). The first caller claims it on the cluster (the
+``rayweb-deployments`` actor), compiles it with the class's own rules and starts it;
+concurrent callers wait for it to run. In a
 replica of a deployed app the variant imports its code from the same uploaded
 ``working_dir``. A class looked up by name has no code in the caller: its base application's
 replicas start the variant (``RaywebFunctionReplica.rayweb_variant``). Variants go with
@@ -94,7 +95,7 @@ def start_variant(variant: Any, name: str, *, dev: bool) -> None:
 def _describe(variant: Any) -> str:
     parts = []
     for kind, value in variant.overrides.items():
-        if kind == "options":
+        if kind in ("options", "params"):
             parts += [f"{k}={v!r}" for k, v in value.items()]
         else:
             parts.append(f"{kind}={value!r}")

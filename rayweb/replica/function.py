@@ -2,9 +2,10 @@
 called with ``.remote()`` (``calls/`` is the caller's side).
 
 One replica is one Modal container: the constructor sets the environment, fetches secrets
-and loads the user's code; for a class it makes the instance for the default parameters and
-runs its ``@enter`` at once (so a broken ``@enter`` fails the deploy), and one instance per
-other parameter set on first use. ``call`` runs a function or method: ``async def`` on the
+and loads the user's code; for a class it makes the instance of its pool's parameter set
+(each parameter set is a pool of its own, a class variant; the class's own pool has the
+default parameters) and runs its ``@enter`` at once (so a broken ``@enter`` fails the deploy).
+``call`` runs a function or method: ``async def`` on the
 replica's event loop, plain ``def`` on a pool of ``max_inputs`` threads (so
 ``@concurrent(max_inputs)`` inputs run at once either way), within the function's
 ``timeout=`` (Modal's ``FunctionTimeoutError`` after it); a ``@batched`` one through Serve's
@@ -63,8 +64,10 @@ class RaywebFunctionReplica:
             self._target = load_target(payload.code)
         except BaseException as exc:
             raise user_failure(f"importing the code of {payload.code.tag!r}", exc) from None
-        if payload.is_cls and not _required_parameters(self._target):
-            await self._instance(())  # @enter of the default instance fails the deploy
+        if payload.is_cls and (payload.params or not _required_parameters(self._target)):
+            # The pool's instance (its parameter set's, else the default one) is made now, so
+            # its @enter runs at container start and a broken one fails the deploy.
+            await self._instance(payload.params)
 
     async def _run(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]

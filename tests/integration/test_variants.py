@@ -46,13 +46,29 @@ def test_with_options_runs_the_class_in_its_own_pool_with_the_new_options(varian
     (new,) = _apps() - before
     assert new.startswith("rayweb-fn-variants-model~")
     # The same options name the same variant: no second pool; the base is untouched.
-    again = Model.with_options(timeout=2, cpu=0.25)().describe.remote()
+    again = Model.with_options(timeout=2, cpu=0.25)(size=3).describe.remote()
     assert again["pid"] == got["pid"] and _apps() - before == {new}
     assert Model().describe.remote()["pid"] == base["pid"]
     # The variant's timeout (2 s) applies to it, not to the base (60 s).
     with pytest.raises(FunctionTimeoutError, match="timed out after 2 seconds"):
         bigger().slow.remote(4)
     assert Model().slow.remote(2.5) == 2.5
+
+
+def test_each_parameter_set_is_a_pool_of_its_own(variants):
+    app, _ = variants
+    Model = app.registered_classes["Model"]
+    base = Model().describe.remote()
+    before = _apps()
+    assert Model(size=1).describe.remote()["pid"] == base["pid"]  # the defaults: the class's
+    assert _apps() == before
+    two, five = Model(size=2).describe.remote(), Model(size=5).describe.remote()
+    assert (two["size"], five["size"]) == (2, 5)
+    assert len({base["pid"], two["pid"], five["pid"]}) == 3
+    assert len(_apps() - before) == 2
+    # Each pool made its instance when its container started (its @enter ran before the call).
+    assert two["entered_before_call"] and five["entered_before_call"]
+    assert Model(size=2).describe.remote()["pid"] == two["pid"]
 
 
 def test_with_concurrency_lets_one_container_take_more_inputs(variants):
