@@ -3,7 +3,10 @@
 the cluster, where Serve builds applications from the config.
 
 ``args``: ``app`` is ``module:variable`` (importable where the cluster runs, e.g. baked into
-the image), ``tag`` the endpoint (``"search"``, ``"Model.web"``), ``dev`` adds ``-dev``.
+the image), ``tag`` the endpoint (``"search"``, ``"Model.web"``), or with ``function: true``
+a non-web function or class called with ``.remote()`` (``"square"``, ``"Model"``; its
+application must have the name callers compute, ``rayweb-fn-<app>-<tag>``, as the
+rendered manifest has it); ``dev`` adds ``-dev``.
 Secrets come from the replica's environment (Kubernetes Secrets via ``envFrom``), so the
 compiled payload asks the store for nothing.
 """
@@ -18,7 +21,7 @@ from typing import Any
 def build(args: dict[str, Any]) -> Any:
     from ._compat import install_modal_alias
     from .app import App
-    from .compiler import build_application, compile_endpoint
+    from .compiler import build_application, compile_endpoint, compile_function
     from .exception import NotFoundError
 
     install_modal_alias()
@@ -26,11 +29,23 @@ def build(args: dict[str, Any]) -> Any:
     app = getattr(importlib.import_module(module_name), variable or "app")
     if not isinstance(app, App):
         raise NotFoundError(f"{args['app']!r} is not a rayweb.App.")
-    by_tag = {f.tag: f for f in app.web_endpoints}
-    if args["tag"] not in by_tag:
-        raise NotFoundError(
-            f"App {app.name!r} has no web endpoint {args['tag']!r}: {sorted(by_tag)}"
-        )
-    endpoint = compile_endpoint(by_tag[args["tag"]], dev=bool(args.get("dev", False)))
+    dev = bool(args.get("dev", False))
+    if args.get("function"):
+        targets: dict[str, Any] = {
+            **{f.tag: f for f in app.registered_functions.values() if not f.is_web},
+            **app.registered_classes,
+        }
+        if args["tag"] not in targets:
+            raise NotFoundError(
+                f"App {app.name!r} has no function or class {args['tag']!r}: {sorted(targets)}"
+            )
+        endpoint = compile_function(targets[args["tag"]], dev=dev)
+    else:
+        by_tag = {f.tag: f for f in app.web_endpoints}
+        if args["tag"] not in by_tag:
+            raise NotFoundError(
+                f"App {app.name!r} has no web endpoint {args['tag']!r}: {sorted(by_tag)}"
+            )
+        endpoint = compile_endpoint(by_tag[args["tag"]], dev=dev)
     payload = dataclasses.replace(endpoint.payload, secrets=())  # from the pod's environment
     return build_application(dataclasses.replace(endpoint, payload=payload))

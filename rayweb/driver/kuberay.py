@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from ..app import App
-from ..compiler import compile_app, endpoint_spec
+from ..compiler import compile_app, compile_functions, endpoint_spec
 from ..exception import InvalidError
 
 DEFAULT_IMAGE = "rayproject/ray:{version}-py311"
@@ -49,7 +49,7 @@ def render_rayservice(
         ray_version = str(ray.__version__)
     image = image or (app.image.base_image if app.image and app.image.base_image else None)
     image = image or DEFAULT_IMAGE.format(version=ray_version)
-    endpoints = compile_app(app)
+    endpoints = compile_app(app) + compile_functions(app)  # web, then called with .remote()
     secrets = _named_secrets(app)
 
     applications = []
@@ -70,7 +70,8 @@ def render_rayservice(
                 "name": ep.name,
                 "route_prefix": ep.route_prefix,
                 "import_path": "rayweb.entry:build",
-                "args": {"app": f"{module}:{variable}", "tag": ep.tag},
+                "args": {"app": f"{module}:{variable}", "tag": ep.tag}
+                | ({"function": True} if ep.route_prefix is None else {}),
                 "deployments": [deployment],
             }
         )

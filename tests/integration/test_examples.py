@@ -111,3 +111,29 @@ def test_serve_config_builder_runs_an_endpoint(ray_cluster):
     finally:
         serve.delete("from-config")
         sys.path.remove(str(EXAMPLES))
+
+
+def test_serve_config_builder_runs_functions_called_with_remote(ray_cluster):
+    """A rendered manifest's function applications (route_prefix None): built the same way,
+    named as callers compute, and called from this process."""
+    import sys
+
+    from ray import serve
+
+    from rayweb.entry import build
+    from rayweb.spec import function_app_name
+    from tests.conftest import EXAMPLES
+
+    sys.path.insert(0, str(EXAMPLES))
+    app = example_app("backend_functions.py")
+    names = [function_app_name("backend", tag, dev=False) for tag in ("square", "Model")]
+    try:
+        for tag, name in zip(("square", "Model"), names, strict=True):
+            args = {"app": "backend_functions:app", "tag": tag, "function": True}
+            serve.run(build(args), name=name, route_prefix=None)
+        assert app.registered_functions["square"].remote(7) == 49
+        assert app.registered_classes["Model"]().predict.remote(4)["y"] == 4
+    finally:
+        for name in names:
+            serve.delete(name)
+        sys.path.remove(str(EXAMPLES))

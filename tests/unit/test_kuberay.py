@@ -26,6 +26,7 @@ SAMPLES = {
     "secret_bearer": "secret_bearer.py",
     "web_server_aiohttp": "web_server_aiohttp.py",
     "gpu_app": "resources.py::gpu_app",
+    "backend_functions": "backend_functions.py",
 }
 
 
