@@ -33,6 +33,7 @@ SIDECAR_PREFIX = "rayweb-sidecar:"  # + "<endpoint>:<id>": a web_server's sideca
 
 # --- environment a replica (or web_server process) runs with --------------------------------
 REMOTE_ENV = "RAYWEB_IS_REMOTE"  # "1" inside a replica: serve() and from_local_environ know
+CALLER_RAY_ENV = "RAYWEB_RAY_ADDRESS"  # a web_server's process: the Ray its calls join
 DEV_ENV = "RAYWEB_DEV"  # "1" in replicas of a `rayweb serve`/`app.run()` app: calls reach -dev apps
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..callforms import CallTarget
 from ..classes import Cls
-from ..common import DEV_ENV, RemoteFailure
+from ..common import CALLER_RAY_ENV, DEV_ENV, RemoteFailure
 from ..compiler.variants import start_variant, variant_app_name
 from ..exception import ExecutionError, InvalidError, NotFoundError
 from ..functions import Function
@@ -73,14 +73,22 @@ def method_handle(target: CallTarget, method: str) -> Any:
     return cached
 
 
+def connected() -> bool:
+    """Whether this process is on a Ray cluster; a ``web_server``'s own process (no Ray
+    worker) joins its replica's cluster here, at its first call."""
+    import ray
+
+    if not ray.is_initialized() and os.environ.get(CALLER_RAY_ENV):
+        ray.init(address=os.environ[CALLER_RAY_ENV], log_to_driver=False, logging_level=40)
+    return bool(ray.is_initialized())
+
+
 def handle_for(target: CallTarget) -> Any:
     name = served_name(target.owner)
     handle = _handles.get(name)
     if handle is not None:
         return handle
-    import ray
-
-    if not ray.is_initialized():
+    if not connected():
         raise not_running(target, name)
     from ray import serve
 

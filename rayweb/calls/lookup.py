@@ -39,9 +39,9 @@ def lookup_failed(owner: Any) -> NotFoundError:
 
 def _handle(owner: Any) -> Any:
     """The Serve handle of the looked-up app's function or class (found once)."""
-    import ray
+    from .invoker import connected
 
-    if not ray.is_initialized():
+    if not connected():
         raise lookup_failed(owner)
     from ray import serve
 

@@ -30,8 +30,9 @@ def _actor() -> Any:
     import ray
 
     from ..services.results import results_actor
+    from .invoker import connected
 
-    if not ray.is_initialized():
+    if not connected():
         raise ExecutionError(
             "rayweb: FunctionCall needs the app's Ray cluster: call it where the app runs "
             "(after `with app.run():` or `rayweb.serve(app)`, or inside a replica)."

@@ -24,6 +24,8 @@ import time
 from typing import Any
 
 from ..common import (
+    CALLER_RAY_ENV,
+    DEV_ENV,
     REMOTE_ENV,
     SIDECAR_PREFIX,
     USER_ERROR_BEGIN,
@@ -74,6 +76,13 @@ class WebServerSidecar:
         env = {**os.environ, **secrets}
         env[REMOTE_ENV] = "1"
         env["RAYWEB_ENDPOINT"] = self.payload.label
+        # The server's own process is no Ray worker: its `.remote()` calls join this cluster
+        # on first use (calls/invoker.connected), and reach the -dev apps of a dev app.
+        import ray
+
+        env[CALLER_RAY_ENV] = ray.get_runtime_context().gcs_address
+        if self.payload.dev:
+            env[DEV_ENV] = "1"
         env["RAYWEB_PORT_MAP"] = f"{self.declared_port}={self.assigned_port}"
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (PORTMAP_DIR, env.get("PYTHONPATH", "")) if p

@@ -224,3 +224,32 @@ def test_failing_web_server_function_shows_the_user_traceback(served):
         served(app, deploy_timeout=120)
     assert "OSError: model weights not found" in str(info.value)
     assert "broken" in (info.value.user_traceback or "")
+
+
+def test_a_web_servers_own_process_calls_the_apps_functions(served):
+    app = rayweb.App("ws-calls")
+
+    @app.function(serialized=True)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @app.function(serialized=True)
+    @rayweb.web_server(8000, startup_timeout=30)
+    def server():
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = str(double.remote(int(self.path.strip("/") or 1))).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        server = http.server.ThreadingHTTPServer(("0.0.0.0", 8000), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    url = served(app).urls["server"]
+    assert httpx.get(url + "/21", timeout=120).text == "42"  # joined Ray at its first call
+    assert httpx.get(url + "/5", timeout=60).text == "10"
