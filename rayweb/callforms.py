@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from .exception import ExecutionError, InvalidError
 
-CALL_FORMS = ("remote", "spawn", "remote_gen", "map", "starmap", "for_each")
+CALL_FORMS = ("remote", "spawn", "remote_gen", "map", "starmap", "for_each", "spawn_map")
 
 
 class Invoker(Protocol):

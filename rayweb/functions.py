@@ -147,6 +147,10 @@ class Function(Generic[P, R]):
         return CallForm(CallTarget(self), "for_each")
 
     @property
+    def spawn_map(self) -> CallForm:
+        return CallForm(CallTarget(self), "spawn_map")
+
+    @property
     def is_generator(self) -> bool | None:
         """None for a function looked up by name that has not been called yet."""
         if self.described is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import pickle
 import queue
 import time
@@ -24,85 +23,16 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from ..callforms import CallTarget
-from ..classes import Cls
-from ..common import CALLER_RAY_ENV, DEV_ENV, RemoteFailure
-from ..compiler.variants import start_variant, variant_app_name
+from ..common import RemoteFailure
+from ..compiler.variants import start_variant
 from ..exception import ExecutionError, InvalidError, NotFoundError
-from ..functions import Function
-from ..spec import Retries, function_app_name
+from ..spec import Retries
 from . import lookup, variants
+from .handles import method_handle
 
 MAP_WINDOW = 1000  # inputs of one .map() in flight at once
-_handles: dict[str, Any] = {}
 _helper = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rayweb-call")
 _warned_sync_in_loop = False
-
-
-def served_name(owner: Function[Any, Any] | Cls) -> str:
-    """The Serve application that runs ``owner``: what ``rayweb.serve`` recorded in this
-    process, else the rule every process computes the same way (``-dev`` inside replicas of
-    a dev app); a class variant's is its class's with its key."""
-    key = getattr(owner, "variant_key", None)
-    if key is not None:
-        return variant_app_name(served_name(owner.base), key)  # type: ignore[union-attr]
-    recorded = getattr(owner, "_served_as", None)
-    if recorded:
-        return str(recorded)
-    return function_app_name(owner.app.name, owner.tag, dev=os.environ.get(DEV_ENV) == "1")
-
-
-def not_running(target: CallTarget, name: str) -> NotFoundError:
-    owner = target.owner
-    return NotFoundError(
-        f"rayweb: {owner.tag} of app {owner.app.name!r} is not running on this Ray cluster "
-        f"(no Serve application {name!r}). Suggestion: run it first, with `with app.run():` "
-        "in this process, `rayweb serve <file.py>` or `rayweb deploy <file.py>`."
-    )
-
-
-def method_handle(target: CallTarget, method: str) -> Any:
-    """The app's handle for the replica's ``call``/``call_gen`` (cached: ``options`` makes a
-    new handle object each time)."""
-    name = served_name(target.owner)
-    key = f"{name}\0{method}"
-    cached = _handles.get(key)
-    if cached is None:
-        cached = _handles[key] = handle_for(target).options(
-            method_name=method, stream=method == "call_gen"
-        )
-    return cached
-
-
-def connected() -> bool:
-    """Whether this process is on a Ray cluster; a ``web_server``'s own process (no Ray
-    worker) joins its replica's cluster here, at its first call."""
-    import ray
-
-    if not ray.is_initialized() and os.environ.get(CALLER_RAY_ENV):
-        ray.init(address=os.environ[CALLER_RAY_ENV], log_to_driver=False, logging_level=40)
-    return bool(ray.is_initialized())
-
-
-def handle_for(target: CallTarget) -> Any:
-    name = served_name(target.owner)
-    handle = _handles.get(name)
-    if handle is not None:
-        return handle
-    if not connected():
-        raise not_running(target, name)
-    from ray import serve
-
-    try:
-        handle = serve.get_app_handle(name)
-    except Exception:
-        raise not_running(target, name) from None
-    _handles[name] = handle
-    return handle
-
-
-def forget_handles() -> None:
-    """After ``rayweb.serve``'s handle stops (its apps are gone)."""
-    _handles.clear()
 
 
 def raise_failure(failure: RemoteFailure) -> Any:
@@ -385,6 +315,10 @@ class Invoker:
             return _iterate(lambda: gen_sync(target, args, kwargs))
         options = _map_options(form, kwargs)
         inputs = _inputs(form, args)
+        if form == "spawn_map":
+            from .spawned import spawn_map
+
+            return _off_loop(spawn_map, target, inputs, options[0])
         if form == "for_each":
             return _off_loop(lambda: _drain(map_sync(target, inputs, *options)))
         return _iterate(lambda: map_sync(target, inputs, *options))
@@ -412,6 +346,10 @@ class Invoker:
         if form == "remote_gen":
             return gen_async(target, args, kwargs)
         options = _map_options(form, kwargs)
+        if form == "spawn_map":
+            from .spawned import spawn_map_async
+
+            return spawn_map_async(target, _inputs(form, args), options[0])
         results = map_async(target, _inputs(form, args), *options)
         if form == "for_each":
             return _drain_async(results)
@@ -423,6 +361,8 @@ def _map_options(form: str, options: dict[str, Any]) -> tuple[dict[str, Any], bo
     allowed = {"kwargs", "order_outputs", "return_exceptions", "wrap_returned_exceptions"}
     if form == "for_each":
         allowed = {"kwargs", "ignore_exceptions"}
+    if form == "spawn_map":
+        allowed = {"kwargs"}
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(f".{form}() got unexpected keyword argument(s) {sorted(unknown)}")

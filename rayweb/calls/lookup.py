@@ -21,7 +21,12 @@ from ..common import DEV_ENV
 from ..exception import NotFoundError
 from ..spec import function_app_name
 
-COROUTINE_FORMS = ("remote", "spawn", "for_each")  # the other .aio forms are async iterators
+COROUTINE_FORMS = (
+    "remote",
+    "spawn",
+    "for_each",
+    "spawn_map",
+)  # the other .aio forms are async iterators
 
 
 def looked_up(target: CallTarget) -> bool:
@@ -39,7 +44,7 @@ def lookup_failed(owner: Any) -> NotFoundError:
 
 def _handle(owner: Any) -> Any:
     """The Serve handle of the looked-up app's function or class (found once)."""
-    from .invoker import connected
+    from .handles import connected
 
     if not connected():
         raise lookup_failed(owner)

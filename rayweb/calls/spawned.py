@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..callforms import CallTarget
@@ -18,19 +19,21 @@ from ..exception import (
     OutputExpiredError,
     TimeoutError,
 )
-from .invoker import _off_loop, handle_for, raise_failure, served_name
+from .handles import handle_for, served_name
+from .invoker import _off_loop, raise_failure
 
 WAIT_CHUNK_S = 60.0  # one actor call waits at most this long; get(timeout=None) loops
 
 
 _found: dict[str, Any] = {}  # the results actor's handle, per Ray session
+SPAWN_MAP_BATCH = 1000  # spawn_map inputs per message to the results actor
 
 
 def _actor() -> Any:
     import ray
 
     from ..services.results import results_actor
-    from .invoker import connected
+    from .handles import connected
 
     if not connected():
         raise ExecutionError(
@@ -62,6 +65,38 @@ def spawn(target: CallTarget, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 
     call_id = ray.get(_actor().spawn.remote(*_request(target, args, kwargs)))
     return FunctionCall(call_id)
+
+
+def _batches(inputs: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    batch: list[tuple[Any, ...]] = []
+    for args in inputs:
+        batch.append(args)
+        if len(batch) >= SPAWN_MAP_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def spawn_map(
+    target: CallTarget, inputs: Iterator[tuple[Any, ...]], kwargs: dict[str, Any]
+) -> None:
+    """``f.spawn_map(...)``: every input handed to the cluster's results actor, which runs
+    them as it runs spawned calls; returns once all are handed over (as Modal's does, with
+    no results to fetch)."""
+    import ray
+
+    app, method, params, _, _, retries = _request(target, (), {})
+    for batch in _batches(inputs):
+        ray.get(_actor().spawn_map.remote(app, method, params, batch, kwargs, retries))
+
+
+async def spawn_map_async(
+    target: CallTarget, inputs: Iterator[tuple[Any, ...]], kwargs: dict[str, Any]
+) -> None:
+    app, method, params, _, _, retries = _request(target, (), {})
+    for batch in _batches(inputs):
+        await _actor().spawn_map.remote(app, method, params, batch, kwargs, retries)
 
 
 async def spawn_async(

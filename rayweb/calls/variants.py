@@ -31,7 +31,8 @@ def _fresh(name: str) -> bool:
 
 def ensure(target: CallTarget) -> None:
     """Start the variant of ``target``'s class if it does not run (blocking)."""
-    from .invoker import raise_failure, served_name
+    from .handles import served_name
+    from .invoker import raise_failure
 
     owner = target.owner
     name = served_name(owner)
@@ -56,7 +57,7 @@ def ensure(target: CallTarget) -> None:
 
 
 async def ensure_async(target: CallTarget) -> None:
-    from .invoker import served_name
+    from .handles import served_name
 
     if not _fresh(served_name(target.owner)):
         await asyncio.to_thread(ensure, target)

@@ -65,7 +65,7 @@ class ServeHandle:
             for function in self.app.web_endpoints:
                 function._hydrate(None)
             record_served(self.app, None)
-        from ..calls.invoker import forget_handles
+        from ..calls.handles import forget_handles
 
         forget_handles()
         if self.holds_embedded:

@@ -77,7 +77,7 @@ class WebServerSidecar:
         env[REMOTE_ENV] = "1"
         env["RAYWEB_ENDPOINT"] = self.payload.label
         # The server's own process is no Ray worker: its `.remote()` calls join this cluster
-        # on first use (calls/invoker.connected), and reach the -dev apps of a dev app.
+        # on first use (calls/handles.connected), and reach the -dev apps of a dev app.
         import ray
 
         env[CALLER_RAY_ENV] = ray.get_runtime_context().gcs_address

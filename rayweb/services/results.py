@@ -45,6 +45,7 @@ class _Call:
     outcome: bytes | None = None  # cloudpickled ("ok", value) / ("err", failure) / ("sys", text)
     cancelled: bool = False
     task: asyncio.Task[None] | None = None
+    keep: bool = True  # False for spawn_map's calls: nobody can ask for their results
 
 
 class ResultsActor:
@@ -78,6 +79,26 @@ class ResultsActor:
             self.senders.add(sender)  # a task nothing refers to may be garbage-collected
             sender.add_done_callback(self.senders.discard)
         return call_id
+
+    async def spawn_map(
+        self,
+        app: str,
+        method: str | None,
+        params: tuple[Any, ...],
+        inputs: list[tuple[Any, ...]],
+        kwargs: dict[str, Any],
+        retries: Retries | None,
+    ) -> int:
+        """Queue one call per input, like ``spawn``, keeping no results (``spawn_map``)."""
+        for args in inputs:
+            self.waiting.append(
+                (_Call(time.time(), keep=False), app, (method, params, args, kwargs), retries)
+            )
+        while self.waiting and len(self.senders) < self.concurrency:
+            sender = asyncio.ensure_future(self._send())
+            self.senders.add(sender)
+            sender.add_done_callback(self.senders.discard)
+        return len(inputs)
 
     async def _send(self) -> None:
         """One of at most ``concurrency`` senders: runs waiting calls one after another
@@ -121,6 +142,10 @@ class ResultsActor:
                 break
             await asyncio.sleep(retries.delay(attempt))
             attempt += 1
+        if not call.keep:
+            if outcome[0] != "ok":
+                logger.warning("a spawn_map input to %s failed: %s", app, _summary(outcome))
+            return
         try:
             call.outcome = cloudpickle.dumps(outcome)
         except Exception as exc:
@@ -186,6 +211,13 @@ class ResultsActor:
             "waiting": len(self.waiting),
             "bytes": self.bytes,
         }
+
+
+def _summary(outcome: tuple[str, Any]) -> str:
+    kind, value = outcome
+    if kind == "err":
+        return f"{value.type_name}: {value.message}"
+    return str(value)
 
 
 def results_actor() -> Any:

@@ -306,3 +306,26 @@ def test_a_replica_killed_mid_call_fails_the_call_clearly_and_a_new_one_serves(r
             except ExecutionError:
                 assert time.monotonic() < deadline
                 time.sleep(1)
+
+
+def test_spawn_map_hands_every_input_over_and_returns(served, tmp_path):
+    app = rayweb.App("spawn-map")
+
+    @app.function(serialized=True)
+    @rayweb.concurrent(max_inputs=8)
+    def record(i: int, folder: str) -> None:
+        if i == 3:
+            raise ValueError("a failed input is logged, not raised to the caller")
+        (Path(folder) / str(i)).write_text(str(i * i))
+
+    served(app)
+    assert record.spawn_map(range(40), kwargs={"folder": str(tmp_path)}) is None
+    asyncio.run(record.spawn_map.aio(range(40, 50), kwargs={"folder": str(tmp_path)}))
+    expected = {str(i) for i in range(50)} - {"3"}
+    deadline = time.monotonic() + 120
+    while {p.name for p in tmp_path.iterdir()} != expected:
+        assert time.monotonic() < deadline, sorted(p.name for p in tmp_path.iterdir())
+        time.sleep(0.2)
+    assert (tmp_path / "7").read_text() == "49"
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        record.spawn_map(range(2), order_outputs=False)
