@@ -61,7 +61,9 @@ class RateLimiterActor:
 
 def shared_limiter(endpoint: str, rate: float, burst_s: float) -> Acquire:
     """The cluster's rate limiter actor (created on first use), as an ``acquire`` function."""
-    actor = cluster_actor(RateLimiterActor, LIMITER_NAME, head=False, max_concurrency=1000)
+    # On the head, as every cluster service: a detached actor on a worker node keeps that node
+    # from ever being idle, so the autoscaler could never remove it (a GPU node, say).
+    actor = cluster_actor(RateLimiterActor, LIMITER_NAME, max_concurrency=1000)
 
     async def acquire(client: str, wanted: int) -> tuple[int, float]:
         taken, wait = await actor.acquire.remote(f"{endpoint}|{client}", wanted, rate, burst_s)

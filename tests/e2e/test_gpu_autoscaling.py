@@ -69,6 +69,22 @@ WATCH = textwrap.dedent(
                 }
             except Exception as exc:
                 replicas = {"error": repr(exc)}
+            try:  # and what holds each GPU node: its actors and resources in use
+                from ray.util.state import list_actors
+
+                avail = ray._private.state.state.available_resources_per_node()
+                held = {}
+                for n in gpu_nodes:
+                    nid = n["NodeID"]
+                    actors = list_actors(filters=[("node_id", "=", nid), ("state", "=", "ALIVE")])
+                    used = {k: v - avail.get(nid, {}).get(k, 0) for k, v in n["Resources"].items()}
+                    held[nid[-8:]] = {
+                        "actors": [a.class_name for a in actors],
+                        "used": {k: v for k, v in used.items() if v and not k.startswith("node:")},
+                    }
+                replicas = {"serve": replicas, "gpu_nodes": held}
+            except Exception as exc:
+                replicas = {"serve": replicas, "gpu_nodes": repr(exc)}
         sample = {"t": time.time(), "gpu_nodes": len(gpu_nodes), "replicas": replicas}
         print(json.dumps(sample, default=str), flush=True)
         time.sleep(0.5)
@@ -81,7 +97,8 @@ class NodeWatch:
 
     def __init__(self, address: str, env: dict[str, str]) -> None:
         self.samples: list[tuple[float, int]] = []
-        self.replicas: dict = {}  # Serve's replicas per app and state, at the last sample
+        self.replicas: dict = {}  # Serve's replicas and what holds each GPU node, last sample
+        self.gpu_actors: set[str] = set()  # every actor class seen on a GPU node
         self.proc = subprocess.Popen(
             [sys.executable, "-c", WATCH, address],
             stdout=subprocess.PIPE,
@@ -99,6 +116,10 @@ class NodeWatch:
                 continue
             self.samples.append((sample["t"], sample["gpu_nodes"]))
             self.replicas = sample.get("replicas", {})
+            nodes = self.replicas.get("gpu_nodes") if isinstance(self.replicas, dict) else None
+            if isinstance(nodes, dict):
+                for node in nodes.values():
+                    self.gpu_actors.update(node["actors"])
 
     def now(self) -> int | None:
         return self.samples[-1][1] if self.samples else None
@@ -113,7 +134,7 @@ class NodeWatch:
             what += f" (the watcher exited: {self.proc.stderr.read()[-2000:]})"  # type: ignore[union-attr]
         raise AssertionError(
             f"{what} within {timeout:.0f}s; last samples {self.samples[-5:]}; "
-            f"Serve's replicas then: {self.replicas}"
+            f"Serve's replicas and the GPU nodes' actors and used resources then: {self.replicas}"
         )
 
     def stop(self) -> None:
@@ -168,6 +189,11 @@ def test_gpu_nodes_follow_the_endpoints(tmp_path):
         assert watch.now() == 1
         assert min(n for _t, n in watch.samples[-30:]) == 1
         assert httpx.get(f"http://127.0.0.1:{port}/fakegpu-warm").status_code == 200
+        # Only replicas run on GPU nodes: a cluster service there (a detached actor) would
+        # keep its node from ever being idle (the rate limiter once did).
+        assert watch.gpu_actors and all(a.startswith("ServeReplica:") for a in watch.gpu_actors), (
+            watch.gpu_actors
+        )
     finally:
         watch.stop()
         down = _run("cluster", "down", "--name", name, env=env, timeout=120)
