@@ -50,6 +50,13 @@ def serve(app: App, **kwargs: Any) -> ServeHandle:
     return _serve(app, **kwargs)
 
 
+def _deploy(app: App) -> Any:
+    """``App.deploy()``; see :func:`rayweb.driver.deploy.deploy_connected`."""
+    from .driver.deploy import deploy_connected
+
+    return deploy_connected(app)
+
+
 __all__ = [
     "App",
     "Cls",

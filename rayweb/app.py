@@ -268,6 +268,24 @@ class App:
         finally:
             handle.stop()
 
+    def deploy(
+        self,
+        *,
+        name: str | None = None,
+        environment_name: str | None = None,
+        tag: str | None = None,
+        client: Any = None,
+    ) -> App:
+        """Deploy this app persistently, as ``rayweb deploy`` does (web endpoints, functions
+        and classes stay up after this process exits): onto the Ray cluster this process is
+        connected to, else the one ``RAY_ADDRESS`` names."""
+        import rayweb  # the facade: driver code is reached through it, not imported here
+
+        if name:
+            self.name = name
+        rayweb._deploy(self)
+        return self
+
     def local_entrypoint(
         self, _warn_parentheses_missing: Any = None, *, name: str | None = None
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -8,6 +8,7 @@ without a cluster; :func:`deploy_app` carries them out.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,21 @@ class Deployed:
     removed: list[str]
     working_dir: str | None
     excluded: list[str] = dataclasses.field(default_factory=list)  # files not shipped
+
+
+def deploy_connected(app: App) -> Deployed:
+    """``app.deploy()``: onto the Ray this process is connected to, else ``RAY_ADDRESS``'s
+    (never an embedded Ray: it would end with this process)."""
+    import ray
+
+    address = None if ray.is_initialized() else os.environ.get("RAY_ADDRESS")
+    if not ray.is_initialized() and not address:
+        raise InvalidError(
+            "app.deploy() needs a running Ray cluster, and this process is connected to none. "
+            "Suggestion: `rayweb cluster up` and set RAY_ADDRESS, or `rayweb deploy <file.py> "
+            "--address <cluster>`."
+        )
+    return deploy_app(app, address=address)
 
 
 def deploy_app(

@@ -329,3 +329,24 @@ def test_spawn_map_hands_every_input_over_and_returns(served, tmp_path):
     assert (tmp_path / "7").read_text() == "49"
     with pytest.raises(TypeError, match="unexpected keyword"):
         record.spawn_map(range(2), order_outputs=False)
+
+
+def test_app_deploy_puts_the_functions_on_the_connected_cluster(ray_cluster):
+    from rayweb.driver.status import delete_apps
+    from rayweb.services.registry import forget_deployed
+    from rayweb.spec import function_app_name
+
+    app = rayweb.App("deployed-from-code")
+
+    @app.function(serialized=True)
+    def triple(x: int) -> int:
+        return 3 * x
+
+    name = function_app_name("deployed-from-code", "triple", dev=False)
+    assert app.deploy() is app
+    try:
+        assert triple.remote(5) == 15
+        assert rayweb.Function.from_name("deployed-from-code", "triple").remote(2) == 6
+    finally:
+        delete_apps([name])
+        forget_deployed(name)
