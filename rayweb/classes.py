@@ -229,6 +229,10 @@ class Cls:
         were given, also applied by the base's replicas for a class looked up by name."""
         variant = copy.copy(self)
         variant.base, variant.overrides = self, overrides
+        text = repr(sorted((k, _canonical(v)) for k, v in overrides.items()))
+        variant.__dict__["_key"] = (
+            hashlib.sha256(text.encode()).hexdigest()[:10] if overrides else None
+        )
         if self.user_cls is not None:
             variant.options = overridden(self.options, **overrides.get("options", {}))
             if "concurrency" in overrides:
@@ -245,11 +249,9 @@ class Cls:
 
     @property
     def variant_key(self) -> str | None:
-        """What names the variant's Serve application (None for the class itself)."""
-        if not self.overrides:
-            return None
-        text = repr(sorted((k, _canonical(v)) for k, v in self.overrides.items()))
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+        """What names the variant's Serve application (None for the class itself); made once,
+        in ``apply``, since every call of the variant asks for it."""
+        return self.__dict__.get("_key")
 
     @property
     def web_functions(self) -> list[Function[Any, Any]]:
