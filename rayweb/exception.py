@@ -6,11 +6,14 @@ Hierarchy::
     ├── InvalidError          misuse caught at decoration or deploy time
     ├── DeprecationError      a removed Modal name or argument
     ├── NotFoundError         an app, object or secret that does not exist
+    ├── AlreadyExistsError    a named object that exists already (``objects.create``)
+    ├── RequestSizeError      a value over the size limit (``Dict.put``, ``Queue.put``)
     ├── ExecutionError        something failed while running on the cluster
     │   ├── DeploymentError   an endpoint could not be brought up (user code raised, ...)
     │   └── DeployTimeoutError a deploy waited too long (for example on missing GPUs)
     ├── TimeoutError          (also the built-in TimeoutError) a result was not ready in time
     │   ├── FunctionTimeoutError  a call ran longer than its function's ``timeout=``
+    │   ├── VolumeUploadTimeoutError  a ``batch_upload`` did not finish in time
     │   └── OutputExpiredError    a spawned call's result is no longer kept
     └── InputCancellation     the call was cancelled (``FunctionCall.cancel()``)
 """
@@ -34,6 +37,14 @@ class DeprecationError(Error):
 
 class NotFoundError(Error):
     """An app, deployment or named object does not exist."""
+
+
+class AlreadyExistsError(Error):
+    """A named object (Dict, Queue, Volume) that already exists."""
+
+
+class RequestSizeError(Error):
+    """A value or request over the size limit (Modal: rejected by the server as too large)."""
 
 
 class ExecutionError(Error):
@@ -66,6 +77,10 @@ class FunctionTimeoutError(TimeoutError):
     """A call ran longer than its function's ``timeout=``."""
 
 
+class VolumeUploadTimeoutError(TimeoutError):
+    """A volume upload did not finish in time."""
+
+
 class OutputExpiredError(TimeoutError):
     """A spawned call's result expired (or was evicted from the bounded result store)."""
 
@@ -75,6 +90,9 @@ class InputCancellation(Error):
 
 
 __all__ = [
+    "AlreadyExistsError",
+    "RequestSizeError",
+    "VolumeUploadTimeoutError",
     "DeployTimeoutError",
     "DeploymentError",
     "DeprecationError",
