@@ -24,8 +24,10 @@ from .decorators import (
     web_server,
     wsgi_app,
 )
+from .dicts import Dict
 from .functions import Function
 from .image import Image
+from .queues import Queue
 from .secret import Secret
 from .spec import Limits, Retries
 
@@ -60,10 +62,12 @@ def _deploy(app: App) -> Any:
 __all__ = [
     "App",
     "Cls",
+    "Dict",
     "Function",
     "FunctionCall",
     "Image",
     "Limits",
+    "Queue",
     "Retries",
     "Secret",
     "asgi_app",

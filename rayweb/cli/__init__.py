@@ -12,12 +12,15 @@ from . import serve as _serve_commands  # noqa: F401 - registers `serve` and `de
 from .apps import app_cli
 from .cluster import cluster_cli
 from .root import cli
+from .state import dict_cli, queue_cli
 from .store import secret_cli, token_cli
 
 cli.add_typer(cluster_cli, name="cluster")
 cli.add_typer(app_cli, name="app")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(secret_cli, name="secret")
+cli.add_typer(dict_cli, name="dict")
+cli.add_typer(queue_cli, name="queue")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ MAX_LINES = 450
 # Where each node runs (see docs/architecture.md); the import rules follow from it.
 DECLARE = {
     "app", "callforms", "classes", "decorators", "functions", "image", "options", "secret",
-    "spec", "exception", "_compat",
+    "spec", "exception", "_compat", "objects", "dicts", "queues",
 }  # fmt: skip
 SHARED = {"common", "tokens"}
 DRIVER = {"driver", "cli"}
