@@ -88,6 +88,15 @@ def extract_user_error(message: str) -> tuple[str, str] | None:
     return summary, body
 
 
+def use_ray_token() -> None:
+    """Before Ray is imported by a process that joins a running cluster: Ray 2.60 clusters
+    use token auth by default, and a driver without it retries for ~20 s and fails; use the
+    machine's token when there is one (Ray reads the mode when it is imported)."""
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists() or os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def remote_error(exc: BaseException) -> BaseException:
     """An actor's own exception (NotFoundError, TimeoutError, ...), not Ray's wrapper."""
     cause = getattr(exc, "cause", None)

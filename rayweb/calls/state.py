@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from ..common import remote_error
+from ..common import remote_error, use_ray_token
 from ..exception import ExecutionError
 from ..services.state import WRITES, QueueFull
 from .invoker import _off_loop
@@ -59,6 +59,7 @@ class ClusterState:
             address = exc.owner.get("address")
             if not address:
                 raise ExecutionError(str(exc)) from None
+            use_ray_token()
             import ray
 
             ray.init(address=address, namespace="rayweb", log_to_driver=False)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ..common import free_port
+from ..common import free_port, use_ray_token
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -47,11 +46,7 @@ def ensure_ray(
     # unless RAYWEB_TRUSTED_PROXIES (or FORWARDED_ALLOW_IPS itself) names the proxies.
     os.environ.setdefault("FORWARDED_ALLOW_IPS", os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
     if address:
-        # Ray 2.60 clusters use token auth by default; a driver without it retries for ~20 s
-        # and fails. Use the machine's token when there is one (read when Ray is imported).
-        token = Path.home() / ".ray" / "auth_token"
-        if token.exists() or os.environ.get("RAY_AUTH_TOKEN"):
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        use_ray_token()
     import ray
 
     if ray.is_initialized():
