@@ -30,6 +30,7 @@ from .image import Image
 from .queues import Queue
 from .secret import Secret
 from .spec import Limits, Retries
+from .volume import Volume
 
 if TYPE_CHECKING:
     from .driver.serve import ServeHandle
@@ -70,6 +71,7 @@ __all__ = [
     "Queue",
     "Retries",
     "Secret",
+    "Volume",
     "asgi_app",
     "batched",
     "concurrent",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from . import exception
+from . import exception, volume
 
 
 def install_modal_alias() -> None:
@@ -19,3 +19,4 @@ def install_modal_alias() -> None:
     # The package itself is always imported before any of its modules.
     sys.modules["modal"] = sys.modules[__name__.rpartition(".")[0]]
     sys.modules["modal.exception"] = exception
+    sys.modules["modal.volume"] = volume  # modal.volume.FileEntry, FileEntryType

@@ -8,6 +8,7 @@ Nothing here touches Ray: serving happens in ``rayweb.driver``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -20,7 +21,14 @@ from .decorators import PartialFunction, _Flags
 from .exception import DeprecationError, InvalidError
 from .functions import Function
 from .image import Image
-from .options import check_limits, check_secrets, function_options
+from .options import (
+    FunctionOptions,
+    check_limits,
+    check_secrets,
+    check_volumes,
+    function_options,
+    merge_volumes,
+)
 from .secret import Secret
 from .spec import DEFAULT_TIMEOUT, Limits
 
@@ -93,7 +101,7 @@ class App:
             raise InvalidError("Invalid value for `name`: Must be string.")
         if image is not None and not isinstance(image, Image):
             raise InvalidError("`image=` has to be a `rayweb.Image` object")
-        _check_volumes(volumes)
+        self.volumes = check_volumes(volumes)  # (mount path, Volume): every function's
         self.name = name
         self.tags = dict(tags or {})
         self.image = image
@@ -144,6 +152,7 @@ class App:
         serialized: bool = False,
         name: str | None = None,
         limits: Limits | None = None,
+        volumes: Mapping[str, Any] | None = None,
         max_inputs: int | None = None,
         is_generator: bool | None = None,
         **kwargs: Any,
@@ -162,8 +171,9 @@ class App:
             min_containers=min_containers, max_containers=max_containers,
             buffer_containers=buffer_containers, scaledown_window=scaledown_window,
             timeout=timeout, startup_timeout=startup_timeout, serialized=serialized, name=name,
-            limits=limits, retries=retries,
+            limits=limits, retries=retries, volumes=volumes,
         )  # fmt: skip
+        options = self._with_app_volumes(options)
 
         def wrapper(f: Callable[P, R] | PartialFunction[P, R]) -> Function[P, R]:
             if isinstance(f, (Function, Cls)):
@@ -223,6 +233,7 @@ class App:
         retries: Any = None,
         serialized: bool = False,
         limits: Limits | None = None,
+        volumes: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Register a class whose ``@enter`` runs once per replica and whose web methods
@@ -235,8 +246,9 @@ class App:
             min_containers=min_containers, max_containers=max_containers,
             buffer_containers=buffer_containers, scaledown_window=scaledown_window,
             timeout=timeout, startup_timeout=startup_timeout, serialized=serialized, name=None,
-            limits=limits, retries=retries,
+            limits=limits, retries=retries, volumes=volumes,
         )  # fmt: skip
+        options = self._with_app_volumes(options)
 
         def wrapper(user_cls: Any) -> Cls:
             if isinstance(user_cls, (Function, Cls)):
@@ -254,6 +266,12 @@ class App:
             return cls
 
         return wrapper
+
+    def _with_app_volumes(self, options: FunctionOptions) -> FunctionOptions:
+        """The app's ``volumes=`` under the function's own (Modal merges them the same way)."""
+        if not self.volumes:
+            return options
+        return dataclasses.replace(options, volumes=merge_volumes(self.volumes, options.volumes))
 
     @contextlib.contextmanager
     def run(self, *, detach: bool = False, interactive: bool = False) -> Iterator[App]:
@@ -312,18 +330,7 @@ class App:
         return self
 
 
-def _check_volumes(volumes: Any) -> None:
-    """Volumes are not there yet: refuse them rather than lose what the app writes."""
-    if volumes:
-        raise InvalidError(
-            "rayweb does not support `volumes=` yet: files written there would not persist "
-            "or be shared between replicas. Suggestion: remove `volumes=` and keep the data "
-            "in a directory every Ray node mounts, or in external storage."
-        )
-
-
 def _check_kwargs(decorator: str, kwargs: dict[str, Any]) -> None:
-    _check_volumes(kwargs.pop("volumes", None))
     for key in kwargs:
         if key in _RENAMED:
             date, message = _RENAMED[key]

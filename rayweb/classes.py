@@ -26,9 +26,10 @@ from .decorators import (
 )
 from .exception import InvalidError
 from .functions import AppOptions, DeployedApp, Function, _code_elsewhere
-from .options import FunctionOptions, overridden
+from .options import FunctionOptions, check_volumes, overridden
 from .secret import Secret
 from .spec import ConcurrencySpec
+from .volume import Volume
 
 
 class Cls:
@@ -184,8 +185,7 @@ class Cls:
     ) -> Cls:
         """This class with other resources, scaling, timeout, retries or secrets, in a pool
         of replicas of its own: ``Model.with_options(gpu="A100")().generate.remote(42)``."""
-        if volumes:
-            raise InvalidError("rayweb does not support volumes yet (see the issues).")
+        mounts = check_volumes(volumes)
         for secret in secrets:
             if not isinstance(secret, Secret) or secret.name is None:
                 raise InvalidError(
@@ -196,9 +196,9 @@ class Cls:
             "cpu": cpu, "memory": memory, "gpu": gpu, "secrets": tuple(secrets),
             "retries": retries, "max_containers": max_containers,
             "buffer_containers": buffer_containers, "scaledown_window": scaledown_window,
-            "timeout": timeout,
+            "timeout": timeout, "volumes": dict(mounts),
         }  # fmt: skip
-        given = {k: v for k, v in given.items() if v not in (None, ())}
+        given = {k: v for k, v in given.items() if v not in (None, (), {})}
         overridden(FunctionOptions(), **given)  # Modal's checks, before any cluster
         return self._variant({"options": given})
 
@@ -340,4 +340,6 @@ def _canonical(value: Any) -> Any:
         return tuple(_canonical(v) for v in value)
     if isinstance(value, Secret):
         return ("secret", value.name)
+    if isinstance(value, Volume):
+        return ("volume", value.dir_name)
     return value

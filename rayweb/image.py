@@ -7,6 +7,9 @@ rayweb maps each builder step to what Ray can provide per deployment:
   environment already satisfies (the embedded local Ray shares that environment);
 - ``env``: ``runtime_env["env_vars"]``;
 - ``add_local_python_source``: ``runtime_env["py_modules"]``;
+- ``add_local_file``/``add_local_dir``: the replica's ``remote_path`` links to the local path
+  (``localfiles.py``; the same machine, or shipped with ``rayweb deploy``'s code when the
+  files are under the app's source root);
 - ``from_registry``: recorded as the container image for KubeRay manifests;
 - ``apt_install``/``run_commands``: cannot be done per deployment on Ray; they are recorded,
   and ``rayweb`` warns when the app is deployed that the cluster's image must provide them.
@@ -17,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from .exception import InvalidError
+from .localfiles import LocalFile, local_dir, local_file
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Image:
     apt_packages: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
     local_modules: tuple[str, ...] = ()
+    local_files: tuple[LocalFile, ...] = ()
 
     @staticmethod
     def debian_slim(python_version: str | None = None, force_build: bool = False) -> Image:
@@ -72,6 +78,27 @@ class Image:
     def add_local_python_source(self, *modules: str, copy: bool = False, **_kwargs: Any) -> Image:
         """Ship these local packages/modules to the replicas (runtime_env py_modules)."""
         return replace(self, local_modules=self.local_modules + modules)
+
+    def add_local_file(
+        self, local_path: str | Path, remote_path: str, *, copy: bool = False
+    ) -> Image:
+        """Make a local file appear at ``remote_path`` (absolute; ending "/" keeps the
+        file's name) in every replica. ``copy`` is accepted; the file is always linked."""
+        return replace(self, local_files=(*self.local_files, local_file(local_path, remote_path)))
+
+    def add_local_dir(
+        self,
+        local_path: str | Path,
+        remote_path: str,
+        *,
+        copy: bool = False,
+        ignore: Sequence[str] | Callable[[Path], bool] = (),
+    ) -> Image:
+        """Make a local directory appear at ``remote_path`` (absolute) in every replica,
+        without the files ``ignore`` names (dockerignore patterns, or a function of the
+        relative Path that returns True to leave a file out)."""
+        step = local_dir(local_path, remote_path, ignore)
+        return replace(self, local_files=(*self.local_files, step))
 
     @contextlib.contextmanager
     def imports(self) -> Iterator[None]:

@@ -4,8 +4,10 @@ and turned into :class:`FunctionOptions`. No Ray here."""
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from .exception import InvalidError
@@ -20,6 +22,7 @@ from .spec import (
     parse_gpu,
     parse_retries,
 )
+from .volume import Volume
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,89 @@ class FunctionOptions:
     name: str | None = None
     limits: Limits | None = None
     retries: Retries | None = None
+    volumes: tuple[tuple[str, Volume], ...] = ()  # (mount path, volume), checked
+
+
+# Directories a mount would hide from every process of the node (rayweb links the path
+# itself, not a private mount namespace as Modal's containers have).
+SYSTEM_DIRS = (
+    "/usr", "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/boot",
+    "/var", "/run",
+)  # fmt: skip
+SYSTEM_TREES = ("/proc", "/sys", "/dev")
+
+
+def check_volumes(volumes: Any) -> tuple[tuple[str, Volume], ...]:
+    """``volumes={"/data": vol}`` checked as Modal checks it (``validate_mount_points``,
+    ``validate_volumes``), plus rayweb's own rules: no system directory, no nested paths."""
+    if volumes is None:
+        return ()
+    if not isinstance(volumes, Mapping):
+        raise InvalidError(
+            "`volume_likes` should be a dict[str | PurePosixPath, Volume], "
+            f"got {type(volumes)} instead"
+        )
+    mounts: dict[str, Volume] = {}
+    for raw, volume in volumes.items():
+        path = PurePath(raw).as_posix()
+        if path != posixpath.abspath(path):
+            raise InvalidError(f"Volume {path} must be a canonical, absolute path.")
+        if path == "/":
+            raise InvalidError(f"Volume {path} cannot be mounted into root directory.")
+        if path in ("/root", "/tmp"):
+            raise InvalidError(f"Volume {path} cannot be mounted at '{path}'.")
+        top = "/" + path.split("/")[1]
+        if path in SYSTEM_DIRS or top in SYSTEM_TREES:
+            raise InvalidError(
+                f"Volume {path} cannot be mounted at a system directory: rayweb makes the "
+                "mount path a link to the volume's directory on the node, which would hide "
+                f"{top} from every process there. Suggestion: mount it under a path of its "
+                "own, such as /data."
+            )
+        if not isinstance(volume, Volume):
+            raise InvalidError(
+                f"Object of type {type(volume)} mounted at '{path}' is not usable as a volume."
+            )
+        if path in mounts and mounts[path] != volume:
+            raise InvalidError(
+                f"Two volumes are mounted at {path}: {mounts[path].describe()} and "
+                f"{volume.describe()}. Suggestion: give each its own path."
+            )
+        mounts[path] = volume
+    return check_mount_layout(tuple(mounts.items()))
+
+
+def check_mount_layout(mounts: tuple[tuple[str, Volume], ...]) -> tuple[tuple[str, Volume], ...]:
+    """One volume at one path, and no mount path inside another (each path is one link)."""
+    paths: dict[Volume, list[str]] = {}
+    for path, volume in mounts:
+        paths.setdefault(volume, []).append(path)
+    for shared in paths.values():
+        if len(shared) > 1:
+            conflicting = ", ".join(shared)
+            raise InvalidError(
+                "The same Volume cannot be mounted in multiple locations for the same "
+                f"function: {conflicting}"
+            )
+    ordered = sorted(mounts)
+    pairs = [(x, y) for i, x in enumerate(ordered) for y in ordered[i + 1 :]]
+    for (a, va), (b, vb) in pairs:
+        if b.startswith(a + "/"):
+            raise InvalidError(
+                f"Volume mounts overlap: {va.describe()} at {a} and {vb.describe()} at {b} "
+                "(one path is inside the other, and each mount path is one link to one "
+                "volume). Suggestion: mount them side by side, such as /data/a and /data/b "
+                "both under a plain directory, or /data and /models."
+            )
+    return tuple(ordered)
+
+
+def merge_volumes(
+    defaults: tuple[tuple[str, Volume], ...], given: tuple[tuple[str, Volume], ...]
+) -> tuple[tuple[str, Volume], ...]:
+    """The app's volumes with a function's over them (a path given twice: the function's)."""
+    merged = {**dict(defaults), **dict(given)}
+    return check_mount_layout(tuple(merged.items()))
 
 
 def check_secrets(secrets: Any) -> tuple[Secret, ...]:
@@ -92,6 +178,7 @@ def function_options(
     name: str | None,
     limits: Limits | None,
     retries: Any = None,
+    volumes: Any = None,
 ) -> FunctionOptions:
     if image is not None and not isinstance(image, Image):
         raise InvalidError("`image=` has to be a `rayweb.Image` object")
@@ -146,6 +233,7 @@ def function_options(
         name=name,
         limits=check_limits(limits),
         retries=parse_retries(retries),
+        volumes=check_volumes(volumes),
     )
 
 
@@ -161,6 +249,7 @@ def overridden(
     buffer_containers: Any = None,
     scaledown_window: Any = None,
     timeout: Any = None,
+    volumes: Any = None,
 ) -> FunctionOptions:
     """``base`` with what ``Cls.with_options`` was given (None keeps the base's value;
     secrets are added), checked as the decorator checks them."""
@@ -170,7 +259,7 @@ def overridden(
         buffer_containers=buffer_containers, scaledown_window=scaledown_window,
         timeout=base.timeout if timeout is None else timeout,
         startup_timeout=base.startup_timeout, serialized=base.serialized, name=base.name,
-        limits=base.limits, retries=retries,
+        limits=base.limits, retries=retries, volumes=volumes,
     )  # fmt: skip
     resources = dataclasses.replace(
         base.resources,
@@ -191,4 +280,5 @@ def overridden(
         scaling=scaling,
         timeout=given.timeout,
         retries=given.retries if retries is not None else base.retries,
+        volumes=merge_volumes(base.volumes, given.volumes),
     )

@@ -176,6 +176,8 @@ class EndpointSpec:
     runtime_env: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     limits: Limits = field(default_factory=Limits)
     batching: tuple[int, int] | None = None  # @batched: (max_batch_size, wait_ms)
+    mounts: tuple[tuple[str, str], ...] = ()  # (mount path, volume directory under the root)
+    links: tuple[tuple[str, str], ...] = ()  # Image.add_local_*: (remote path, local path)
 
 
 def parse_gpu(gpu: str | Sequence[str] | None) -> tuple[GpuSpec, ...]:
@@ -260,6 +262,9 @@ class CodeRef:
     attr: str | None = None
 
 
+SHIPPED = "working_dir:"  # a link's target in the code `rayweb deploy` shipped (+ its path)
+
+
 @dataclass(frozen=True)
 class ReplicaPayload:
     """The constructor argument of every rayweb replica: plain data only."""
@@ -280,6 +285,9 @@ class ReplicaPayload:
     dev: bool = False  # `rayweb serve`/`app.run()`: .remote() calls reach the -dev functions
     gateway_maxconn: int = 4  # connections HAProxy may open to one replica
     wsgi_threads: int = 1  # the thread pool of a wsgi_app
+    mounts: tuple[tuple[str, str], ...] = ()  # (mount path, volume directory under the root)
+    links: tuple[tuple[str, str], ...] = ()  # Image.add_local_*: (remote path, local path)
+    volume_root: str = ""  # the driver's RAYWEB_VOLUME_ROOT, resolved
 
 
 @dataclass(frozen=True)
@@ -356,3 +364,6 @@ class FunctionPayload:
     batching: tuple[int, int] | None = None  # @batched: (max_batch_size, wait_ms)
     retries: Retries | None = None  # told to callers that look it up by name (from_name)
     params: tuple[tuple[str, Any], ...] = ()  # a class's parameter set: its pool's instance
+    mounts: tuple[tuple[str, str], ...] = ()  # (mount path, volume directory under the root)
+    links: tuple[tuple[str, str], ...] = ()  # Image.add_local_*: (remote path, local path)
+    volume_root: str = ""  # the driver's RAYWEB_VOLUME_ROOT, resolved

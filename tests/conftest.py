@@ -27,3 +27,17 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("RAYWEB_STORE_DIR", None)
     else:
         os.environ["RAYWEB_STORE_DIR"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def volume_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Volumes of tests (and of the clusters and CLIs they start) live under tmp, never in
+    ~/.rayweb/volumes; replicas get the driver's root in their payload."""
+    path = tmp_path_factory.mktemp("rayweb-volumes")
+    old = os.environ.get("RAYWEB_VOLUME_ROOT")
+    os.environ["RAYWEB_VOLUME_ROOT"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("RAYWEB_VOLUME_ROOT", None)
+    else:
+        os.environ["RAYWEB_VOLUME_ROOT"] = old

@@ -14,11 +14,13 @@ from .cluster import cluster_cli
 from .root import cli
 from .state import dict_cli, queue_cli
 from .store import secret_cli, token_cli
+from .volume import volume_cli
 
 cli.add_typer(cluster_cli, name="cluster")
 cli.add_typer(app_cli, name="app")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(secret_cli, name="secret")
+cli.add_typer(volume_cli, name="volume")
 cli.add_typer(dict_cli, name="dict")
 cli.add_typer(queue_cli, name="queue")
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..exception import InvalidError
+from ..localfiles import check_overlaps, plan_links
 from ..spec import (
     CodeRef,
     EndpointSpec,
@@ -26,9 +27,11 @@ from ..spec import (
     Limits,
     ReplicaPayload,
 )
+from ..volume import volume_root
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..classes import Cls
     from ..functions import Function
 
 DEFAULT_NUM_CPUS = 0.1  # a whole CPU per replica starves a 2-core node
@@ -115,6 +118,7 @@ def endpoint_spec(function: Function[Any, Any]) -> EndpointSpec:
     app, options = function.app, function.options
     secrets = tuple(s.ref() for s in (*app.secrets, *options.secrets))
     image = options.image or app.image
+    mounts, links = files_of(function)
     return EndpointSpec(
         tag=function.tag,
         label=function.label,
@@ -128,7 +132,21 @@ def endpoint_spec(function: Function[Any, Any]) -> EndpointSpec:
         auth_headers=app.auth_headers,
         runtime_env=image.runtime_env() if image else {},
         limits=options.limits or app.limits or Limits(),
+        mounts=mounts,
+        links=links,
     )
+
+
+def files_of(
+    target: Function[Any, Any] | Cls,
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """A function's volume mounts ``(path, volume directory)`` and its image's local files
+    ``(remote path, local path)``, checked (local paths exist; no path inside another)."""
+    mounts = tuple((path, vol.dir_name) for path, vol in target.options.volumes)
+    image = target.options.image or target.app.image
+    links = plan_links(image.local_files, volume_root()) if image and image.local_files else ()
+    check_overlaps(mounts, links)
+    return mounts, links
 
 
 def resource_plan(
@@ -312,6 +330,9 @@ def compile_endpoint(
         gateway_maxconn=max_inputs * GATEWAY_QUEUE_FACTOR,
         # One WSGI thread per input the replica may take at once.
         wsgi_threads=max_inputs,
+        mounts=spec.mounts,
+        links=spec.links,
+        volume_root=str(volume_root()),
     )
     # Modal's rule: startup_timeout defaults to timeout.
     startup = float(spec.startup_timeout or spec.timeout)

@@ -8,10 +8,19 @@ only assembles a function's payload. Pure: no Ray.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import TYPE_CHECKING, Any
 
-from ..spec import EndpointSpec, FunctionPayload, ReplicaPayload, function_app_name
-from .core import CompiledEndpoint, code_ref, deployment_options, max_inputs_of, resource_plan
+from ..spec import SHIPPED, EndpointSpec, FunctionPayload, ReplicaPayload, function_app_name
+from ..volume import volume_root
+from .core import (
+    CompiledEndpoint,
+    code_ref,
+    deployment_options,
+    files_of,
+    max_inputs_of,
+    resource_plan,
+)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -24,6 +33,7 @@ def function_spec(target: Function[Any, Any] | Cls) -> EndpointSpec:
     ``.remote()``: the same options and defaults as an endpoint, without a web decorator."""
     app, options = target.app, target.options
     image = options.image or app.image
+    mounts, links = files_of(target)
     return EndpointSpec(
         tag=target.tag,
         label=target.tag,
@@ -36,6 +46,8 @@ def function_spec(target: Function[Any, Any] | Cls) -> EndpointSpec:
         secrets=tuple(s.ref() for s in (*app.secrets, *options.secrets)),
         runtime_env=image.runtime_env() if image else {},
         batching=target.batching,
+        mounts=mounts,
+        links=links,
     )
 
 
@@ -73,6 +85,9 @@ def compile_function(
         batching=spec.batching,
         retries=target.options.retries,
         params=tuple(sorted(getattr(target, "overrides", {}).get("params", {}).items())),
+        mounts=spec.mounts,
+        links=spec.links,
+        volume_root=str(volume_root()),
     )
     startup = float(spec.startup_timeout or spec.timeout)
     return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)
@@ -91,10 +106,15 @@ def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:
     """The endpoint with its code imported from the uploaded ``working_dir``."""
     if ep.payload.code.sys_path is None:
         return ep  # pickled by value: travels in the payload
+    root = ep.payload.code.sys_path
     code = dataclasses.replace(ep.payload.code, sys_path=None)
     actor = dict(ep.deployment_options["ray_actor_options"])
     actor["runtime_env"] = {**actor.get("runtime_env", {}), "working_dir": working_dir}
-    payload: ReplicaPayload | FunctionPayload = dataclasses.replace(ep.payload, code=code)
+    # Image.add_local_* files under the shipped root link to their shipped copy
+    links = tuple((remote, _shipped(local, root)) for remote, local in ep.payload.links)
+    payload: ReplicaPayload | FunctionPayload = dataclasses.replace(
+        ep.payload, code=code, links=links
+    )
     sidecar = payload.sidecar if isinstance(payload, ReplicaPayload) else None
     if isinstance(payload, ReplicaPayload) and sidecar is not None:
         # a web_server's code runs in its sidecar actor
@@ -105,3 +125,12 @@ def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:
         payload = dataclasses.replace(payload, sidecar=sidecar)
     options = {**ep.deployment_options, "ray_actor_options": actor}
     return dataclasses.replace(ep, deployment_options=options, payload=payload)
+
+
+def _shipped(local: str, root: str) -> str:
+    """A local path under the shipped ``root``: the same path in the replica's working
+    directory (``SHIPPED`` + the relative path); others stay as they are."""
+    rel = os.path.relpath(local, root)
+    if rel.split(os.sep)[0] == os.pardir:
+        return local
+    return SHIPPED + rel

@@ -22,6 +22,7 @@ from .output import Progress
 from .secrets import prepare_secrets
 from .shipping import ship_plan
 from .status import delete_apps, deploy, one_line, wait_for_routes
+from .volumes import prepare_volumes
 
 if TYPE_CHECKING:
     from ..app import App
@@ -77,6 +78,7 @@ def deploy_app(
         )
     # fail on bad specs before connecting; functions called with .remote() deploy too
     endpoints = compile_app(app) + compile_functions(app)
+    prepare_volumes(app)
     roots = {ep.payload.code.sys_path for ep in endpoints if ep.payload.code.sys_path}
     if len(roots) > 1:
         raise InvalidError(

@@ -39,6 +39,7 @@ from .import_refs import AppRef, find_app, import_module_of, parse_app_ref
 from .output import print_urls
 from .serve import record_served, serve
 from .status import delete_apps, deploy
+from .volumes import prepare_volumes
 
 Say = Callable[[str], None]
 
@@ -85,6 +86,7 @@ class DevSession:
             app = self.load()
             endpoints = compile_app(app, dev=True)
             functions = compile_functions(app, dev=True)
+            prepare_volumes(app)
         except Exception:
             self.say("[reload] the app does not load; the last good version keeps serving:")
             self.say(_user_traceback())

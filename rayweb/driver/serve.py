@@ -18,6 +18,7 @@ from . import cluster
 from .output import Progress, print_urls
 from .secrets import prepare_secrets
 from .status import delete_apps, deploy, wait_for_routes
+from .volumes import prepare_volumes
 
 if TYPE_CHECKING:
     from ..app import App
@@ -96,6 +97,7 @@ def serve(
     say = progress or (lambda _msg: None)
     endpoints = compile_app(app, dev=dev)  # fail on bad specs before starting anything
     functions = compile_functions(app, dev=dev)
+    prepare_volumes(app)
     say("Starting Ray" if address is None else f"Connecting to Ray at {address}")
     cluster.ensure_ray(address)
     holds = cluster.hold()

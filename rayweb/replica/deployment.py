@@ -32,6 +32,7 @@ from .chain import Chain
 from .direct import DirectServer
 from .hotswap import Swappable, forget_code, reload_loop, swap_in
 from .loader import load_target
+from .mounts import VOLUME_ROOT_ENV, setup_files
 from .proxy import ReverseProxy
 from .webserver import start_sidecar
 
@@ -59,16 +60,29 @@ async def resolve_secrets(payload: ReplicaPayload | FunctionPayload) -> dict[str
 
 
 async def set_environment(payload: ReplicaPayload | FunctionPayload) -> None:
-    """What user code sees in a replica: its secrets, ``RAYWEB_IS_REMOTE``, the endpoint's
-    name, and ``RAYWEB_DEV`` in a dev app (so ``.remote()`` reaches its -dev functions)."""
+    """What user code sees in a replica: its secrets, its volumes and image files (links,
+    ``mounts.py``), ``RAYWEB_IS_REMOTE``, the endpoint's name, and ``RAYWEB_DEV`` in a dev
+    app (so ``.remote()`` reaches its -dev functions)."""
     try:
         os.environ.update(await resolve_secrets(payload))
     except BaseException as exc:
         raise user_failure("loading secrets", exc) from None
+    mount_files(payload)
     os.environ[REMOTE_ENV] = "1"
     os.environ["RAYWEB_ENDPOINT"] = payload.label
     if payload.dev:
         os.environ[DEV_ENV] = "1"
+
+
+def mount_files(payload: ReplicaPayload | FunctionPayload) -> None:
+    """The driver's volume root for ``Volume`` calls here, and the payload's links."""
+    if payload.volume_root:
+        os.environ[VOLUME_ROOT_ENV] = payload.volume_root
+    if payload.mounts or payload.links:
+        try:
+            setup_files(payload)
+        except BaseException as exc:
+            raise user_failure("mounting volumes and image files", exc) from None
 
 
 async def _stop_sidecar(sidecar: Any) -> None:

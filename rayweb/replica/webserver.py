@@ -62,9 +62,10 @@ class WebServerSidecar:
 
     async def start(self) -> int:
         """Start the server and wait (``startup_timeout``) until its port accepts connections."""
-        from .deployment import resolve_secrets
+        from .deployment import mount_files, resolve_secrets
 
         secrets = await resolve_secrets(self.payload)
+        mount_files(self.payload)  # the server's process inherits the volume root
         return await asyncio.get_running_loop().run_in_executor(None, self._start, secrets)
 
     def _start(self, secrets: dict[str, str]) -> int:

@@ -127,11 +127,11 @@ def test_unsupported_image_steps_are_named_in_a_warning():
     assert any("apt_install('ffmpeg')" in m and "node image" in m for m in messages), messages
 
 
-def test_volumes_and_environments_are_refused_not_ignored():
-    with pytest.raises(InvalidError, match="does not support `volumes=` yet"):
+def test_non_volumes_and_environments_are_refused_not_ignored():
+    with pytest.raises(InvalidError, match="is not usable as a volume"):
         rayweb.App("v", volumes={"/data": object()})
     other = rayweb.App("v2")
-    with pytest.raises(InvalidError, match="does not support `volumes=` yet"):
+    with pytest.raises(InvalidError, match="is not usable as a volume"):
         other.function(volumes={"/data": object()})
     assert rayweb.App("v3", volumes={}).name == "v3"  # empty is fine
     with pytest.raises(InvalidError, match="no environments"):
