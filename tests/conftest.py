@@ -41,3 +41,17 @@ def volume_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("RAYWEB_VOLUME_ROOT", None)
     else:
         os.environ["RAYWEB_VOLUME_ROOT"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def example_mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Examples mount their volumes at ``/data`` (as Modal's do) unless ``EXAMPLE_MOUNT`` says
+    where: under tmp in tests. Set before any Ray starts, so replicas see it too."""
+    path = tmp_path_factory.mktemp("example-mounts")
+    old = os.environ.get("EXAMPLE_MOUNT")
+    os.environ["EXAMPLE_MOUNT"] = str(path / "data")
+    yield path
+    if old is None:
+        os.environ.pop("EXAMPLE_MOUNT", None)
+    else:
+        os.environ["EXAMPLE_MOUNT"] = old

@@ -5,7 +5,11 @@ with the path and the fix. Mounts are under tmp, never at real system paths."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +17,8 @@ import pytest
 
 import rayweb
 from rayweb.exception import DeploymentError, NotFoundError
+from tests.conftest import ROOT
+from tests.integration.conftest import example_app
 
 pytestmark = pytest.mark.cluster
 
@@ -96,3 +102,55 @@ def test_a_mount_path_that_cannot_be_linked_fails_the_deploy(served, tmp_path: P
     assert f"{taken} exists already and is a file" in str(info.value)
     assert "Suggestion" in str(info.value)
     assert taken.read_text() == "a file the mount would hide"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rayweb.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_uploads_land_in_a_volume_and_results_in_a_dict(served, tmp_path: Path):
+    """examples/uploads.py: the endpoint streams uploads into the volume, a backend function
+    in its own replica reads them and puts a summary in a Dict; the CLI sees both."""
+    handle = served(example_app("uploads.py"))
+    base = handle.urls["api"]
+    big = os.urandom(20 * 2**20)
+    files = {"small.txt": b"one\ntwo\nthree\n", "big.bin": big}
+    with httpx.Client(timeout=120) as client:
+        uploaded = {
+            name: client.post(f"{base}/upload/{name}", content=data).json()
+            for name, data in files.items()
+        }
+        assert uploaded["big.bin"]["bytes"] == len(big)
+        assert client.post(f"{base}/upload/..%2Fescape", content=b"x").status_code in (400, 404)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            got = {name: client.get(f"{base}/result/{name}") for name in files}
+            if all(r.status_code == 200 for r in got.values()):
+                break
+            time.sleep(0.3)
+        for name, data in files.items():
+            summary = got[name].json()
+            assert summary["sha256"] == hashlib.sha256(data).hexdigest(), name
+            assert summary["pid"] != uploaded[name]["pid"]  # processed in another replica
+        assert client.get(f"{base}/files").json() == [
+            "incoming",
+            "incoming/big.bin",
+            "incoming/small.txt",
+            "processed",
+            "processed/big.bin.json",
+            "processed/small.txt.json",
+        ]
+    assert rayweb.Dict.from_name("uploads-results")["small.txt"]["lines"] == 3
+    listed = _cli("volume", "ls", "uploads-files", "incoming")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(listed.stdout.split()) == ["incoming/big.bin", "incoming/small.txt"]
+    fetched = _cli("volume", "get", "uploads-files", "incoming/small.txt", "-")
+    assert fetched.stdout == files["small.txt"].decode()
+    items = _cli("dict", "items", "uploads-results", "--json")
+    assert "small.txt" in items.stdout and "sha256" in items.stdout, items.stderr
