@@ -232,20 +232,27 @@ class Dict(_NamedObject):
         yield from self._ready()
         yield ("dict_clear", self._name)
 
+    def _pages(self, what: str) -> Program:
+        yield from self._ready()
+        out: list[Any] = []
+        start: int | None = 0
+        while start is not None:
+            page, start = yield ("dict_page", self._name, what, start)
+            out.extend(page)
+        return out
+
     @live(iterates=True)
     def keys(self) -> Program:
-        yield from self._ready()
-        return [load(k) for k in (yield ("dict_keys", self._name))]
+        """The keys (an iterator; ``.aio``: an async iterator), in no defined order."""
+        return [load(k) for k in (yield from self._pages("keys"))]
 
     @live(iterates=True)
     def values(self) -> Program:
-        yield from self._ready()
-        return [load(v) for v in (yield ("dict_values", self._name))]
+        return [load(v) for v in (yield from self._pages("values"))]
 
     @live(iterates=True)
     def items(self) -> Program:
-        yield from self._ready()
-        return [(load(k), load(v)) for k, v in (yield ("dict_items", self._name))]
+        return [(load(k), load(v)) for k, v in (yield from self._pages("items"))]
 
     def __getitem__(self, key: Any) -> Any:
         missing = object()

@@ -258,8 +258,9 @@ def _off_loop(fn: Any, *args: Any) -> Any:
     if not _warned_sync_in_loop:
         _warned_sync_in_loop = True
         warnings.warn(
-            "rayweb: a blocking call form (`.remote()`, `.map()`, ...) ran inside an event "
-            "loop and blocked it until the result came. Suggestion: `await f.remote.aio(...)`.",
+            "rayweb: a blocking call (`f.remote()`, `f.map()`, `d[key]`, `q.get()`, ...) ran "
+            "inside an event loop and blocked it until the result came. Suggestion: its .aio "
+            "form, such as `await f.remote.aio(...)` or `await d.get.aio(key)`.",
             stacklevel=4,
         )
     return _helper.submit(fn, *args).result()

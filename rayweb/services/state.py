@@ -13,6 +13,7 @@ logged with the write, so replaying the log gives the same data (partition TTLs 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ QUEUE_MAX_ITEM = _env_int("RAYWEB_QUEUE_MAX_ITEM_BYTES", 2**20)  # Modal: 1 MiB 
 QUEUE_MAX_ITEMS = _env_int("RAYWEB_QUEUE_MAX_PARTITION_ITEMS", 5000)  # Modal: 5,000
 QUEUE_MAX_PARTITIONS = 100_000  # Modal's limit
 MAX_TOTAL = _env_int("RAYWEB_STATE_MAX_BYTES", 4 * 2**30)  # all keys and values together
+PAGE_ITEMS, PAGE_BYTES = 1000, 16 * 2**20  # one answer of keys()/values()/items()
 DONE_MAX_OPS = 10_000  # results kept for retried writes: this many, within DONE_MAX_BYTES
 DONE_MAX_BYTES = 64 * 2**20
 
@@ -48,8 +50,8 @@ WRITES = frozenset(
 )  # fmt: skip
 READS = frozenset(
     {
-        "hydrate", "objects", "dict_get", "dict_contains", "dict_len", "dict_keys", "dict_values",
-        "dict_items", "queue_len", "queue_peek",
+        "hydrate", "objects", "dict_get", "dict_contains", "dict_len", "dict_page", "queue_len",
+        "queue_peek",
     }
 )  # fmt: skip
 
@@ -238,14 +240,22 @@ class State:
     def dict_len(self, now: float, name: str) -> int:
         return len(self._get("dict", name).entries)
 
-    def dict_keys(self, now: float, name: str) -> list[bytes]:
-        return list(self._get("dict", name).entries)
-
-    def dict_values(self, now: float, name: str) -> list[bytes]:
-        return list(self._get("dict", name).entries.values())
-
-    def dict_items(self, now: float, name: str) -> list[tuple[bytes, bytes]]:
-        return list(self._get("dict", name).entries.items())
+    def dict_page(
+        self, now: float, name: str, what: str, start: int
+    ) -> tuple[list[Any], int | None]:
+        """Entries ``start``... of the Dict (``what``: keys, values or items), at most
+        ``PAGE_ITEMS`` or ``PAGE_BYTES`` of them, and where the next page starts (None: the
+        end). Pages keep each answer bounded; a Dict changed between pages may repeat or skip
+        an entry (Modal's iteration order is not defined either)."""
+        entries = self._get("dict", name).entries
+        out: list[Any] = []
+        size = 0
+        for key, value in itertools.islice(entries.items(), start, None):
+            if out and (len(out) >= PAGE_ITEMS or size + len(key) + len(value) > PAGE_BYTES):
+                return out, start + len(out)
+            out.append(key if what == "keys" else value if what == "values" else (key, value))
+            size += len(key) + (len(value) if what != "keys" else 0)
+        return out, None
 
     # -- Queue -------------------------------------------------------------------------
     def _queue(self, name: str, now: float) -> Obj:

@@ -36,7 +36,8 @@ def test_dict_operations_keep_keys_as_their_pickled_bytes():
     assert s.read("dict_len", ("d",), 1.0) == 3
     assert s.apply("dict_pop", None, ("d", k(2)), 1.0) == (True, b"z")
     assert s.apply("dict_pop", None, ("d", k(2)), 1.0) == (False, None)
-    assert s.total == sum(len(a) + len(b) for a, b in s.read("dict_items", ("d",), 1.0))
+    items, end = s.read("dict_page", ("d", "items", 0), 1.0)
+    assert end is None and s.total == sum(len(a) + len(b) for a, b in items)
     s.apply("dict_clear", None, ("d",), 1.0)
     assert s.read("dict_len", ("d",), 1.0) == 0 and s.total == 0
     with pytest.raises(AlreadyExistsError):
@@ -44,6 +45,23 @@ def test_dict_operations_keep_keys_as_their_pickled_bytes():
     assert s.apply("dict_create", None, ("d", False, True), 1.0) is False
     with pytest.raises(NotFoundError, match="rayweb dict create nope"):
         s.read("dict_get", ("nope", k("a")), 1.0)
+
+
+def test_iterating_a_dict_comes_in_bounded_pages(monkeypatch):
+    monkeypatch.setattr(state_mod, "PAGE_ITEMS", 3)
+    monkeypatch.setattr(state_mod, "PAGE_BYTES", 25)
+    s = State()
+    s.apply("dict_create", None, ("d", False, False), 0.0)
+    s.apply("dict_update", None, ("d", [(k(i), b"v" * i) for i in range(1, 8)]), 0.0)
+    pages, start = [], 0
+    while start is not None:
+        page, start = s.read("dict_page", ("d", "values", start), 0.0)
+        pages.append(page)
+    # at most 3 entries and 25 bytes of keys and values a page (pickled int keys: 6 bytes)
+    assert [b"".join(p).count(b"v") for p in pages] == [6, 9, 13]
+    assert sum(len(p) for p in pages) == 7
+    keys, start = s.read("dict_page", ("d", "keys", 0), 0.0)
+    assert keys == [k(1), k(2), k(3)] and start == 3
 
 
 def test_a_write_retried_with_its_operation_id_is_applied_once():
