@@ -4,7 +4,7 @@
 
 1. Inside a function's replica: write ``--gib`` GiB (8 MiB chunks, fsynced) then read it back,
    once through the mount path (``/bench-vol`` -> the volume's directory) and once through
-   the volume's directory itself, alternating, 3 rounds; medians and the ratio (the goal is
+   the volume's directory itself, alternating which goes first, 6 rounds; medians and the ratio (the goal is
    ~1.0x: the mount is a link, no copy on the way).
 2. From the driver: ``batch_upload`` of ``--files`` files of 1 KiB against ``shutil.copy`` of
    the same files into a plain directory.
@@ -35,6 +35,7 @@ MOUNT = os.environ.setdefault("BENCH_VOLUME_MOUNT", tempfile.mkdtemp() + "/bench
 app = rayweb.App("bench-volumes")
 vol = rayweb.Volume.from_name("bench-volumes", create_if_missing=True)
 CHUNK = 8 * 2**20
+ROUNDS = 6
 
 
 @app.function(volumes={MOUNT: vol}, timeout=1800)
@@ -58,8 +59,9 @@ def through(gib: float) -> dict:
         return wrote, read
 
     runs: dict[str, list[tuple[float, float]]] = {"mount": [], "direct": []}
-    for _ in range(3):
-        for name, folder in (("mount", MOUNT), ("direct", str(vol.path()))):
+    order = [("mount", MOUNT), ("direct", str(vol.path()))]
+    for i in range(ROUNDS):
+        for name, folder in order if i % 2 == 0 else order[::-1]:  # neither always goes first
             runs[name].append(write_read(folder))
     return {
         name: {
@@ -111,7 +113,8 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; {options.gib:g} GiB in 8 MiB chunks inside a function's "
-        "replica, write fsynced, read right after (page cache warm in both), median of 3.",
+        "replica, write fsynced, read right after (page cache warm in both), median of 6 rounds that "
+        "alternate which goes first.",
         "",
         "| path | write MiB/s | read MiB/s |",
         "|---|---|---|",
