@@ -30,7 +30,7 @@ class StateActor:
         self.files = StateFiles()
         address = ray.get_runtime_context().gcs_address
         # a restarted actor waits for its old process's lock to go (the OS drops it at exit)
-        self.files.acquire(address, wait_s=10.0)
+        self.files.acquire(address, wait_s=3.0)
         self.state: State = self.files.load()
         self.files.snapshot(self.state)  # start from one file: the load cost stays bounded
         self.pending: list[tuple[bytes, asyncio.Future[None]]] = []
