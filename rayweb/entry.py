@@ -8,7 +8,8 @@ a non-web function or class called with ``.remote()`` (``"square"``, ``"Model"``
 application must have the name callers compute, ``rayweb-fn-<app>-<tag>``, as the
 rendered manifest has it); ``dev`` adds ``-dev``.
 Secrets come from the replica's environment (Kubernetes Secrets via ``envFrom``), so the
-compiled payload asks the store for nothing.
+compiled payload asks the store for nothing. Compiling here also makes the payload's volume
+root the pod's ``RAYWEB_VOLUME_ROOT`` (the same in every pod of a rendered manifest).
 """
 
 from __future__ import annotations

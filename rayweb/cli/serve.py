@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -166,6 +166,16 @@ def deploy(
         str | None,
         typer.Option(help="With --kuberay: container image with Ray, rayweb and the code."),
     ] = None,
+    volume_size: Annotated[
+        str, typer.Option(help="With --kuberay: the storage each Volume's claim requests.")
+    ] = "10Gi",
+    storage_class: Annotated[
+        str | None,
+        typer.Option(help="With --kuberay: the Volumes' storage class (ReadWriteMany)."),
+    ] = None,
+    state_size: Annotated[
+        str, typer.Option(help="With --kuberay: the storage of the head's Dict/Queue claim.")
+    ] = "1Gi",
 ) -> None:
     """Deploy an app onto a running Ray cluster and exit; it keeps serving (`modal deploy`).
 
@@ -173,7 +183,12 @@ def deploy(
     place; if the new version does not start, the previous one keeps serving and the command
     fails with the reason. With --kuberay, renders a RayService for Kubernetes instead."""
     if kuberay:
-        _render_kuberay(app_ref, module, output=output, name=name, image=image)
+        storage = {
+            "volume_size": volume_size,
+            "storage_class": storage_class,
+            "state_size": state_size,
+        }
+        _render_kuberay(app_ref, module, output=output, name=name, image=image, storage=storage)
         return
     from ..driver.deploy import deploy_app
     from ..driver.import_refs import load_app
@@ -210,10 +225,16 @@ def deploy(
 
 
 def _render_kuberay(
-    app_ref: str, module: bool, *, output: Path | None, name: str | None, image: str | None
+    app_ref: str,
+    module: bool,
+    *,
+    output: Path | None,
+    name: str | None,
+    image: str | None,
+    storage: dict[str, Any],
 ) -> None:
     from ..driver.import_refs import find_app, import_module_of, parse_app_ref
-    from ..driver.kuberay import render_rayservice, to_yaml
+    from ..driver.kuberay import render_manifests, to_yaml
 
     err = Console(stderr=True, soft_wrap=True)
     with user_errors(err, "rendering the manifest"):
@@ -221,14 +242,21 @@ def _render_kuberay(
         found = find_app(import_module_of(ref), ref)
         module_name = ref.target if ref.is_module else Path(ref.target).stem
         variable = next(k for k, v in vars(sys.modules[module_name]).items() if v is found)
-        text = to_yaml(
-            render_rayservice(found, module=module_name, variable=variable, name=name, image=image)
+        documents = render_manifests(
+            found, module=module_name, variable=variable, name=name, image=image, **storage
         )
+        text = to_yaml(documents)
     if output is None:
         typer.echo(text, nl=False)
     else:
         output.write_text(text)
         err.print(f"Wrote {output}.")
+    claims = [d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"]
+    err.print(
+        f"Claims: {', '.join(claims)}. `kubectl delete -f` deletes them with their data: "
+        "delete the RayService alone to keep them.",
+        highlight=False,
+    )
     err.print(
         f"The image must contain rayweb and make `{module_name}` importable (e.g. on PYTHONPATH).",
         highlight=False,

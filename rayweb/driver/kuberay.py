@@ -10,26 +10,81 @@
 - Secrets: named ones become ``envFrom: secretRef`` (a Kubernetes Secret of the same name,
   sanitised); values never appear. Secrets given in code cannot go in a manifest and are an
   error naming the fix.
+- Volumes: each named ``Volume`` the app mounts is a ``PersistentVolumeClaim``
+  ``rayweb-vol-<name>`` (``ReadWriteMany``, ``volume_size``, ``storage_class`` if given). Every
+  pod has ``RAYWEB_VOLUME_ROOT=/mnt/rayweb/volumes`` (an ``emptyDir``, so rayweb's mount
+  record there is writable) with each claim at ``<root>/<name>``; worker pods mount it at the
+  script's mount path too, which ``replica/mounts.py`` accepts as the volume already. The
+  payloads are compiled in the pod (``rayweb.entry:build``), so their ``volume_root`` is the
+  pod's. ``Volume.ephemeral()`` cannot go in a manifest (an error naming ``from_name``).
+- Dicts and Queues: the head mounts the claim ``rayweb-state-<service>`` (``ReadWriteOnce``,
+  ``state_size``) at ``RAYWEB_STORE_DIR=/mnt/rayweb/store``, so the state survives a restart
+  of the head pod. One claim per RayService: two clusters never share a store.
+- ``render_manifests`` gives the claims, then the RayService; ``to_yaml`` of that list is a
+  multi-document YAML file.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from ..app import App
 from ..compiler import compile_app, compile_functions, endpoint_spec
 from ..exception import InvalidError
+from ..volstore import ROOT_ENV
 
 DEFAULT_IMAGE = "rayproject/ray:{version}-py311"
 SERVE_PORT = 8000
+VOLUME_ROOT = "/mnt/rayweb/volumes"  # RAYWEB_VOLUME_ROOT in every container
+STORE_DIR = "/mnt/rayweb/store"  # RAYWEB_STORE_DIR on the head: Dicts and Queues
+DEFAULT_VOLUME_SIZE = "10Gi"
+DEFAULT_STATE_SIZE = "1Gi"
+STORE_ENV = "RAYWEB_STORE_DIR"
+RAY_GROUP = 100  # the group of rayproject/ray's `ray` user: claims are made writable for it
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
 def k8s_name(name: str) -> str:
     """A DNS-1123 name for a Kubernetes object."""
     out = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
     return out[:63].rstrip("-") or "rayweb"
+
+
+def render_manifests(
+    app: App,
+    *,
+    module: str,
+    variable: str = "app",
+    name: str | None = None,
+    image: str | None = None,
+    ray_version: str | None = None,
+    max_workers: int = 10,
+    volume_size: str = DEFAULT_VOLUME_SIZE,
+    state_size: str = DEFAULT_STATE_SIZE,
+    storage_class: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every object ``app`` needs on Kubernetes, ready for YAML: a ``PersistentVolumeClaim``
+    per named volume it mounts (``storage_class`` applies to these, which must be
+    ``ReadWriteMany``), the head's claim for Dicts and Queues, then the RayService."""
+    volume_size, state_size = _quantity(volume_size), _quantity(state_size)
+    service = render_rayservice(
+        app,
+        module=module,
+        variable=variable,
+        name=name,
+        image=image,
+        ray_version=ray_version,
+        max_workers=max_workers,
+    )
+    claims = [
+        _claim(claim, "ReadWriteMany", volume_size, storage_class, volume=volume)
+        for volume, claim, _paths in _volumes(app)
+    ]
+    state = _claim(_state_claim(service["metadata"]["name"]), "ReadWriteOnce", state_size)
+    return [*claims, state, service]
 
 
 def render_rayservice(
@@ -42,7 +97,8 @@ def render_rayservice(
     ray_version: str | None = None,
     max_workers: int = 10,
 ) -> dict[str, Any]:
-    """The RayService manifest (a dict ready for YAML) for ``app``, defined in ``module``."""
+    """The RayService manifest (a dict ready for YAML) for ``app``, defined in ``module``;
+    the claims its pods mount are in ``render_manifests``."""
     if ray_version is None:
         import ray
 
@@ -50,7 +106,8 @@ def render_rayservice(
     image = image or (app.image.base_image if app.image and app.image.base_image else None)
     image = image or DEFAULT_IMAGE.format(version=ray_version)
     endpoints = compile_app(app) + compile_functions(app)  # web, then called with .remote()
-    secrets = _named_secrets(app)
+    service = k8s_name(name or app.name or "rayweb")
+    pods = _Pods(image, _named_secrets(app), _volumes(app), _state_claim(service))
 
     applications = []
     gpu_groups: dict[str, dict[str, float]] = {}
@@ -89,14 +146,13 @@ def render_rayservice(
         "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
         "applications": applications,
     }
-    workers = [_group("cpu", image, {"CPU": math.ceil(cpu_per_worker)}, secrets, max_workers)]
+    workers = [_group("cpu", pods, {"CPU": math.ceil(cpu_per_worker)}, max_workers)]
     for kind, need in sorted(gpu_groups.items()):
         workers.append(
             _group(
                 f"gpu-{k8s_name(kind)}",
-                image,
+                pods,
                 {"CPU": max(2, math.ceil(need["CPU"])), "GPU": math.ceil(need["GPU"])},
-                secrets,
                 max_workers,
                 accelerator=None if kind == "any" else kind,
             )
@@ -104,7 +160,7 @@ def render_rayservice(
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {"name": k8s_name(name or app.name or "rayweb")},
+        "metadata": {"name": service},
         "spec": {
             "serveConfigV2": _yaml(serve_config),
             "rayClusterConfig": {
@@ -113,7 +169,7 @@ def render_rayservice(
                 "authOptions": {"mode": "token"},
                 "headGroupSpec": {
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": _pod(image, {"cpu": "2", "memory": "8Gi"}, secrets, head=True),
+                    "template": pods.template({"cpu": "2", "memory": "8Gi"}, head=True),
                 },
                 "workerGroupSpecs": workers,
             },
@@ -138,9 +194,8 @@ def _named_secrets(app: App) -> list[str]:
 
 def _group(
     group: str,
-    image: str,
+    pods: _Pods,
     ray_resources: dict[str, int],
-    secrets: list[str],
     max_workers: int,
     accelerator: str | None = None,
 ) -> dict[str, Any]:
@@ -155,7 +210,7 @@ def _group(
         "minReplicas": 0,
         "maxReplicas": max_workers,
         "rayStartParams": params,
-        "template": _pod(image, limits, secrets, head=False),
+        "template": pods.template(limits, head=False),
     }
     if accelerator:
         # Replicas ask for accelerator_type:<X>; this group's nodes provide it.
@@ -163,22 +218,121 @@ def _group(
     return spec
 
 
-def _pod(image: str, limits: dict[str, str], secrets: list[str], *, head: bool) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": "ray-head" if head else "ray-worker",
-        "image": image,
-        "resources": {"limits": dict(limits), "requests": dict(limits)},
-    }
-    if head:
-        container["ports"] = [
-            {"containerPort": 6379, "name": "gcs-server"},
-            {"containerPort": 8265, "name": "dashboard"},
-            {"containerPort": 10001, "name": "client"},
-            {"containerPort": SERVE_PORT, "name": "serve"},
-        ]
-    if secrets:
-        container["envFrom"] = [{"secretRef": {"name": k8s_name(s)}} for s in secrets]
-    return {"spec": {"containers": [container]}}
+@dataclass(frozen=True)
+class _Pods:
+    """What every pod of the cluster shares: the image, secrets, volumes and state claim."""
+
+    image: str
+    secrets: list[str]
+    volumes: list[tuple[str, str, list[str]]]  # (volume name, claim, mount paths)
+    state_claim: str
+
+    def template(self, limits: dict[str, str], *, head: bool) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "name": "ray-head" if head else "ray-worker",
+            "image": self.image,
+            "resources": {"limits": dict(limits), "requests": dict(limits)},
+        }
+        if head:
+            container["ports"] = [
+                {"containerPort": 6379, "name": "gcs-server"},
+                {"containerPort": 8265, "name": "dashboard"},
+                {"containerPort": 10001, "name": "client"},
+                {"containerPort": SERVE_PORT, "name": "serve"},
+            ]
+        if self.secrets:
+            container["envFrom"] = [{"secretRef": {"name": k8s_name(s)}} for s in self.secrets]
+        env = [{"name": ROOT_ENV, "value": VOLUME_ROOT}]
+        # the root is an emptyDir, so rayweb's mount record (.rayweb-mounts) is writable
+        mounts = [{"name": "rayweb-volume-root", "mountPath": VOLUME_ROOT}]
+        volumes: list[dict[str, Any]] = [{"name": "rayweb-volume-root", "emptyDir": {}}]
+        for volume, claim, paths in self.volumes:
+            volumes.append({"name": claim, "persistentVolumeClaim": {"claimName": claim}})
+            mounts.append({"name": claim, "mountPath": f"{VOLUME_ROOT}/{volume}"})
+            # replicas run on workers: the files are at the script's path, and mounts.py
+            # accepts a path that is the volume's directory already
+            mounts += [] if head else [{"name": claim, "mountPath": p} for p in paths]
+        if head:  # the rayweb-state actor runs on the head
+            env.append({"name": STORE_ENV, "value": STORE_DIR})
+            mounts.append({"name": "rayweb-state", "mountPath": STORE_DIR})
+            claim_ref = {"claimName": self.state_claim}
+            volumes.append({"name": "rayweb-state", "persistentVolumeClaim": claim_ref})
+        container |= {"env": env, "volumeMounts": mounts}
+        security = {"fsGroup": RAY_GROUP, "fsGroupChangePolicy": "OnRootMismatch"}
+        return {
+            "spec": {"containers": [container], "volumes": volumes, "securityContext": security}
+        }
+
+
+def _volumes(app: App) -> list[tuple[str, str, list[str]]]:
+    """``(volume name, claim name, mount paths)`` of each named volume the app mounts; one
+    volume per path across the app (a pod has one filesystem), nothing under /mnt/rayweb."""
+    owners: list[Any] = [*app.registered_functions.values(), *app.registered_classes.values()]
+    at: dict[str, str] = {}  # mount path -> volume name
+    claims: dict[str, str] = {}  # claim -> volume name
+    out: dict[str, tuple[str, str, list[str]]] = {}
+    for owner in owners:
+        for path, volume in owner.options.volumes:
+            if volume.name is None:
+                raise InvalidError(
+                    f"{owner.tag}: a Volume.ephemeral() (mounted at {path}) exists only inside "
+                    "one process's `with` block and cannot go in a Kubernetes manifest. "
+                    "Suggestion: use rayweb.Volume.from_name('<name>', create_if_missing=True); "
+                    "the manifest makes it a PersistentVolumeClaim."
+                )
+            name = volume.name
+            if path == "/mnt/rayweb" or path.startswith("/mnt/rayweb/"):
+                raise InvalidError(
+                    f"{owner.tag}: Volume '{name}' is mounted at {path}, under /mnt/rayweb, "
+                    "where the Kubernetes manifest keeps rayweb's volumes and state. "
+                    "Suggestion: mount it elsewhere, such as /data."
+                )
+            for other, other_name in at.items():
+                nested = path.startswith(other + "/") or other.startswith(path + "/")
+                if other_name != name and (other == path or nested):
+                    raise InvalidError(
+                        f"{owner.tag}: Volume '{name}' at {path} and Volume '{other_name}' at "
+                        f"{other}: on Kubernetes every pod mounts every volume of the app, so "
+                        "one path holds one volume and no mount path may be inside another. "
+                        "Suggestion: give each volume its own path."
+                    )
+            claim = k8s_name(f"rayweb-vol-{name}")
+            if claims.setdefault(claim, name) != name:
+                raise InvalidError(
+                    f"Volumes '{claims[claim]}' and '{name}' both become the Kubernetes "
+                    f"claim {claim} (names are lower-cased, '_' and '.' become '-', 63 "
+                    "characters at most). Suggestion: rename one of them."
+                )
+            at[path] = name
+            paths = out.setdefault(name, (name, claim, []))[2]
+            if path not in paths:
+                paths.append(path)
+    return sorted(out.values(), key=lambda v: v[1])  # by claim: stable as functions move
+
+
+def _state_claim(service: str) -> str:
+    return k8s_name(f"rayweb-state-{service}")
+
+
+def _claim(
+    name: str, access: str, size: str, storage_class: str | None = None, volume: str = ""
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/managed-by": "rayweb"}}
+    if volume:
+        metadata["annotations"] = {"rayweb/volume": volume}
+    spec: dict[str, Any] = {"accessModes": [access], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+
+
+def _quantity(size: str) -> str:
+    if not _QUANTITY.match(size):
+        raise InvalidError(
+            f"Storage size {size!r} is not a Kubernetes quantity. Suggestion: write it like "
+            "10Gi or 500Mi."
+        )
+    return size
 
 
 def _yaml(data: Any) -> str:
@@ -195,5 +349,8 @@ def _yaml(data: Any) -> str:
     return str(yaml.dump(data, Dumper=Dumper, sort_keys=False))
 
 
-def to_yaml(manifest: dict[str, Any]) -> str:
-    return _yaml(manifest)
+def to_yaml(manifest: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """One manifest, or a list of them as one multi-document YAML file."""
+    if isinstance(manifest, dict):
+        return _yaml(manifest)
+    return "---\n".join(_yaml(document) for document in manifest)

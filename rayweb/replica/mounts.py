@@ -3,7 +3,9 @@
 ``volumes={"/data": vol}`` makes ``/data`` a symlink to the volume's directory
 (``<volume root>/<name>``), and an image's local file or directory a symlink to the local
 path (or its staged copy). The links are made at replica start, before the user's code is
-imported, and stay after it (a later replica reuses them).
+imported, and stay after it (a later replica reuses them). A path that is the volume's
+directory already (a KubeRay pod mounts each volume's claim at the script's path too) is
+left as it is.
 
 Every process of a node shares one filesystem, so two replicas wanting *different* targets
 at one path would break each other: a small owner record per node
@@ -106,11 +108,15 @@ def claim(record: dict[str, Any], path: str, target: str, what: str, pid: int) -
 
 def link(path: str, target: str, what: str, *, replace_stale: bool = False) -> None:
     """Make ``path`` a symlink to ``target`` (parents created). A link there already to
-    ``target`` is fine; an empty directory is replaced; a stale rayweb link (its owner is
-    gone) is replaced; anything else is an error naming it and the fix."""
+    ``target`` is fine, and so is ``path`` being ``target``'s directory already (a pod that
+    mounts the volume's claim at ``path`` too, as the KubeRay manifest does); an empty
+    directory is replaced; a stale rayweb link (its owner is gone) is replaced; anything
+    else is an error naming it and the fix."""
     dest = Path(path)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() and os.path.samefile(dest, target):
+            return  # checked first: removing an "empty" mount would remove the volume's dir
         if dest.is_symlink():
             if os.readlink(dest) == target:
                 return

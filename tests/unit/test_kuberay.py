@@ -1,5 +1,6 @@
-"""Generated RayService manifests: valid against KubeRay's CRD (strictly), Serve's schema,
-free of secret values, and the samples in cluster/kuberay/ match what rayweb renders."""
+"""Generated KubeRay manifests: the RayService valid against KubeRay's CRD (strictly) and
+Serve's schema, free of secret values; the claims for volumes and Dict/Queue state; and the
+samples in cluster/kuberay/ match what rayweb renders."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ import yaml
 
 import rayweb
 from rayweb.driver.import_refs import load_app
-from rayweb.driver.kuberay import render_rayservice, to_yaml
+from rayweb.driver.kuberay import (
+    VOLUME_ROOT,
+    k8s_name,
+    render_manifests,
+    render_rayservice,
+    to_yaml,
+)
 from rayweb.exception import InvalidError
 from tests.conftest import EXAMPLES, ROOT
 
@@ -27,6 +34,7 @@ SAMPLES = {
     "web_server_aiohttp": "web_server_aiohttp.py",
     "gpu_app": "resources.py::gpu_app",
     "backend_functions": "backend_functions.py",
+    "uploads": "uploads.py",
 }
 
 
@@ -69,17 +77,53 @@ def _check(manifest: dict) -> dict:
     return serve_config
 
 
+def _render(*args: str) -> subprocess.CompletedProcess:
+    """``rayweb deploy ... --kuberay`` as a user runs it (examples mount at /data)."""
+    env = {k: v for k, v in os.environ.items() if k != "EXAMPLE_MOUNT"}
+    return subprocess.run(
+        [sys.executable, "-m", "rayweb.cli", "deploy", *args, "--kuberay"],
+        capture_output=True, text=True, check=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+def _check_claim(claim: dict, access: str, size: str) -> None:
+    """What the API server needs of a PersistentVolumeClaim (no schema of v1 core here)."""
+    assert set(claim) == {"apiVersion", "kind", "metadata", "spec"}
+    assert (claim["apiVersion"], claim["kind"]) == ("v1", "PersistentVolumeClaim")
+    name = claim["metadata"]["name"]
+    assert len(name) <= 63 and name == k8s_name(name)
+    assert claim["spec"]["accessModes"] == [access]
+    assert claim["spec"]["resources"] == {"requests": {"storage": size}}
+
+
+def _check_all(documents: list) -> tuple[list, dict]:
+    """The claims (each named by a pod) and the RayService, which comes last."""
+    *claims, service = documents
+    _check(service)
+    cluster = service["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    named = {
+        v["persistentVolumeClaim"]["claimName"]
+        for pod in pods
+        for v in pod["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert named == {c["metadata"]["name"] for c in claims}
+    for claim in claims:
+        is_state = claim["metadata"]["name"].startswith("rayweb-state-")
+        _check_claim(
+            claim,
+            "ReadWriteOnce" if is_state else "ReadWriteMany",
+            claim["spec"]["resources"]["requests"]["storage"],
+        )
+    return claims, service
+
+
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
 def test_samples_are_valid_and_in_sync(sample):
     ref = SAMPLES[sample]
-    out = subprocess.run(
-        [sys.executable, "-m", "rayweb.cli", "deploy", str(EXAMPLES / ref), "--kuberay"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    _check(yaml.safe_load(out))
+    out = _render(str(EXAMPLES / ref)).stdout
+    _check_all(list(yaml.safe_load_all(out)))
     stored = (ROOT / "cluster" / "kuberay" / f"{sample}.yaml").read_text()
     assert out == stored, (
         f"cluster/kuberay/{sample}.yaml is stale: rerun `rayweb deploy examples/{ref} --kuberay -o ...`"
@@ -155,3 +199,108 @@ def test_deploy_to_a_missing_cluster_names_the_fix(tmp_path: Path):
     assert out.returncode == 1
     assert "No rayweb cluster 'nosuch'. Suggestion: rayweb cluster up --name nosuch" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _mounts(container: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for mount in container["volumeMounts"]:
+        out.setdefault(mount["name"], []).append(mount["mountPath"])
+    return out
+
+
+def test_volumes_become_claims_mounted_at_the_root_and_the_scripts_path():
+    vol = rayweb.Volume.from_name("Models_v1")
+    app = rayweb.App("vols", volumes={"/shared": rayweb.Volume.from_name("shared")})
+
+    @app.function(serialized=True, volumes={"/models": vol}, gpu="L4")
+    def infer():
+        pass
+
+    @app.function(serialized=True, volumes={"/weights": vol})
+    @rayweb.fastapi_endpoint()
+    def web() -> str:
+        return "x"
+
+    documents = render_manifests(
+        app, module="m", ray_version="2.60.0", volume_size="50Gi", storage_class="nfs"
+    )
+    claims, service = _check_all(documents)
+    assert [c["metadata"]["name"] for c in claims] == [
+        "rayweb-vol-models-v1", "rayweb-vol-shared", "rayweb-state-vols"
+    ]  # fmt: skip
+    models = claims[0]
+    assert models["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert models["spec"]["storageClassName"] == "nfs"
+    assert models["metadata"]["annotations"] == {"rayweb/volume": "Models_v1"}
+    state = claims[2]
+    assert state["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert "storageClassName" not in state["spec"]  # the cluster's default class
+    cluster = service["spec"]["rayClusterConfig"]
+    assert [g["groupName"] for g in cluster["workerGroupSpecs"]] == ["cpu", "gpu-l4"]
+    for group in cluster["workerGroupSpecs"]:  # every group mounts every volume
+        (container,) = group["template"]["spec"]["containers"]
+        assert {"name": "RAYWEB_VOLUME_ROOT", "value": VOLUME_ROOT} in container["env"]
+        assert _mounts(container) == {
+            "rayweb-volume-root": [VOLUME_ROOT],
+            "rayweb-vol-models-v1": [f"{VOLUME_ROOT}/Models_v1", "/models", "/weights"],
+            "rayweb-vol-shared": [f"{VOLUME_ROOT}/shared", "/shared"],
+        }
+    (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    assert {"name": "RAYWEB_STORE_DIR", "value": "/mnt/rayweb/store"} in head["env"]
+    assert _mounts(head)["rayweb-state"] == ["/mnt/rayweb/store"]
+    assert "/models" not in str(head["volumeMounts"])  # no replicas on the head
+    text = to_yaml(documents)
+    assert text.count("\n---\n") == 3 and list(yaml.safe_load_all(text)) == documents
+    assert render_rayservice(app, module="m", ray_version="2.60.0") == service
+
+
+def test_payloads_compiled_in_the_pod_carry_the_pods_root(monkeypatch: pytest.MonkeyPatch):
+    """rayweb.entry:build compiles in the pod, where RAYWEB_VOLUME_ROOT is the manifest's."""
+    from rayweb.compiler import compile_functions
+
+    monkeypatch.setenv("RAYWEB_VOLUME_ROOT", VOLUME_ROOT)
+    app = rayweb.App("root")
+
+    @app.function(serialized=True, volumes={"/data": rayweb.Volume.from_name("d")})
+    def f():
+        pass
+
+    (ep,) = compile_functions(app)
+    assert ep.payload.volume_root == VOLUME_ROOT and ep.payload.mounts == (("/data", "d"),)
+
+
+def test_volumes_a_manifest_cannot_hold_are_refused():
+    def app_with(*mounts: dict) -> rayweb.App:
+        app = rayweb.App("bad")
+        for i, volumes in enumerate(mounts):
+            app.function(serialized=True, volumes=volumes, name=f"f{i}")(lambda: None)
+        return app
+
+    ephemeral = rayweb.Volume.ephemeral()
+    with ephemeral as eph, pytest.raises(InvalidError, match=r"f0: a Volume.ephemeral\(\)"):
+        render_manifests(app_with({"/data": eph}), module="m", ray_version="2.60.0")
+    a, b = rayweb.Volume.from_name("a"), rayweb.Volume.from_name("b")
+    for clash in ({"/data": b}, {"/data/sub": b}):
+        with pytest.raises(InvalidError, match="one path holds one volume"):
+            render_manifests(app_with({"/data": a}, clash), module="m", ray_version="2.60.0")
+    twins = app_with({"/x": rayweb.Volume.from_name("a_b")}, {"/y": rayweb.Volume.from_name("a.b")})
+    with pytest.raises(InvalidError, match="both become the Kubernetes claim rayweb-vol-a-b"):
+        render_manifests(twins, module="m", ray_version="2.60.0")
+    with pytest.raises(InvalidError, match="under /mnt/rayweb"):
+        render_manifests(app_with({"/mnt/rayweb/x": a}), module="m", ray_version="2.60.0")
+    with pytest.raises(InvalidError, match="not a Kubernetes quantity"):
+        render_manifests(app_with(), module="m", ray_version="2.60.0", volume_size="10 GB")
+
+
+def test_cli_storage_options(tmp_path: Path):
+    out = tmp_path / "out.yaml"
+    args = ["--volume-size", "50Gi", "--storage-class", "nfs", "--state-size", "2Gi"]
+    result = _render(str(EXAMPLES / "uploads.py"), "-o", str(out), *args)
+    assert "Claims: rayweb-vol-uploads-files, rayweb-state-uploads." in result.stderr
+    (volume, state), _service = _check_all(list(yaml.safe_load_all(out.read_text())))
+    assert volume["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "50Gi"}},
+        "storageClassName": "nfs",
+    }
+    assert state["spec"]["resources"]["requests"]["storage"] == "2Gi"

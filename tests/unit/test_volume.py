@@ -304,6 +304,21 @@ def test_links_refuse_what_is_there(tmp_path: Path, root: Path):
     assert (tmp_path / "app" / "cfg.txt").read_text() == "c"
 
 
+def test_a_path_that_is_the_volume_already_is_left_alone(tmp_path: Path, root: Path):
+    """As in a KubeRay pod, where the claim is mounted at the root and at the script's path:
+    here a symlinked parent gives the volume's directory a second path, without a mount."""
+    Volume.objects.create("a")
+    (root / "a" / "x").write_text("x")
+    os.symlink(root, tmp_path / "pod")
+    at = tmp_path / "pod" / "a"  # a real directory (not a link), the same as root/a
+    for _ in range(2):  # with files in it, or empty: neither refused nor removed
+        mounts.setup_files(_payload(root, [(str(at), "a")]))
+        assert not at.is_symlink() and at.is_dir()
+        assert os.path.samefile(at, root / "a")
+        (root / "a" / "x").unlink(missing_ok=True)
+    assert (root / "a").is_dir()
+
+
 def _cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rayweb.cli", "volume", *args],
