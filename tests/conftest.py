@@ -1,4 +1,4 @@
-"""Shared by every test folder: where the examples live, and a private secret store."""
+"""Shared by every test folder: where the examples live, and private stores and volumes."""
 
 from __future__ import annotations
 
@@ -16,42 +16,33 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+def _env_path(name: str, value: Path) -> Iterator[Path]:
+    """Set ``name`` to ``value`` for the session (before any Ray starts, so the clusters,
+    replicas and CLIs the tests start inherit it), then put back what was there."""
+    old = os.environ.get(name)
+    os.environ[name] = str(value)
+    yield value
+    if old is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = old
+
+
 @pytest.fixture(scope="session", autouse=True)
 def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Tests (and the clusters and CLIs they start) never touch ~/.rayweb/store."""
-    path = tmp_path_factory.mktemp("rayweb-store")
-    old = os.environ.get("RAYWEB_STORE_DIR")
-    os.environ["RAYWEB_STORE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("RAYWEB_STORE_DIR", None)
-    else:
-        os.environ["RAYWEB_STORE_DIR"] = old
+    """Tests never touch ~/.rayweb/store (secrets, tokens, Dicts and Queues)."""
+    yield from _env_path("RAYWEB_STORE_DIR", tmp_path_factory.mktemp("rayweb-store"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def volume_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Volumes of tests (and of the clusters and CLIs they start) live under tmp, never in
-    ~/.rayweb/volumes; replicas get the driver's root in their payload."""
-    path = tmp_path_factory.mktemp("rayweb-volumes")
-    old = os.environ.get("RAYWEB_VOLUME_ROOT")
-    os.environ["RAYWEB_VOLUME_ROOT"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("RAYWEB_VOLUME_ROOT", None)
-    else:
-        os.environ["RAYWEB_VOLUME_ROOT"] = old
+    """Volumes of tests live under tmp, never in ~/.rayweb/volumes; replicas get the
+    driver's root in their payload."""
+    yield from _env_path("RAYWEB_VOLUME_ROOT", tmp_path_factory.mktemp("rayweb-volumes"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def example_mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Examples mount their volumes at ``/data`` (as Modal's do) unless ``EXAMPLE_MOUNT`` says
-    where: under tmp in tests. Set before any Ray starts, so replicas see it too."""
-    path = tmp_path_factory.mktemp("example-mounts")
-    old = os.environ.get("EXAMPLE_MOUNT")
-    os.environ["EXAMPLE_MOUNT"] = str(path / "data")
-    yield path
-    if old is None:
-        os.environ.pop("EXAMPLE_MOUNT", None)
-    else:
-        os.environ["EXAMPLE_MOUNT"] = old
+    where: under tmp in tests."""
+    yield from _env_path("EXAMPLE_MOUNT", tmp_path_factory.mktemp("example-mounts") / "data")
