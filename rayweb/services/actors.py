@@ -14,6 +14,10 @@ def cluster_actor(cls: type, name: str, *args: Any, head: bool = True, **options
 
     if head:
         options.setdefault("resources", {"node:__internal_head__": 0.001})
+    # Never inside the caller's placement group: a replica with placement-group bundles (a
+    # web_server's sidecar, a GPU replica) captures its child actors, and the group has no
+    # room for the head-node resource, so Ray would refuse the actor. "DEFAULT" opts out.
+    options.setdefault("scheduling_strategy", "DEFAULT")
     actor_class: Any = ray.remote(cls)
     return actor_class.options(
         name=name,
