@@ -50,6 +50,7 @@ from .haproxy_config import (
 )
 from .holder import Holder
 from .keeper import event
+from .liveservers import LiveServers, snapshot
 from .reloads import ReloadMailbox
 from .waking import Waking
 
@@ -88,6 +89,7 @@ class GatewayActor:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.dir = state_dir()
+        self.live = LiveServers()  # replicas change through the runtime API, not reloads
         self.waking = Waking(self.routes.get)
         self.holder = Holder(self._prefixes, self.waking.wake, self.serve, self.waking.admit)
         self.holder.start_in_thread()
@@ -117,6 +119,7 @@ class GatewayActor:
             self.haproxy = HAProxyProcess(self.dir, self._render(), watch_pid=os.getppid())
             self._save_state()
         self.haproxy.wait_listening(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
+        self.live.reloaded(snapshot(self.routes), self.haproxy.master_pid)
 
     def _load_state(self) -> dict[str, Any] | None:
         try:
@@ -289,8 +292,12 @@ class GatewayActor:
                 return
             current = self.version
             self._save_state()
-            config = self._render()
-            await asyncio.get_running_loop().run_in_executor(None, self.haproxy.reload, config)
+            config, table = self._render(), snapshot(self.routes)
+            loop = asyncio.get_running_loop()
+            changed = await loop.run_in_executor(None, self.live.apply, self.haproxy, table, config)
+            if not changed:
+                await loop.run_in_executor(None, self.haproxy.reload, config)
+                self.live.reloaded(table, self.haproxy.master_pid)
             self.applied = current
 
     async def _reconcile(self) -> None:
@@ -299,6 +306,12 @@ class GatewayActor:
 
         while True:
             await asyncio.sleep(RECONCILE_S)
+            if self.live.lingering:
+                async with self._lock:
+                    with contextlib.suppress(Exception):
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, self.live.retry_lingering, self.haproxy
+                        )
             dead = []
             for route in list(self.routes.values()):
                 for replica in list(route.servers):

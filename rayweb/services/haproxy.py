@@ -163,6 +163,10 @@ class HAProxyProcess:
         if not reply.startswith(b"Success=1"):
             raise RuntimeError(f"rayweb: HAProxy reload failed: {reply.decode(errors='replace')}")
 
+    def runtime(self, command: str, timeout: float = 5.0) -> str:
+        """One runtime API command on the current worker; its answer."""
+        return self._command(f"@1 {command};quit\n".encode(), timeout).decode(errors="replace")
+
     def stats(self, timeout: float = 2.0) -> str:
         """The current worker's ``show stat`` CSV."""
         return self._command(b"@1 show stat;quit\n", timeout).decode(errors="replace")

@@ -8,11 +8,19 @@ registered replicas, ``maxconn`` per server as the compiler says, health checks,
 gateway's holder (``holder.py``) as backup, the only server while the endpoint has no
 replica: it wakes the endpoint and relays to its replica without buffering); Serve's proxy
 as the default backend (and the backup where no holder is given).
+
+Sticky sessions: requests with the same ``Modal-Routing-Affinity-Key`` (or, without it,
+``Modal-Session-Id``) header go to the replica that answered the first of them while it is
+registered (a stick table per backend, keyed by the header); the first request of a session,
+and requests without the header, go to the least busy replica. The tables live in HAProxy's
+worker, so replicas come and go through the runtime API (``add server``/``del server``), not
+reloads; each replica's server name is a hash of its actor name, the same in the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -62,6 +70,56 @@ def parse_trusted(spec: str) -> list[str]:
                 "Suggestion: RAYWEB_TRUSTED_PROXIES=198.51.100.5,203.0.113.0/24"
             ) from None
     return nets
+
+
+AFFINITY_HEADERS = ("Modal-Routing-Affinity-Key", "Modal-Session-Id")  # first found wins
+STICKY_EXPIRE = "30m"  # a session idle this long may move to another replica
+
+
+def server_name(replica: str) -> str:
+    """A replica's server name in HAProxy: the same for the same replica in every config (the
+    stick tables remember servers by name)."""
+    return "r" + hashlib.sha256(replica.encode()).hexdigest()[:16]
+
+
+def server_args(server: Server) -> str:
+    """A replica's server line after its name (also what the runtime API's ``add server``
+    takes, so a server added without a reload is the one the config file lists)."""
+    return f"{_addr(server.host, server.port)} maxconn {server.maxconn} check inter 2s"
+
+
+def servers_by_backend(routes: dict[str, Route]) -> dict[str, dict[str, Server]]:
+    """Each backend's replica servers, by server name (what a reload would list)."""
+    return {
+        backend: {server_name(r): s for r, s in routes[name].servers.items()}
+        for backend, name in backend_names(routes).items()
+    }
+
+
+def skeleton(routes: dict[str, Route]) -> dict[str, Route]:
+    """The routes without their replicas: two tables with the same skeleton differ only in
+    servers, which the gateway changes through HAProxy's runtime API, without a reload
+    (so the stick tables, which live in the worker, keep every session)."""
+    return {
+        name: Route(r.prefix, {}, r.max_body, r.body_timeout, r.admission)
+        for name, r in routes.items()
+    }
+
+
+def _sticky() -> list[str]:
+    """A backend's sticky-session rules (see the module docstring)."""
+    first, second = AFFINITY_HEADERS
+    table = f"    stick-table type string len 128 size 100k expire {STICKY_EXPIRE}"
+    return [
+        table,
+        f"    http-request set-var(txn.affinity) req.hdr({first})",
+        f"    http-request set-var(txn.affinity) req.hdr({second})"
+        " if !{ var(txn.affinity) -m found }",
+        "    stick match var(txn.affinity) if { var(txn.affinity) -m found }",
+        # Only a replica's answer makes a session stick (not the holder's, which relays).
+        "    stick store-response var(txn.affinity) if { var(txn.affinity) -m found } "
+        "!{ srv_name hold }",
+    ]
 
 
 def _addr(host: str, port: int) -> str:
@@ -115,6 +173,8 @@ def render_config(
         "global",
         f"    maxconn {maxconn}",
         f"    nbthread {max(1, threads)}",
+    ]
+    lines += [
         "defaults",
         "    mode http",
         "    timeout connect 5s",
@@ -171,11 +231,9 @@ def render_config(
             # body is complete or 16 KiB of it arrived, else 408.
             ms = max(1, int(route.body_timeout * 1000))
             lines.append(f"    http-request wait-for-body time {ms}ms at-least 16k")
-        for sindex, (_replica, server) in enumerate(sorted(route.servers.items())):
-            lines.append(
-                f"    server s{sindex} {_addr(server.host, server.port)} "
-                f"maxconn {server.maxconn} check inter 2s"
-            )
+        lines += _sticky()
+        for replica, server in sorted(route.servers.items()):
+            lines.append(f"    server {server_name(replica)} {server_args(server)}")
         if holder is not None:
             lines.append(f"    server hold {_addr(*holder)} backup")
         else:

@@ -20,7 +20,13 @@ from rayweb.common import CLIENT_HEADER, KEY_HEADER
 from rayweb.replica.direct import Counted, DirectServer
 from rayweb.replica.trust import GatewayTrust, RoutePrefix
 from rayweb.services.haproxy import HAProxyProcess, haproxy_binary
-from rayweb.services.haproxy_config import Route, Server, parse_trusted, render_config
+from rayweb.services.haproxy_config import (
+    Route,
+    Server,
+    parse_trusted,
+    render_config,
+    server_name,
+)
 
 
 def _free_port() -> int:
@@ -49,11 +55,13 @@ def test_config_routes_longest_prefix_first_with_serve_as_backup(tmp_path):
     assert acl_ab < lines.index("    acl r2 path,url_dec -m str /a")
     assert "    acl r2 path,url_dec -m beg /a/" in lines  # "/a" must not take "/a-b" or "/ab"
     idle = lines.index("backend b0  # idle")
-    assert lines[idle + 3] == "    server serve 127.0.0.1:9000 backup"  # its only server
+    backend = lines[idle : lines.index("backend b1  # ab")]
+    servers = [line for line in backend if line.startswith("    server ")]
+    assert servers == ["    server serve 127.0.0.1:9000 backup"]  # its only server
     assert "req.hdr(content-length) -m int gt 10 }" in lines[idle + 2]
     assert "    default_backend serve" in lines
     assert config.count("server serve 127.0.0.1:9000 backup") == 3
-    assert "server s0 127.0.0.1:1001 maxconn 4 check" in config
+    assert f"server {server_name('r1')} 127.0.0.1:1001 maxconn 4 check" in config
     assert f"http-request del-header {KEY_HEADER}" in config
     assert f"http-request set-header {KEY_HEADER} k3y" in config
     assert "x-forwarded-for" not in config  # nobody trusted: the peer is the client
