@@ -29,6 +29,7 @@ from .functions import Function
 from .image import Image
 from .queues import Queue
 from .secret import Secret
+from .servers import Server
 from .spec import Limits, Retries
 from .volume import Volume
 
@@ -71,6 +72,7 @@ __all__ = [
     "Queue",
     "Retries",
     "Secret",
+    "Server",
     "Volume",
     "asgi_app",
     "batched",

@@ -18,11 +18,12 @@ from typing_extensions import ParamSpec
 
 from .classes import Cls
 from .decorators import PartialFunction, _Flags
-from .exception import DeprecationError, InvalidError
+from .exception import InvalidError
 from .functions import Function
 from .image import Image
 from .options import (
     FunctionOptions,
+    check_kwargs,
     check_limits,
     check_secrets,
     check_volumes,
@@ -30,47 +31,12 @@ from .options import (
     merge_volumes,
 )
 from .secret import Secret
-from .spec import DEFAULT_TIMEOUT, Limits
+from .servers import Server, check_server_args, check_server_class
+from .spec import DEFAULT_TIMEOUT, Limits, WebSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
 C = TypeVar("C", bound=type)
-
-_RENAMED = {
-    "keep_warm": ("2025-02-24", "The `keep_warm` parameter has been renamed to `min_containers`."),
-    "concurrency_limit": (
-        "2025-02-24",
-        "The `concurrency_limit` parameter has been renamed to `max_containers`.",
-    ),
-    "container_idle_timeout": (
-        "2025-02-24",
-        "The `container_idle_timeout` parameter has been renamed to `scaledown_window`.",
-    ),
-    "allow_concurrent_inputs": (
-        "2025-04-09",
-        "The `allow_concurrent_inputs` parameter is deprecated. "
-        "Use the '@rayweb.concurrent' decorator instead.",
-    ),
-}
-
-# Accepted for compatibility with Modal scripts; they have no meaning on a Ray cluster.
-_NO_EFFECT = (
-    "cloud",
-    "region",
-    "routing_region",
-    "proxy",
-    "nonpreemptible",
-    "enable_memory_snapshot",
-    "block_network",
-    "restrict_modal_access",
-    "i6pn",
-    "ephemeral_disk",
-    "single_use_containers",
-    "experimental_options",
-    "schedule",
-    "network_file_systems",
-    "include_source",
-)
 
 
 class App:
@@ -119,6 +85,7 @@ class App:
         self.auth_headers = auth_headers
         self.registered_functions: dict[str, Function[Any, Any]] = {}
         self.registered_classes: dict[str, Cls] = {}
+        self.registered_servers: dict[str, Server] = {}
         self.local_entrypoints: dict[str, Callable[..., Any]] = {}
 
     def __repr__(self) -> str:
@@ -130,7 +97,17 @@ class App:
         out = [f for f in self.registered_functions.values() if f.is_web]
         for cls in self.registered_classes.values():
             out.extend(cls.web_functions)
+        out.extend(server.function for server in self.registered_servers.values())
         return out
+
+    @property
+    def owners(self) -> list[Any]:
+        """Every function, class and server: what mounts volumes and is shipped."""
+        return [
+            *self.registered_functions.values(),
+            *self.registered_classes.values(),
+            *self.registered_servers.values(),
+        ]
 
     def function(
         self,
@@ -160,7 +137,7 @@ class App:
         """Register a function; put it above ``@rayweb.fastapi_endpoint()`` and friends."""
         if _warn_parentheses_missing is not None:
             raise InvalidError("Did you forget parentheses? Suggestion: `@app.function()`.")
-        _check_kwargs("function", kwargs)
+        check_kwargs("function", kwargs)
         if max_inputs is not None and max_inputs != 1:
             raise InvalidError(
                 "`max_inputs` only accepts 1 (one input per container); "
@@ -240,7 +217,7 @@ class App:
         become endpoints. Put ``@rayweb.concurrent`` (if any) between it and ``class``."""
         if _warn_parentheses_missing is not None:
             raise InvalidError("Did you forget parentheses? Suggestion: `@app.cls()`.")
-        _check_kwargs("cls", kwargs)
+        check_kwargs("cls", kwargs)
         options = function_options(
             image=image, env=env, secrets=secrets, gpu=gpu, cpu=cpu, memory=memory,
             min_containers=min_containers, max_containers=max_containers,
@@ -264,6 +241,68 @@ class App:
                 raise InvalidError("Web Functions do not support retries.")
             self.registered_classes[cls.tag] = cls
             return cls
+
+        return wrapper
+
+    def server(
+        self,
+        *,
+        image: Image | None = None,
+        env: Mapping[str, str | None] | None = None,
+        secrets: Collection[Secret] | None = None,
+        gpu: str | Sequence[str] | None = None,
+        serialized: bool = False,
+        volumes: Mapping[str, Any] | None = None,
+        cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None,
+        target_concurrency: float | None = None,
+        max_concurrency: int | None = None,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaleup_window: int | None = None,
+        scaledown_window: int | None = None,
+        startup_timeout: int = 30,
+        name: str | None = None,
+        port: int = 8000,
+        unauthenticated: bool = False,
+        exit_grace_period: int = 0,
+        routing_region: str = "us-east",
+        enable_memory_snapshot: bool = False,
+        experimental_options: dict[str, Any] | None = None,
+        limits: Limits | None = None,
+        **kwargs: Any,
+    ) -> Callable[[Any], Server]:
+        """Register a class whose ``@rayweb.enter()`` starts an HTTP server on ``port`` (any
+        language): each container's server gets the requests for ``/<app>-<name>``, with
+        proxy auth unless ``unauthenticated=True``. Example: ``examples/server_sticky.py``."""
+        spec = check_server_args(
+            port=port, startup_timeout=startup_timeout, exit_grace_period=exit_grace_period,
+            routing_region=routing_region, target_concurrency=target_concurrency,
+            max_concurrency=max_concurrency, scaleup_window=scaleup_window,
+            experimental_options=experimental_options,
+        )  # fmt: skip
+        check_kwargs("server", kwargs)
+        options = function_options(
+            image=image, env=env, secrets=secrets, gpu=gpu, cpu=cpu, memory=memory,
+            min_containers=min_containers, max_containers=max_containers,
+            buffer_containers=buffer_containers, scaledown_window=scaledown_window,
+            timeout=DEFAULT_TIMEOUT, startup_timeout=startup_timeout, serialized=serialized,
+            name=name, limits=limits, retries=None, volumes=volumes,
+        )  # fmt: skip
+        options = self._with_app_volumes(options)
+        web = WebSpec(
+            kind="server",
+            port=port,
+            startup_timeout=float(startup_timeout),
+            requires_proxy_auth=not unauthenticated,
+        )
+
+        def wrapper(wrapped: Any) -> Server:
+            user_cls = check_server_class(wrapped, enable_memory_snapshot)
+            server = Server(self, user_cls, options, spec, web, name)
+            self.registered_servers[server.tag] = server
+            return server
 
         return wrapper
 
@@ -325,27 +364,10 @@ class App:
         """Add another app's functions and classes to this one."""
         self.registered_functions.update(other.registered_functions)
         self.registered_classes.update(other.registered_classes)
+        self.registered_servers.update(other.registered_servers)
         if inherit_tags:
             self.tags = {**other.tags, **self.tags}
         return self
-
-
-def _check_kwargs(decorator: str, kwargs: dict[str, Any]) -> None:
-    for key in kwargs:
-        if key in _RENAMED:
-            date, message = _RENAMED[key]
-            raise DeprecationError(f"Deprecated on {date}: {message}")
-    unknown = [k for k in kwargs if k not in _NO_EFFECT]
-    if unknown:
-        raise TypeError(
-            f"App.{decorator}() got unexpected keyword argument(s): {', '.join(unknown)}"
-        )
-    ignored = [k for k, v in kwargs.items() if v not in (None, False, {}, [], ())]
-    if ignored:
-        warnings.warn(
-            f"rayweb: {', '.join(ignored)} has no effect on a Ray cluster and is ignored.",
-            stacklevel=3,
-        )
 
 
 def _check_function_target(raw: Any, serialized: bool) -> None:

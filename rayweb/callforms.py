@@ -26,6 +26,9 @@ class Invoker(Protocol):
     def start_variant(self, variant: Any, name: str, *, dev: bool) -> None:
         """Start a class variant (``Cls.with_options``) as the Serve application ``name``."""
 
+    def web_url(self, app_name: str, name: str, label: str) -> str:
+        """The URL of a served endpoint looked up by name (``Server.from_name``)."""
+
 
 _INVOKER: list[Invoker] = []
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from .exception import InvalidError
+from .exception import DeprecationError, InvalidError
 from .image import Image
 from .secret import Secret
 from .spec import (
@@ -282,3 +283,60 @@ def overridden(
         retries=given.retries if retries is not None else base.retries,
         volumes=merge_volumes(base.volumes, given.volumes),
     )
+
+
+_RENAMED = {
+    "keep_warm": ("2025-02-24", "The `keep_warm` parameter has been renamed to `min_containers`."),
+    "concurrency_limit": (
+        "2025-02-24",
+        "The `concurrency_limit` parameter has been renamed to `max_containers`.",
+    ),
+    "container_idle_timeout": (
+        "2025-02-24",
+        "The `container_idle_timeout` parameter has been renamed to `scaledown_window`.",
+    ),
+    "allow_concurrent_inputs": (
+        "2025-04-09",
+        "The `allow_concurrent_inputs` parameter is deprecated. "
+        "Use the '@rayweb.concurrent' decorator instead.",
+    ),
+}
+
+# Accepted for compatibility with Modal scripts; they have no meaning on a Ray cluster.
+_NO_EFFECT = (
+    "cloud",
+    "region",
+    "routing_region",
+    "proxy",
+    "nonpreemptible",
+    "enable_memory_snapshot",
+    "block_network",
+    "restrict_modal_access",
+    "i6pn",
+    "ephemeral_disk",
+    "single_use_containers",
+    "experimental_options",
+    "schedule",
+    "network_file_systems",
+    "include_source",
+)
+
+
+def check_kwargs(decorator: str, kwargs: dict[str, Any]) -> None:
+    """Modal's keyword arguments that were renamed (an error naming the new one), that have
+    no meaning on Ray (a warning), or that do not exist (TypeError)."""
+    for key in kwargs:
+        if key in _RENAMED:
+            date, message = _RENAMED[key]
+            raise DeprecationError(f"Deprecated on {date}: {message}")
+    unknown = [k for k in kwargs if k not in _NO_EFFECT]
+    if unknown:
+        raise TypeError(
+            f"App.{decorator}() got unexpected keyword argument(s): {', '.join(unknown)}"
+        )
+    ignored = [k for k, v in kwargs.items() if v not in (None, False, {}, [], ())]
+    if ignored:
+        warnings.warn(
+            f"rayweb: {', '.join(ignored)} has no effect on a Ray cluster and is ignored.",
+            stacklevel=3,
+        )

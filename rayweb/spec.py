@@ -16,7 +16,10 @@ from typing import Any, Literal
 
 from .exception import InvalidError
 
-WebKind = Literal["fastapi_endpoint", "asgi_app", "wsgi_app", "web_server"]
+WebKind = Literal["fastapi_endpoint", "asgi_app", "wsgi_app", "web_server", "server"]
+# Kinds whose user code runs in a sidecar process that serves a port (``@web_server`` and
+# ``@app.server``): the replica proxies to that port.
+SIDECAR_KINDS = ("web_server", "server")
 
 # Modal's GPU names (lowercased) -> Ray accelerator types (ray.util.accelerators).
 GPU_TYPES: dict[str, str] = {
@@ -53,6 +56,21 @@ class WebSpec:
     custom_domains: tuple[str, ...] = ()
     port: int | None = None
     startup_timeout: float = 5.0
+
+    @property
+    def sidecar(self) -> bool:
+        """Whether the user's server runs in a sidecar process behind the replica."""
+        return self.kind in SIDECAR_KINDS
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """``@app.server``'s own options (the rest are ``@app.cls``'s)."""
+
+    target_concurrency: float | None = None  # None or 0: no autoscaling (a fixed pool)
+    max_concurrency: int | None = None  # None or 0: no limit; else 429 above it
+    exit_grace_period: int = 0  # seconds in-flight requests may take at scale-down
+    scaleup_window: int | None = None  # seconds of load before scaling up
 
 
 @dataclass(frozen=True)
@@ -178,6 +196,7 @@ class EndpointSpec:
     batching: tuple[int, int] | None = None  # @batched: (max_batch_size, wait_ms)
     mounts: tuple[tuple[str, str], ...] = ()  # (mount path, volume directory under the root)
     links: tuple[tuple[str, str], ...] = ()  # Image.add_local_*: (remote path, local path)
+    server: ServerSpec | None = None  # @app.server
 
 
 def parse_gpu(gpu: str | Sequence[str] | None) -> tuple[GpuSpec, ...]:
@@ -288,6 +307,7 @@ class ReplicaPayload:
     mounts: tuple[tuple[str, str], ...] = ()  # (mount path, volume directory under the root)
     links: tuple[tuple[str, str], ...] = ()  # Image.add_local_*: (remote path, local path)
     volume_root: str = ""  # the driver's RAYWEB_VOLUME_ROOT, resolved
+    full_status: int | None = None  # @app.server(max_concurrency=): 429 when every slot is taken
 
 
 @dataclass(frozen=True)

@@ -337,6 +337,9 @@ class Invoker:
     def start_variant(self, variant: Any, name: str, *, dev: bool) -> None:
         start_variant(variant, name, dev=dev)
 
+    def web_url(self, app_name: str, name: str, label: str) -> str:
+        return lookup.web_url(app_name, name, label)
+
     def _aio(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any:
         if form == "remote":
             return call_async(target, args, kwargs)

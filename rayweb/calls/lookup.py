@@ -18,7 +18,7 @@ from typing import Any
 from ..callforms import CallTarget, check_generator
 from ..classes import Cls
 from ..common import DEV_ENV
-from ..exception import NotFoundError
+from ..exception import ExecutionError, NotFoundError
 from ..spec import function_app_name
 
 COROUTINE_FORMS = (
@@ -115,3 +115,38 @@ def after(
             yield item
 
     return iterate()
+
+
+def web_url(app_name: str, name: str, label: str) -> str:
+    """The URL of an endpoint of a running app (``Server.from_name(...).get_url()``): the
+    gateway's address and the label it is served under (deployed, else ``rayweb serve``'s
+    ``-dev``; inside a dev app's replicas the other way round)."""
+    from .handles import connected
+
+    failed = NotFoundError(
+        f"Lookup failed for Function '{name}' from the '{app_name}' app: it is not running on "
+        "this Ray cluster. Suggestion: `rayweb deploy <file.py>` (or `rayweb serve <file.py>`) "
+        "first, from a process connected to the same cluster."
+    )
+    if not connected():
+        raise failed
+    import ray
+    from ray import serve
+
+    from ..services.gateway import find_gateway
+
+    running = set(serve.status().applications)
+    dev = os.environ.get(DEV_ENV) == "1"
+    names = [f"{label}-dev", label] if dev else [label, f"{label}-dev"]
+    found = next((n for n in names if n in running), None)
+    if found is None:
+        raise failed
+    gateway = find_gateway()
+    if gateway is None:
+        raise ExecutionError(
+            f"{name} runs at /{found} on this cluster's Serve HTTP proxy; rayweb's gateway is not "
+            "running here (RAYWEB_DATA_PATH=serve), so its host and port are not known."
+        )
+    host, port, _, _ = ray.get(gateway.address.remote())
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{port}/{found}"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exception import InvalidError
 from ..localfiles import check_overlaps, plan_links
+from ..servers import Server
 from ..spec import (
     CodeRef,
     EndpointSpec,
@@ -44,6 +45,11 @@ BUFFER_POLICY = "rayweb.services.autoscaling:BufferedPolicy"
 # replica (counted, so the autoscaler sees them) rather than in HAProxy's queue (unseen).
 GATEWAY_QUEUE_FACTOR = 4
 ACCELERATOR_SHARE = 0.001  # asks for "a node of this type" without using up the resource
+# @app.server without max_concurrency takes any number of requests (Modal: "unlimited"):
+# the server itself decides; this only bounds what one replica is sent at once.
+SERVER_MAX_INPUTS = 1000
+SERVER_EXIT_SLACK_S = 20.0  # after the grace period: stop the server, run @exit; at start:
+# the container's own start before its startup_timeout begins
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ def endpoint_spec(function: Function[Any, Any]) -> EndpointSpec:
         limits=options.limits or app.limits or Limits(),
         mounts=mounts,
         links=links,
+        server=function.cls.spec if isinstance(function.cls, Server) else None,
     )
 
 
@@ -162,7 +169,7 @@ def resource_plan(
             need[f"accelerator_type:{gpu.accelerator}"] = ACCELERATOR_SHARE
     if res.memory is not None:
         need["memory"] = res.memory * 1024 * 1024
-    if spec.web is not None and spec.web.kind == "web_server":
+    if spec.web is not None and spec.web.sidecar:
         return ResourcePlan({"CPU": PROXY_NUM_CPUS}, need)
     return ResourcePlan(need)
 
@@ -195,11 +202,19 @@ def deployment_options(
         actor["runtime_env"] = spec.runtime_env
 
     max_inputs = max_inputs_of(spec)
-    target = (spec.concurrency.target_inputs if spec.concurrency else None) or max_inputs
+    target: float = (spec.concurrency.target_inputs if spec.concurrency else None) or max_inputs
     if spec.batching:  # @batched: each input slot takes a whole batch (Serve's batching)
         max_inputs, target = max_inputs * spec.batching[0], target * spec.batching[0]
     min_replicas = scaling.min_containers or 0
     max_replicas = scaling.max_containers or max(DEFAULT_MAX_CONTAINERS, min_replicas)
+    server = spec.server
+    if server is not None:
+        if server.target_concurrency:
+            target = server.target_concurrency
+        else:
+            # Modal's Servers autoscale only with target_concurrency; without it the pool is
+            # min_containers (one is started when a request finds none).
+            max_replicas = max(1, min_replicas)
     autoscaling: dict[str, Any] = {
         "min_replicas": min_replicas,
         # Start one replica even when scaling to zero, so a broken @enter fails the deploy
@@ -208,7 +223,7 @@ def deployment_options(
         "max_replicas": max_replicas,
         "target_ongoing_requests": target,
         "downscale_delay_s": float(scaling.scaledown_window or DEFAULT_SCALEDOWN_WINDOW),
-        "upscale_delay_s": 0.0,
+        "upscale_delay_s": float(server.scaleup_window or 0) if server else 0.0,
     }
     # Always rayweb's policy: it also counts requests on the direct (gateway) path.
     autoscaling["policy"] = {
@@ -222,7 +237,7 @@ def deployment_options(
         "ray_actor_options": actor,
         # Keep old replicas serving until new ones are ready (DESIGN.md section 7).
         "max_surge_percent": 100,
-        "graceful_shutdown_timeout_s": float(min(spec.timeout, 30)),
+        "graceful_shutdown_timeout_s": _graceful_shutdown_s(spec),
         # Serve sleeps one wait loop before it checks for requests in flight (default 2 s,
         # the most of an idle replica's stop); the gateway stops sending to a replica before
         # it drains, so half a second is enough notice for Serve's own routers.
@@ -240,8 +255,27 @@ def deployment_options(
 
 
 def max_inputs_of(spec: EndpointSpec) -> int:
-    """``@concurrent(max_inputs)``, else Modal's one input per container."""
+    """``@concurrent(max_inputs)``, else Modal's one input per container; a Server's
+    ``max_concurrency``, else no limit of its own."""
+    if spec.server is not None:
+        return spec.server.max_concurrency or SERVER_MAX_INPUTS
     return spec.concurrency.max_inputs if spec.concurrency else 1
+
+
+def _graceful_shutdown_s(spec: EndpointSpec) -> float:
+    """How long Serve lets a stopping replica finish: a Server's ``exit_grace_period`` for
+    requests in flight plus the time to stop its server and run ``@exit``."""
+    if spec.server is not None:
+        return float(spec.server.exit_grace_period) + SERVER_EXIT_SLACK_S
+    return float(min(spec.timeout, 30))
+
+
+def drain_seconds(spec: EndpointSpec, graceful_shutdown_s: float) -> float:
+    """How long a stopping replica waits for requests in flight on its own port."""
+    if spec.server is not None:
+        return float(max(1, spec.server.exit_grace_period))
+    # Serve's force-kill deadline is the graceful shutdown timeout; leave it some slack.
+    return max(1.0, graceful_shutdown_s - 3.0)
 
 
 def _sidecar_options(plan: ResourcePlan, runtime_env: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +292,7 @@ def code_ref(function: Function[Any, Any]) -> CodeRef:
     """Where replicas find this function's code: by module when importable, else pickled."""
     target: Any = function.cls if function.cls is not None else function
     raw = function.cls.user_cls if function.cls is not None else function.raw_f
-    attr = function.tag.split(".", 1)[1] if function.cls is not None else None
+    attr = function.tag.partition(".")[2] or None  # a method's name (a Server has none)
     module_name = getattr(raw, "__module__", None)
     module = sys.modules.get(module_name or "")
     qualname = getattr(raw, "__qualname__", "")
@@ -321,11 +355,10 @@ def compile_endpoint(
         auth_headers=spec.auth_headers if spec.web.requires_proxy_auth else None,
         sidecar=_sidecar_options(plan, spec.runtime_env) if plan.sidecar else None,
         limits=spec.limits,
-        # Serve's force-kill deadline is the graceful shutdown timeout; leave it some slack.
-        drain_s=max(1.0, options["graceful_shutdown_timeout_s"] - 3.0),
-        # `rayweb serve` swaps new source into running replicas; a web_server's code runs in
-        # its sidecar process, so it is always redeployed.
-        hot_swap=dev and spec.web.kind != "web_server",
+        drain_s=drain_seconds(spec, options["graceful_shutdown_timeout_s"]),
+        # `rayweb serve` swaps new source into running replicas; a web_server's (or a
+        # Server's) code runs in its sidecar process, so it is always redeployed.
+        hot_swap=dev and not spec.web.sidecar,
         dev=dev,
         gateway_maxconn=max_inputs * GATEWAY_QUEUE_FACTOR,
         # One WSGI thread per input the replica may take at once.
@@ -333,9 +366,14 @@ def compile_endpoint(
         mounts=spec.mounts,
         links=spec.links,
         volume_root=str(volume_root()),
+        # A Server's max_concurrency is a hard cap: above it, 429 at once (Modal's rule).
+        full_status=429 if spec.server is not None and spec.server.max_concurrency else None,
     )
-    # Modal's rule: startup_timeout defaults to timeout.
+    # Modal's rule: startup_timeout defaults to timeout. A Server's is its port's wait, after
+    # its container started.
     startup = float(spec.startup_timeout or spec.timeout)
+    if spec.server is not None:
+        startup += SERVER_EXIT_SLACK_S
     return CompiledEndpoint(name, f"/{name}", function.tag, options, payload, plan, startup)
 
 

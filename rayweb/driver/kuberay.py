@@ -267,7 +267,7 @@ class _Pods:
 def _volumes(app: App) -> list[tuple[str, str, list[str]]]:
     """``(volume name, claim name, mount paths)`` of each named volume the app mounts; one
     volume per path across the app (a pod has one filesystem), nothing under /mnt/rayweb."""
-    owners: list[Any] = [*app.registered_functions.values(), *app.registered_classes.values()]
+    owners: list[Any] = app.owners
     at: dict[str, str] = {}  # mount path -> volume name
     claims: dict[str, str] = {}  # claim -> volume name
     out: dict[str, tuple[str, str, list[str]]] = {}

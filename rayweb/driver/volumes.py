@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 def prepare_volumes(app: App) -> None:
     """Look up each mounted volume on this machine's volume root: a missing one without
     ``create_if_missing`` fails before anything is deployed, naming `rayweb volume create`."""
-    owners: list[Any] = [*app.registered_functions.values(), *app.registered_classes.values()]
+    owners: list[Any] = app.owners
     seen: set[str] = set()
     for owner in owners:
         for _path, volume in owner.options.volumes:

@@ -40,6 +40,8 @@ class Chain:
         auth: (fetch token hashes, (key header, secret header)) for ``requires_proxy_auth``.
         gateway_key: the cluster's gateway key, or None when there is no gateway.
         on_startup: awaited once the app's lifespan startup completed (starts the direct port).
+        full_status: refuse a request with this status (429) when every slot is taken,
+            instead of letting it wait for one (``@app.server(max_concurrency=)``).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Chain:
         auth: tuple[FetchHashes, tuple[str, str]] | None = None,
         gateway_key: str | None = None,
         on_startup: Callable[[], Any] | None = None,
+        full_status: int | None = None,
     ) -> None:
         self.gateway_key = gateway_key
         # Lifespan passes through the layers outside it untouched (they only act on
@@ -59,7 +62,7 @@ class Chain:
         inner: ASGIApp = LifespanGuard(RootSlash(app), on_startup)
         if limits is not None and limits.request_timeout is not None:
             inner = RequestTimeout(inner, limits.request_timeout)  # counts from the slot on
-        self.slots = Counted(inner, max_inputs)
+        self.slots = Counted(inner, max_inputs, full_status=full_status)
         inner = self.slots
         if auth is not None:
             fetch, (key_header, secret_header) = auth

@@ -118,14 +118,15 @@ class RaywebReplica:
             except Exception:
                 logger.warning("rayweb's gateway did not answer; serving via Serve only")
                 self._gateway = None
-        if payload.web.kind == "web_server":
+        if payload.web.sidecar:
             # The user's code runs in the sidecar; this replica only proxies to it.
             try:
                 self._sidecar, self._upstream_port = await start_sidecar(payload)
             except UserCodeError:
                 raise
             except BaseException as exc:
-                raise user_failure("@rayweb.web_server", exc) from None
+                what = "@app.server" if payload.web.kind == "server" else "@rayweb.web_server"
+                raise user_failure(what, exc) from None
             return
         await set_environment(payload)
         self._target, self._instance = await self._load_code()
@@ -180,6 +181,7 @@ class RaywebReplica:
             auth=auth,
             gateway_key=self._gateway_key,
             on_startup=self._start_direct,
+            full_status=self._payload.full_status,
         )
         return self._chain.serve_path
 
@@ -256,7 +258,7 @@ class RaywebReplica:
         await direct.stop(grace_s=self._payload.drain_s)
 
     def _build_app(self) -> Any:
-        if self._payload.web.kind == "web_server":
+        if self._payload.web.sidecar:
             return self._wrap(ReverseProxy("127.0.0.1", self._upstream_port))
         self._swappable = Swappable(self._user_app())
         return self._wrap(self._swappable)

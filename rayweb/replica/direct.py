@@ -35,9 +35,12 @@ class Counted:
     are counted, rather than in HAProxy's queue, which the autoscaler cannot see.
     """
 
-    def __init__(self, app: ASGIApp, slots: int | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, slots: int | None = None, *, full_status: int | None = None
+    ) -> None:
         self.app = app
         self.slots = asyncio.Semaphore(slots) if slots else None
+        self.full_status = full_status  # refuse at once when every slot is taken
         self.ongoing = 0
         self.arrived = 0  # requests ever started here (the autoscaler's "any traffic?")
         self.idle = asyncio.Event()
@@ -46,6 +49,9 @@ class Counted:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        if self.full_status is not None and self.slots is not None and self.slots.locked():
+            await _refuse(scope, receive, send, self.full_status)
             return
         self.ongoing += 1
         self.arrived += 1
@@ -60,6 +66,22 @@ class Counted:
             self.ongoing -= 1
             if self.ongoing == 0:
                 self.idle.set()
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int) -> None:
+    """A full replica's answer: ``status`` with Retry-After (a WebSocket: close 1013)."""
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1013})
+        return
+    body = b'{"detail": "Too many concurrent requests: this container is at max_concurrency."}'
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class DirectServer:

@@ -10,7 +10,7 @@ from ..spec import CodeRef
 
 
 def load_target(code: CodeRef) -> Any:
-    """Return the rayweb ``Function`` or ``Cls`` that ``code`` points at."""
+    """Return the rayweb ``Function``, ``Cls`` or ``Server`` that ``code`` points at."""
     if code.pickled is not None:
         from ray import cloudpickle
 
@@ -28,15 +28,20 @@ def load_target(code: CodeRef) -> Any:
     from ..app import App
     from ..classes import Cls
     from ..functions import Function
+    from ..servers import Server
 
-    if isinstance(obj, (Function, Cls)):
+    if isinstance(obj, (Function, Cls, Server)):
         return obj
     # The decorated name differs from the raw one (name=..., or assigned to another
     # variable): find the registration through the module's apps.
     owner = code.tag.split(".")[0]
     for value in vars(module).values():
         if isinstance(value, App):
-            found = value.registered_functions.get(owner) or value.registered_classes.get(owner)
+            found = (
+                value.registered_functions.get(owner)
+                or value.registered_classes.get(owner)
+                or value.registered_servers.get(owner)
+            )
             if found is not None:
                 return found
     raise LookupError(

@@ -1,9 +1,12 @@
-"""The process that runs a ``@web_server`` function, started by the sidecar actor.
+"""The process that runs a ``@web_server`` function (or an ``@app.server``'s ``@enter``),
+started by the sidecar actor.
 
 It leads its own session, so the server processes the user's function starts share its
 process group and die with it. It runs ``@enter`` and the function (which starts the server
-and normally returns), then stays alive, watching its parent: when the sidecar actor goes
-away for any reason, it kills the whole group, so no server outlives its replica.
+and normally returns; a Server has no function: its ``@enter`` starts it), then stays alive,
+watching its parent: when the sidecar actor goes away for any reason, it kills the whole
+group, so no server outlives its replica. When the sidecar stops it (SIGTERM), it runs the
+class's ``@exit`` methods first, as Modal does at container shutdown.
 
 Usage: ``python -m rayweb.replica.webserver_runner PAYLOAD_FILE``.
 """
@@ -26,6 +29,8 @@ def main(payload_file: str) -> None:
     os.unlink(payload_file)
     parent = os.getppid()
     failed = threading.Event()
+    server = payload.web.kind == "server"
+    instances: list[object] = []
 
     def run_user_code() -> None:
         from ..common import user_failure
@@ -35,17 +40,32 @@ def main(payload_file: str) -> None:
             target = load_target(payload.code)
             if payload.is_cls:
                 instance = target._instantiate()
+                instances.append(instance)
                 for name in payload.enter_methods:
                     getattr(instance, name)()
+                if server:
+                    return  # @enter started the server
                 fn = getattr(instance, payload.code.attr or "")
             else:
                 fn = target.raw_f
             fn()
         except BaseException as exc:
-            print(
-                str(user_failure("@rayweb.web_server function", exc)), file=sys.stderr, flush=True
-            )
+            what = "@app.server @enter" if server else "@rayweb.web_server function"
+            print(str(user_failure(what, exc)), file=sys.stderr, flush=True)
             failed.set()
+
+    def stop(_signum: int, _frame: object) -> None:
+        for instance in instances:
+            for name in payload.exit_methods:
+                try:
+                    getattr(instance, name)()
+                except Exception:
+                    traceback.print_exc()
+        # The rest of the group got the same SIGTERM; the sidecar waits for it, then kills it.
+        sys.stderr.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
 
     # The function usually starts a subprocess and returns; one that serves in-process and
     # blocks is fine too, so it runs in a thread.

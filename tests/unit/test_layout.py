@@ -17,7 +17,7 @@ MAX_LINES = 450
 DECLARE = {
     "app", "callforms", "classes", "decorators", "functions", "image", "options", "secret",
     "spec", "exception", "_compat", "objects", "dicts", "queues",
-    "volume", "volfiles", "volstore", "volupload", "localfiles",
+    "volume", "volfiles", "volstore", "volupload", "localfiles", "servers",
 }  # fmt: skip
 SHARED = {"common", "tokens"}
 DRIVER = {"driver", "cli"}

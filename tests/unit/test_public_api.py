@@ -12,7 +12,7 @@ def test_exported_members():
     assert rayweb.__all__ == sorted(rayweb.__all__)
     assert set(rayweb.__all__) == {
         "App", "Cls", "Dict", "Function", "FunctionCall", "Image", "Limits", "Queue", "Retries",
-        "Secret", "Volume", "asgi_app", "batched", "concurrent",
+        "Secret", "Server", "Volume", "asgi_app", "batched", "concurrent",
         "enter", "exception", "exit", "fastapi_endpoint", "is_local", "method", "parameter",
         "serve", "web_endpoint", "web_server", "wsgi_app",
     }  # fmt: skip
