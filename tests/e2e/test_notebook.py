@@ -28,6 +28,7 @@ def test_quickstart_notebook_runs(monkeypatch):
     )
     assert "{'message': 'hello notebook'}" in outputs
     assert "hi ray!" in outputs
+    assert "server: 200" in outputs  # an @app.server defined in a cell
     assert "49 [0, 1, 4, 9, 16]" in outputs  # .remote() and .map() on the served app's functions
     assert "144 [3, 2, 1]" in outputs  # .spawn().get() and a generator's .remote_gen()
     urls = nb.cells[3].outputs[-1]["data"]["text/plain"]
