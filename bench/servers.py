@@ -147,9 +147,7 @@ def write(
         "|---|---|---|---|---|",
     ]
     for name, r, ws in rows:
-        lines.append(
-            f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ws:.0f} |"
-        )
+        lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ws:.0f} |")
     lines += [
         "",
         f"Added over calling the server directly: {proxied['p50'] - direct['p50']:.2f} ms at "
