@@ -32,9 +32,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from run import append_results, free_port, wait_200, wrk, ws_round_trips  # noqa: E402
+from run import append_results, free_port, wrk, ws_round_trips  # noqa: E402
+from web_server import AIOHTTP, direct_aiohttp  # noqa: E402
 
-AIOHTTP = str(ROOT / "examples" / "web_server_aiohttp.py")
 SESSIONS = 24
 
 
@@ -110,16 +110,7 @@ def main() -> None:
     from rayweb.driver import cluster
 
     rows: list[tuple[str, dict[str, float], float]] = []
-    port = free_port()
-    direct = subprocess.Popen([sys.executable, AIOHTTP, "--serve", str(port)])
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_200(base + "/")
-        ws = ws_round_trips(f"ws://127.0.0.1:{port}/ws", args.duration / 2)
-        rows.append(("aiohttp server, direct", wrk(base + "/", 1, args.duration), ws))
-    finally:
-        direct.terminate()
-        direct.wait(10)
+    rows.append(("aiohttp server, direct", *direct_aiohttp(args.duration)))
 
     with rayweb.serve(build_app(rayweb), port=free_port(), quiet=True) as handle:
         url = handle.urls["Aio"]

@@ -25,6 +25,22 @@ sys.path.insert(0, str(ROOT))
 
 from run import append_results, free_port, wait_200, wrk, ws_round_trips  # noqa: E402
 
+AIOHTTP = str(ROOT / "examples" / "web_server_aiohttp.py")
+
+
+def direct_aiohttp(duration: int) -> tuple[dict[str, float], float]:
+    """wrk figures and WebSocket round trips/s of the aiohttp example server, run directly."""
+    port = free_port()
+    direct = subprocess.Popen([sys.executable, AIOHTTP, "--serve", str(port)])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_200(base + "/")
+        ws = ws_round_trips(f"ws://127.0.0.1:{port}/ws", duration / 2)
+        return wrk(base + "/", 1, duration), ws
+    finally:
+        direct.terminate()
+        direct.wait(10)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -37,18 +53,7 @@ def main() -> None:
     from rayweb.driver.import_refs import load_app
 
     rows: list[tuple[str, dict[str, float], float | None]] = []
-    port = free_port()
-    direct = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "web_server_aiohttp.py"), "--serve", str(port)]
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_200(base + "/")
-        ws = ws_round_trips(f"ws://127.0.0.1:{port}/ws", args.duration / 2)
-        rows.append(("aiohttp server, direct", wrk(base + "/", 1, args.duration), ws))
-    finally:
-        direct.terminate()
-        direct.wait(10)
+    rows.append(("aiohttp server, direct", *direct_aiohttp(args.duration)))
 
     web_app = load_app(str(ROOT / "examples" / "web_server_aiohttp.py"))
     web_app.limits = rayweb.Limits(rate_limit=1e6)  # wrk from one IP would hit the default
