@@ -282,7 +282,13 @@ class App:
             max_concurrency=max_concurrency, scaleup_window=scaleup_window,
             experimental_options=experimental_options,
         )  # fmt: skip
-        check_kwargs("server", kwargs)
+        # Accepted as on Modal, but one cluster has one region and no snapshots: say so.
+        given: dict[str, Any] = {
+            "routing_region": routing_region if routing_region != "us-east" else None,
+            "enable_memory_snapshot": enable_memory_snapshot,
+            "experimental_options": experimental_options,
+        }
+        check_kwargs("server", {**kwargs, **given})
         options = function_options(
             image=image, env=env, secrets=secrets, gpu=gpu, cpu=cpu, memory=memory,
             min_containers=min_containers, max_containers=max_containers,

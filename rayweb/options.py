@@ -319,6 +319,8 @@ _NO_EFFECT = (
     "schedule",
     "network_file_systems",
     "include_source",
+    "compute_region",
+    "h2_enabled",
 )
 
 

@@ -175,3 +175,10 @@ def test_bad_classes_get_modals_messages():
         lambda: server(rayweb.concurrent(max_inputs=2)(Concurrent))
     )
     assert "must be used on a class" in _class_problem(lambda: server(lambda: None))
+
+
+def test_regions_are_accepted_and_said_to_have_no_effect():
+    with pytest.warns(UserWarning, match="compute_region, routing_region has no effect"):
+        rayweb.App("regions").server(routing_region="eu-west", compute_region="eu-west")
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        rayweb.App("regions").server(no_such_option=1)
