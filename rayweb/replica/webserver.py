@@ -57,6 +57,7 @@ class WebServerSidecar:
         self.declared_port = payload.web.port or 0
         self.assigned_port = free_port()
         self.upstream_port: int | None = None
+        self.taken = False  # the declared port was in use on this node before we started
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -89,6 +90,11 @@ class WebServerSidecar:
             p for p in (PORTMAP_DIR, env.get("PYTHONPATH", "")) if p
         )
         env["PYTHONUNBUFFERED"] = "1"
+        # A port someone else holds on this node (another replica of a server that is not
+        # written in Python and binds the declared port itself, or any other process) must
+        # not be taken for ours: then only the mapped port counts.
+        self.taken = bool(self.declared_port) and port_open(self.declared_port)
+        ports = (self.assigned_port,) if self.taken else (self.assigned_port, self.declared_port)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rayweb.replica.webserver_runner", payload_file],
             stdout=subprocess.PIPE,
@@ -102,7 +108,7 @@ class WebServerSidecar:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._raise_exited()
-            for port in (self.assigned_port, self.declared_port):
+            for port in ports:
                 if port_open(port):
                     self.upstream_port = port
                     return port
@@ -111,7 +117,19 @@ class WebServerSidecar:
         raise TimeoutError(
             f"Waited too long for port {self.declared_port} to start accepting connections. "
             "Make sure the web server is bound to 0.0.0.0 (rather than localhost or 127.0.0.1), "
-            f"or adjust `startup_timeout`.{self._tail()}"
+            f"or adjust `startup_timeout`.{self._taken_hint()}{self._tail()}"
+        )
+
+    def _taken_hint(self) -> str:
+        if not self.taken:
+            return ""
+        return (
+            f"\nPort {self.declared_port} was already taken on this node when the server "
+            "started (by another replica of this endpoint, or another process). Servers "
+            "written in Python get a port of their own per replica; one that is not binds the "
+            "declared port itself, so only one replica per node can run. Suggestion: a "
+            "`max_containers` no larger than the number of nodes, or start the server on the "
+            "port in the RAYWEB_PORT_MAP environment variable (`8000=41234`: the right side)."
         )
 
     def _pump(self) -> None:
@@ -139,7 +157,7 @@ class WebServerSidecar:
         self.stop()
         raise RuntimeError(
             f"The web server process exited with code {code} before port "
-            f"{self.declared_port} accepted connections.{self._tail()}"
+            f"{self.declared_port} accepted connections.{self._taken_hint()}{self._tail()}"
         )
 
     def health(self) -> None:

@@ -31,5 +31,6 @@ def test_quickstart_notebook_runs(monkeypatch):
     assert "server: 200" in outputs  # an @app.server defined in a cell
     assert "49 [0, 1, 4, 9, 16]" in outputs  # .remote() and .map() on the served app's functions
     assert "144 [3, 2, 1]" in outputs  # .spawn().get() and a generator's .remote_gen()
-    urls = nb.cells[3].outputs[-1]["data"]["text/plain"]
+    serving = next(c for c in nb.cells if "rayweb.serve(app" in "".join(c.source))
+    urls = serving.outputs[-1]["data"]["text/plain"]
     assert f"http://127.0.0.1:{port}/notebook-demo-hello" in urls

@@ -291,7 +291,7 @@ def test_sparse_traffic_inside_the_scaledown_window_never_scales_to_zero(served)
     wait_registered("sparse-tick")
     url = handle.urls["tick"]
     pids, slowest, lowest = set(), 0.0, 99
-    deadline = time.monotonic() + 180  # 3 minutes: 18 windows of 10 s, 6 of the look-back
+    deadline = time.monotonic() + 90  # 9 windows of 10 s, 3 of Serve's 30 s look-back
     while time.monotonic() < deadline:
         started = time.monotonic()
         r = httpx.get(url, timeout=120)

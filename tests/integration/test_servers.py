@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -133,3 +134,29 @@ def test_server_from_name_finds_the_running_server(servers):
     assert found.get_url() in (urls["Counter"], urls["Counter"] + "-dev")
     with pytest.raises(rayweb.exception.NotFoundError, match="Lookup failed for Function 'Nope'"):
         rayweb.Server.from_name("server-sticky", "Nope").get_url()
+
+
+def test_a_port_taken_on_the_node_is_not_taken_for_the_server(ray_cluster):
+    """A server that is not written in Python binds the declared port itself; when another
+    process holds it, the sidecar must not proxy to that process: a clear error instead."""
+    from rayweb.compiler import compile_endpoint
+    from rayweb.replica.webserver import WebServerSidecar
+
+    app = rayweb.App("port-taken")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        native = f"import socket; s = socket.socket(); s.bind(('0.0.0.0', {port})); s.listen()"
+
+        @app.server(port=port, startup_timeout=3, serialized=True)
+        class Native:
+            @rayweb.enter()
+            def start(self):
+                # -I: no site hooks, so no port mapping, as for a server in another language
+                subprocess.Popen([sys.executable, "-I", "-c", native])
+
+        sidecar = WebServerSidecar(compile_endpoint(Native.function).payload)
+        with pytest.raises(TimeoutError, match=f"Port {port} was already taken on this node"):
+            sidecar._start({})
+        sidecar.stop()
