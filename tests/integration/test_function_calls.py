@@ -1,16 +1,14 @@
 """Modal's function calls on the real cluster: web endpoints calling backend functions and a
-model class (examples/backend_functions.py), a job queue with spawn + poll
-(examples/job_queue.py), and every call form from this process (the driver)."""
+model class (examples/backend_functions.py) and every call form from this process (the
+driver); the job queue is in test_job_queue.py (a module of its own, so the backend example's
+replicas are gone before it starts)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,11 +16,8 @@ import pytest
 import rayweb
 from rayweb.exception import (
     ExecutionError,
-    FunctionTimeoutError,
-    InputCancellation,
     InvalidError,
     NotFoundError,
-    OutputExpiredError,
 )
 from tests.integration.conftest import TEST_PORT, example_app
 
@@ -165,188 +160,3 @@ def test_a_function_of_an_app_that_is_not_running_says_how_to_run_it(ray_cluster
 
     with pytest.raises(NotFoundError, match=r"with app.run\(\):"):
         f.remote()
-
-
-@pytest.fixture(scope="module")
-def jobs(ray_cluster):
-    handle = rayweb.serve(example_app("job_queue.py"), port=TEST_PORT, quiet=True)
-    try:
-        yield handle.urls["api"]
-    finally:
-        handle.stop()
-
-
-def test_spawn_then_poll_from_another_endpoint_and_another_process(jobs):
-    submitted = httpx.post(jobs + "/submit", json={"text": "hello", "seconds": 2}, timeout=120)
-    call_id = submitted.json()["call_id"]
-    assert call_id.startswith("fc-")
-    first = httpx.get(f"{jobs}/result/{call_id}", timeout=30)
-    assert first.status_code == 202 and first.json() == {"status": "pending"}
-    deadline = time.monotonic() + 60
-    while (polled := httpx.get(f"{jobs}/result/{call_id}", timeout=30)).status_code == 202:
-        assert time.monotonic() < deadline
-        time.sleep(0.25)
-    assert polled.json()["result"]["text"] == "HELLO"
-    # the same id from this process (the results live on the cluster, not in a replica)
-    assert rayweb.FunctionCall.from_id(call_id).get(timeout=10)["text"] == "HELLO"
-    with pytest.raises(OutputExpiredError):
-        rayweb.FunctionCall.from_id("fc-never-spawned").get(timeout=1)
-
-
-def test_a_web_endpoint_finds_a_backend_by_name(jobs):
-    submitted = httpx.post(jobs + "/submit-by-name", json={"text": "by name", "seconds": 0})
-    call_id = submitted.json()["call_id"]
-    assert rayweb.FunctionCall.from_id(call_id).get(timeout=60)["text"] == "BY NAME"
-
-
-def test_a_cancelled_call_raises_input_cancellation(jobs):
-    call_id = httpx.post(jobs + "/submit", json={"text": "x", "seconds": 30}, timeout=120).json()[
-        "call_id"
-    ]
-    assert httpx.post(f"{jobs}/cancel/{call_id}", timeout=30).status_code == 200
-    with pytest.raises(InputCancellation):
-        rayweb.FunctionCall.from_id(call_id).get(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def batched(ray_cluster):
-    app = example_app("batched_inference.py")
-    handle = rayweb.serve(app, port=TEST_PORT, quiet=True)
-    try:
-        yield app, handle.urls["classify"]
-    finally:
-        handle.stop()
-
-
-def test_batched_functions_get_lists_from_single_calls(batched):
-    app, url = batched
-    word_counts = app.registered_functions["word_counts"]
-    texts = ["a b", "c", "d e f", "g", "h i", "j", "k l m n", "o"]
-    counts = list(word_counts.map(texts))
-    assert [c["words"] for c in counts] == [len(t.split()) for t in texts]  # in order
-    assert max(c["batch"] for c in counts) > 1, counts  # 8 inputs, wait_ms=500: batched
-    assert all(c["batch"] <= 8 for c in counts)
-    assert word_counts.remote(texts="x y")["words"] == 2  # keywords bind by name
-    with pytest.raises(InvalidError, match="takes 1 positional arguments, but one invoc"):
-        word_counts.remote("a", "b")  # fails alone, with Modal's message
-    # a batched method behind a web endpoint: concurrent requests share forward passes
-    with ThreadPoolExecutor(8) as pool:
-        got = list(
-            pool.map(
-                lambda i: httpx.get(url, params={"text": "w " * i, "boost": 1}, timeout=120),
-                range(8),
-            )
-        )
-    assert [r.status_code for r in got] == [200] * 8
-    answers = [r.json() for r in got]
-    assert [a["long"] for a in answers] == [i + 1 >= 3 for i in range(8)]
-    assert max(a["batch"] for a in answers) > 1 and all(a["batch"] <= 4 for a in answers)
-    assert max(a["n"] for a in answers) < 8  # fewer forward passes than requests
-
-
-def test_app_run_retries_and_timeouts(ray_cluster, tmp_path: Path):
-    app = rayweb.App("run-ctx")
-
-    @app.function(
-        serialized=True, retries=rayweb.Retries(max_retries=3, initial_delay=0.1), timeout=60
-    )
-    def flaky(counter: str) -> int:
-        path = Path(counter)
-        attempts = int(path.read_text()) + 1 if path.exists() else 1
-        path.write_text(str(attempts))
-        if attempts < 3:
-            raise RuntimeError(f"attempt {attempts} failed")
-        return attempts
-
-    @app.function(serialized=True, timeout=2)
-    def sleepy() -> None:
-        time.sleep(5)
-
-    @app.function(serialized=True)
-    @rayweb.batched(max_batch_size=4, wait_ms=10)
-    def short(xs: list[int]) -> list[int]:
-        return xs[:-1]
-
-    with app.run():
-        assert flaky.remote(str(tmp_path / "n")) == 3  # two failures, retried
-        with pytest.raises(FunctionTimeoutError, match="timed out after 2 seconds"):
-            sleepy.remote()
-        with pytest.raises(InvalidError, match="must be a list of equal length as its inputs"):
-            short.remote(1)
-    with pytest.raises(NotFoundError):  # torn down on exit
-        flaky.remote(str(tmp_path / "m"))
-    assert not os.path.exists(tmp_path / "m")
-
-
-def test_a_replica_killed_mid_call_fails_the_call_clearly_and_a_new_one_serves(ray_cluster):
-    import signal
-
-    app = rayweb.App("killed-mid-call")
-
-    @app.function(serialized=True, min_containers=1, max_containers=1)
-    def where(seconds: float) -> int:
-        time.sleep(seconds)
-        return os.getpid()
-
-    with app.run():
-        pid = where.remote(0)
-        with ThreadPoolExecutor(1) as pool:
-            running = pool.submit(where.remote, 60)
-            time.sleep(2)
-            os.kill(pid, signal.SIGKILL)
-            started = time.monotonic()
-            with pytest.raises(ExecutionError, match="failed outside its code"):
-                running.result(timeout=90)  # never hangs
-            assert time.monotonic() - started < 60
-        deadline = time.monotonic() + 120
-        while True:  # Serve replaces the replica; calls reach the new one
-            try:
-                assert where.remote(0) != pid
-                break
-            except ExecutionError:
-                assert time.monotonic() < deadline
-                time.sleep(1)
-
-
-def test_spawn_map_hands_every_input_over_and_returns(served, tmp_path):
-    app = rayweb.App("spawn-map")
-
-    @app.function(serialized=True)
-    @rayweb.concurrent(max_inputs=8)
-    def record(i: int, folder: str) -> None:
-        if i == 3:
-            raise ValueError("a failed input is logged, not raised to the caller")
-        (Path(folder) / str(i)).write_text(str(i * i))
-
-    served(app)
-    assert record.spawn_map(range(40), kwargs={"folder": str(tmp_path)}) is None
-    asyncio.run(record.spawn_map.aio(range(40, 50), kwargs={"folder": str(tmp_path)}))
-    expected = {str(i) for i in range(50)} - {"3"}
-    deadline = time.monotonic() + 120
-    while {p.name for p in tmp_path.iterdir()} != expected:
-        assert time.monotonic() < deadline, sorted(p.name for p in tmp_path.iterdir())
-        time.sleep(0.2)
-    assert (tmp_path / "7").read_text() == "49"
-    with pytest.raises(TypeError, match="unexpected keyword"):
-        record.spawn_map(range(2), order_outputs=False)
-
-
-def test_app_deploy_puts_the_functions_on_the_connected_cluster(ray_cluster):
-    from rayweb.driver.status import delete_apps
-    from rayweb.services.registry import forget_deployed
-    from rayweb.spec import function_app_name
-
-    app = rayweb.App("deployed-from-code")
-
-    @app.function(serialized=True)
-    def triple(x: int) -> int:
-        return 3 * x
-
-    name = function_app_name("deployed-from-code", "triple", dev=False)
-    assert app.deploy() is app
-    try:
-        assert triple.remote(5) == 15
-        assert rayweb.Function.from_name("deployed-from-code", "triple").remote(2) == 6
-    finally:
-        delete_apps([name])
-        forget_deployed(name)
