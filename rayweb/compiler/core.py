@@ -48,8 +48,8 @@ ACCELERATOR_SHARE = 0.001  # asks for "a node of this type" without using up the
 # @app.server without max_concurrency takes any number of requests (Modal: "unlimited"):
 # the server itself decides; this only bounds what one replica is sent at once.
 SERVER_MAX_INPUTS = 1000
-SERVER_EXIT_SLACK_S = 20.0  # after the grace period: stop the server, run @exit; at start:
-# the container's own start before its startup_timeout begins
+SERVER_EXIT_SLACK_S = 20.0  # after the grace period: stop the server, run @exit
+SERVER_START_SLACK_S = 20.0  # a container's own start, before its startup_timeout begins
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,7 @@ def compile_endpoint(
     # its container started.
     startup = float(spec.startup_timeout or spec.timeout)
     if spec.server is not None:
-        startup += SERVER_EXIT_SLACK_S
+        startup += SERVER_START_SLACK_S
     return CompiledEndpoint(name, f"/{name}", function.tag, options, payload, plan, startup)
 
 
