@@ -71,7 +71,7 @@ def test_proxy_auth_is_on_by_default_and_max_concurrency_answers_429(servers):
     assert r.status_code == 401
     key, secret = Store().create_token("servers")
     headers = {"Modal-Key": key, "Modal-Secret": secret}
-    _wait_for(lambda: httpx.get(url, headers=headers).status_code == 200, 5, "token accepted")
+    _wait_for(lambda: httpx.get(url, headers=headers).status_code == 200, 30, "token accepted")
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(httpx.get, url + "/slow", headers=headers, timeout=30)]
         time.sleep(0.5)  # the first one holds the container's only slot
