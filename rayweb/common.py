@@ -132,6 +132,11 @@ def _under(path: Path, root: Path) -> bool:
         return False
 
 
+def url_host(host: str) -> str:
+    """The host to put in URLs: a wildcard bind address is reached on loopback."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def free_port() -> int:
     """A port nothing on loopback listens on right now."""
     with socket.socket() as sock:

@@ -19,7 +19,7 @@ from .decorators import PartialFunction, _Flags, _Parameter
 from .exception import ExecutionError, InvalidError
 from .functions import AppOptions, DeployedApp, Function
 from .options import FunctionOptions
-from .spec import ServerSpec, WebSpec, make_label
+from .spec import ServerSpec, WebSpec
 
 
 def check_server_args(
@@ -213,7 +213,7 @@ class Server:
     @property
     def label(self) -> str:
         """The URL label, without the ``-dev`` suffix of ``rayweb serve``."""
-        return make_label(self.app.name, self.tag)
+        return self.function.label
 
     @classmethod
     def from_name(

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..callforms import CallTarget, check_generator
 from ..classes import Cls
-from ..common import DEV_ENV
+from ..common import DEV_ENV, url_host
 from ..exception import ExecutionError, NotFoundError
 from ..spec import function_app_name
 
@@ -148,5 +148,4 @@ def web_url(app_name: str, name: str, label: str) -> str:
             "running here (RAYWEB_DATA_PATH=serve), so its host and port are not known."
         )
     host, port, _, _ = ray.get(gateway.address.remote())
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{host}:{port}/{found}"
+    return f"http://{url_host(host)}:{port}/{found}"

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..common import free_port, use_ray_token
+from ..common import free_port, url_host, use_ray_token
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -251,11 +251,6 @@ def kill_embedded() -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     _state.started_ray = False
-
-
-def url_host(host: str) -> str:
-    """The host to put in URLs: a wildcard bind address is reached on loopback."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 class GatewayNotices:
