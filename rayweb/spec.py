@@ -387,3 +387,6 @@ class FunctionPayload:
     mounts: tuple[tuple[str, str], ...] = ()  # (mount path, volume directory under the root)
     links: tuple[tuple[str, str], ...] = ()  # Image.add_local_*: (remote path, local path)
     volume_root: str = ""  # the driver's RAYWEB_VOLUME_ROOT, resolved
+    # A class's pool: its fastapi/asgi/wsgi web methods, served by the same replicas
+    # (``replica/pool.py``), each at its own label.
+    routes: tuple[ReplicaPayload, ...] = ()

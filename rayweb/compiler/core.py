@@ -2,17 +2,16 @@
 
 ``compile_endpoint`` is pure: it builds a function's :class:`~rayweb.spec.EndpointSpec`
 (with rayweb's defaults), the replica's :class:`ResourcePlan`, the Serve deployment options
-(docs/architecture.md section 4) and the replica's payload. ``build_application`` turns that
-into a Serve ``Application`` (importing Ray only there), so the mapping is unit-tested
-without a cluster. The KubeRay renderer and the driver's "cannot be placed" message read the
-same plan.
+(docs/architecture.md section 4) and the replica's payload (``app.py``'s
+``build_application`` turns that into a Serve ``Application``), so the mapping is
+unit-tested without a cluster. The KubeRay renderer and the driver's "cannot be placed"
+message read the same plan.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,6 @@ from ..spec import (
 from ..volume import volume_root
 
 if TYPE_CHECKING:
-    from ..app import App
     from ..classes import Cls
     from ..functions import Function
 
@@ -97,6 +95,14 @@ class CompiledEndpoint:
     payload: ReplicaPayload | FunctionPayload = field(hash=False)
     plan: ResourcePlan = field(default_factory=lambda: ResourcePlan({}), hash=False)
     startup_timeout: float = 300.0  # how long a deploy may wait for it (Modal's rule)
+
+    @property
+    def web_routes(self) -> list[tuple[str, str, ReplicaPayload]]:
+        """(tag, label, payload) of each URL this application serves: a web endpoint's own,
+        or the web methods of a class's pool (served at the gateway, not by Serve's proxy)."""
+        if isinstance(self.payload, ReplicaPayload):
+            return [(self.tag, self.name, self.payload)]
+        return [(route.code.tag, route.label, route) for route in self.payload.routes]
 
 
 def app_label(spec: EndpointSpec, *, dev: bool) -> str:
@@ -375,67 +381,3 @@ def compile_endpoint(
     if spec.server is not None:
         startup += SERVER_START_SLACK_S
     return CompiledEndpoint(name, f"/{name}", function.tag, options, payload, plan, startup)
-
-
-def deploy_timeout(endpoints: Iterable[CompiledEndpoint]) -> float:
-    """How long deploying ``endpoints`` together may take: the longest startup timeout."""
-    return max((ep.startup_timeout for ep in endpoints), default=300.0)
-
-
-def compile_app(
-    app: App, *, dev: bool = False, available_accelerators: Iterable[str] | None = None
-) -> list[CompiledEndpoint]:
-    """Compile every web endpoint of ``app``; duplicate labels are an error."""
-    endpoints = [
-        compile_endpoint(f, dev=dev, available_accelerators=available_accelerators)
-        for f in app.web_endpoints
-    ]
-    owners: dict[str, str] = {}
-    for ep in endpoints:
-        if ep.name in owners:
-            raise InvalidError(
-                f"Duplicate URL label {ep.name!r}: used by both {owners[ep.name]} and {ep.tag}. "
-                "Suggestion: give one of them label='another-name'."
-            )
-        owners[ep.name] = ep.tag
-    _warn_unsupported_image_steps(app)
-    if not endpoints and not app.registered_functions and not app.registered_classes:
-        raise InvalidError(
-            f"App {app.name!r} has no web endpoints to serve. Suggestion: decorate a function "
-            "with @app.function() above @rayweb.fastapi_endpoint() or @rayweb.asgi_app()."
-        )
-    return endpoints
-
-
-def _warn_unsupported_image_steps(app: App) -> None:
-    """apt/run_commands steps cannot be applied per deployment on Ray: say so (once per
-    distinct message; Python's warning registry drops repeats)."""
-    steps: list[str] = []
-    for function in app.web_endpoints:
-        image = function.options.image or app.image
-        for step in image.unsupported_steps() if image else []:
-            if step not in steps:
-                steps.append(step)
-    if steps:
-        warnings.warn(
-            f"rayweb: Ray cannot apply these Image steps per deployment: {', '.join(steps)}. "
-            "The cluster's node image must already provide them (on KubeRay: build them into "
-            "--image).",
-            stacklevel=3,
-        )
-
-
-def build_application(endpoint: CompiledEndpoint) -> Any:
-    """The Serve ``Application`` for one compiled endpoint (imports Ray Serve)."""
-    from ray import serve
-
-    from ..replica.deployment import RaywebReplica
-    from ..replica.function import RaywebFunctionReplica
-
-    replica_class: Any = RaywebReplica
-    if isinstance(endpoint.payload, FunctionPayload):
-        replica_class = RaywebFunctionReplica
-    deployment = serve.deployment(replica_class).options(  # type: ignore[attr-defined]
-        **endpoint.deployment_options
-    )
-    return deployment.bind(endpoint.payload)

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..spec import SHIPPED, EndpointSpec, FunctionPayload, ReplicaPayload, function_app_name
 from ..volume import volume_root
+from .app import pooled
 from .core import (
     CompiledEndpoint,
     code_ref,
+    compile_endpoint,
     deployment_options,
     files_of,
     max_inputs_of,
@@ -52,11 +54,16 @@ def function_spec(target: Function[Any, Any] | Cls) -> EndpointSpec:
 
 
 def compile_function(
-    target: Function[Any, Any] | Cls, *, dev: bool = False, name: str | None = None
+    target: Function[Any, Any] | Cls,
+    *,
+    dev: bool = False,
+    name: str | None = None,
+    routes: tuple[ReplicaPayload, ...] = (),
 ) -> CompiledEndpoint:
     """Compile a non-web function, or a class with ``@method``s, into a Serve application
     with no HTTP route: it is called through its deployment handle. ``name``: a class
-    variant's own application (``variants.py``)."""
+    variant's own application (``variants.py``). ``routes``: a class's web methods, served
+    by the same replicas at their own labels through the gateway (its pool)."""
     from ..classes import Cls
 
     spec = function_spec(target)
@@ -88,18 +95,29 @@ def compile_function(
         mounts=spec.mounts,
         links=spec.links,
         volume_root=str(volume_root()),
+        routes=routes,
     )
     startup = float(spec.startup_timeout or spec.timeout)
     return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)
 
 
-def compile_functions(app: App, *, dev: bool = False) -> list[CompiledEndpoint]:
-    """Every non-web function and every class with callable (non-web) methods of ``app``."""
+def compile_functions(app: App, *, dev: bool = False, pool: bool = True) -> list[CompiledEndpoint]:
+    """Every non-web function of ``app`` and every class with callable (non-web) methods or,
+    with ``pool`` (``compile_app``'s), web methods that share its replicas."""
     out = [compile_function(f, dev=dev) for f in app.registered_functions.values() if not f.is_web]
     for cls in app.registered_classes.values():
-        if any(not f.is_web for f in cls.functions.values()):
-            out.append(compile_function(cls, dev=dev))
+        web = [f for f in cls.functions.values() if pool and pooled(f)]
+        if web or any(not f.is_web for f in cls.functions.values()):
+            routes = tuple(_route(f, dev=dev) for f in web)
+            out.append(compile_function(cls, dev=dev, routes=routes))
     return out
+
+
+def _route(method: Function[Any, Any], *, dev: bool) -> ReplicaPayload:
+    """A pooled web method's payload: what its own application's replicas would be told."""
+    payload = compile_endpoint(method, dev=dev).payload
+    assert isinstance(payload, ReplicaPayload)
+    return dataclasses.replace(payload, hot_swap=False)  # a pool is redeployed on save
 
 
 def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..exception import DeploymentError
-from .core import build_application
+from .app import build_application
 from .functions import compile_function, ship
 
 VARIANT_SEP = "~"

@@ -157,6 +157,14 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     return host, port
 
 
+def gateway_running() -> bool:
+    """Whether this cluster's requests come through rayweb's gateway (a class's web methods
+    then share its pool: ``compiler.compile_app(pool=)``)."""
+    from ..services.gateway import find_gateway
+
+    return find_gateway() is not None
+
+
 def public_base_url() -> str:
     """Where clients reach this cluster's endpoints: the gateway, else Serve's proxy."""
     import ray

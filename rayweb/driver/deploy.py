@@ -21,7 +21,7 @@ from . import cluster
 from .output import Progress
 from .secrets import prepare_secrets
 from .shipping import ship_plan
-from .status import delete_apps, deploy, one_line, wait_for_routes
+from .status import delete_apps, deploy, endpoint_urls, one_line, wait_for_routes
 from .volumes import prepare_volumes
 
 if TYPE_CHECKING:
@@ -97,8 +97,10 @@ def deploy_app(
 
     working_dir = (ray.get_runtime_context().runtime_env or {}).get("working_dir")
     # Replicas import the shipped copy (their working directory), never the local path.
-    shipped = [ship(ep, working_dir) for ep in endpoints] if working_dir else endpoints
     http_host, http_port = cluster.ensure_serve(host, port)
+    if not cluster.gateway_running():  # Serve's proxy only: each web method is its own app
+        endpoints = compile_app(app, pool=False) + compile_functions(app, pool=False)
+    shipped = [ship(ep, working_dir) for ep in endpoints] if working_dir else endpoints
     say("Storing secrets")
     prepare_secrets(app)
     registry = deploy_registry()
@@ -120,7 +122,7 @@ def deploy_app(
     ray.get(registry.put.remote(app.name, {ep.name: ep for ep in shipped}))
     base = f"http://{cluster.url_host(http_host)}:{http_port}"
     wait_for_routes(base, shipped, timeout=max(10.0, limit))
-    urls = {ep.tag: f"{base}{ep.route_prefix}" for ep in shipped if ep.route_prefix is not None}
+    urls = endpoint_urls(base, shipped)
     return Deployed(app.name, urls, removed, working_dir, excluded)
 
 

@@ -38,7 +38,7 @@ from ..spec import ReplicaPayload
 from .import_refs import AppRef, find_app, import_module_of, parse_app_ref
 from .output import print_urls
 from .serve import record_served, serve
-from .status import delete_apps, deploy
+from .status import delete_apps, deploy, endpoint_urls
 from .volumes import prepare_volumes
 
 Say = Callable[[str], None]
@@ -84,8 +84,9 @@ class DevSession:
         drop_local_modules(self.root)
         try:
             app = self.load()
-            endpoints = compile_app(app, dev=True)
-            functions = compile_functions(app, dev=True)
+            pool = self.handle.pool  # as the first deploy compiled it
+            endpoints = compile_app(app, dev=True, pool=pool)
+            functions = compile_functions(app, dev=True, pool=pool)
             prepare_volumes(app)
         except Exception:
             self.say("[reload] the app does not load; the last good version keeps serving:")
@@ -116,7 +117,7 @@ class DevSession:
         delete_apps(plan.removed, wait_s=10)
         handle.endpoints, handle.functions = endpoints, functions
         handle.app = app
-        handle.urls = {ep.tag: f"{handle.base_url}{ep.route_prefix}" for ep in endpoints}
+        handle.urls = endpoint_urls(handle.base_url, everything)
         for function in app.web_endpoints:
             function._hydrate(handle.urls.get(function.tag))
         record_served(app, True)

@@ -105,7 +105,8 @@ def render_rayservice(
         ray_version = str(ray.__version__)
     image = image or (app.image.base_image if app.image and app.image.base_image else None)
     image = image or DEFAULT_IMAGE.format(version=ray_version)
-    endpoints = compile_app(app) + compile_functions(app)  # web, then called with .remote()
+    # web, then called with .remote(); no gateway there yet (issue 15): no class pools
+    endpoints = compile_app(app, pool=False) + compile_functions(app, pool=False)
     service = k8s_name(name or app.name or "rayweb")
     pods = _Pods(image, _named_secrets(app), _volumes(app), _state_claim(service))
 

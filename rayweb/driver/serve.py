@@ -17,7 +17,7 @@ from ..compiler import CompiledEndpoint, compile_app, compile_functions
 from . import cluster
 from .output import Progress, print_urls
 from .secrets import prepare_secrets
-from .status import delete_apps, deploy, wait_for_routes
+from .status import delete_apps, deploy, endpoint_urls, wait_for_routes
 from .volumes import prepare_volumes
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class ServeHandle:
     holds_embedded: bool = False
     stopped: bool = False
     functions: list[CompiledEndpoint] = field(default_factory=list)  # called with .remote()
+    pool: bool = True  # whether a class's web methods share its replicas (the gateway runs)
 
     def __enter__(self) -> ServeHandle:
         return self
@@ -103,15 +104,16 @@ def serve(
     holds = cluster.hold()
     try:
         http_host, http_port = cluster.ensure_serve(host, port)
-        if any(len(f.options.resources.gpu) > 1 for f in app.web_endpoints):
-            endpoints = compile_app(
-                app, dev=dev, available_accelerators=cluster.available_accelerators()
-            )
+        pool = cluster.gateway_running()  # a class's web methods share its replicas
+        if not pool or any(len(f.options.resources.gpu) > 1 for f in app.web_endpoints):
+            accelerators = cluster.available_accelerators()
+            endpoints = compile_app(app, dev=dev, available_accelerators=accelerators, pool=pool)
+            functions = compile_functions(app, dev=dev, pool=pool)
         say("Storing secrets")
         prepare_secrets(app)
         base = f"http://{cluster.url_host(http_host)}:{http_port}"
         limit = deploy_timeout if deploy_timeout is not None else compiler.deploy_timeout(endpoints)
-        say(f"Deploying {len(endpoints)} endpoint(s)")
+        say(f"Deploying {sum(len(ep.web_routes) for ep in endpoints + functions)} endpoint(s)")
         deploy(endpoints + functions, timeout=limit, progress=say)
         say("Waiting for the HTTP routes")
         wait_for_routes(base, endpoints, timeout=max(10.0, limit))
@@ -119,12 +121,12 @@ def serve(
         if holds:
             cluster.release()
         raise
-    tags = {ep.name: ep.tag for ep in endpoints}
-    urls = {tags[ep.name]: f"{base}{ep.route_prefix}" for ep in endpoints}
+    urls = endpoint_urls(base, endpoints + functions)
     for function in app.web_endpoints:
         function._hydrate(urls.get(function.tag))
     record_served(app, dev)
     handle = ServeHandle(app, endpoints, urls, base, holds_embedded=holds, functions=functions)
+    handle.pool = pool
     if not quiet:
         print_urls(handle.urls)
     return handle

@@ -21,7 +21,7 @@ from ..common import extract_user_error
 from ..compiler import CompiledEndpoint, build_application
 from ..compiler.variants import variants_of
 from ..exception import DeploymentError, DeployTimeoutError, NotFoundError
-from ..spec import FUNCTION_APP_PREFIX, ReplicaPayload
+from ..spec import FUNCTION_APP_PREFIX, FunctionPayload
 from . import cluster
 from .output import Progress
 
@@ -205,26 +205,33 @@ def wait_for_routes(base: str, endpoints: list[CompiledEndpoint], *, timeout: fl
 def declare_routes(endpoints: list[CompiledEndpoint]) -> None:
     """Tell the gateway each endpoint's path, body limit and admission (rate limit, proxy
     auth) before any replica exists, so an oversized upload, a flood or a request without
-    credentials to a scaled-to-zero endpoint is refused there, without waking it."""
+    credentials to a scaled-to-zero endpoint is refused there, without waking it. The web
+    methods of a class's pool are declared with the pool's application (woken for them)."""
     routes = []
     for ep in endpoints:
-        if not isinstance(ep.payload, ReplicaPayload):
-            continue  # a function called through its handle: no HTTP route
-        limits = ep.payload.limits
-        routes.append(
-            {
-                "app": ep.name,
-                "prefix": ep.route_prefix,
-                "max_body": limits.max_request_body,
-                "body_timeout": limits.body_timeout,
-                "admission": {
-                    "auth_headers": ep.payload.auth_headers,
-                    "rate_limit": limits.rate_limit,
-                    "rate_limit_burst_s": limits.rate_limit_burst_s,
-                },
-            }
-        )
-    _on_gateway("declare", routes)  # one call, one HAProxy reload for the whole deploy
+        for _tag, label, payload in ep.web_routes:
+            limits = payload.limits
+            routes.append(
+                {
+                    "app": label,
+                    "prefix": f"/{label}",
+                    "max_body": limits.max_request_body,
+                    "body_timeout": limits.body_timeout,
+                    "admission": {
+                        "auth_headers": payload.auth_headers,
+                        "rate_limit": limits.rate_limit,
+                        "rate_limit_burst_s": limits.rate_limit_burst_s,
+                    },
+                    "serve_app": None if label == ep.name else ep.name,
+                }
+            )
+    pools = [ep.name for ep in endpoints if isinstance(ep.payload, FunctionPayload)]
+    _on_gateway("declare", routes, pools)  # one call, one HAProxy reload for the whole deploy
+
+
+def endpoint_urls(base: str, endpoints: list[CompiledEndpoint]) -> dict[str, str]:
+    """Each web endpoint's (and pooled web method's) URL, by tag."""
+    return {tag: f"{base}/{label}" for ep in endpoints for tag, label, _ in ep.web_routes}
 
 
 def _on_gateway(method: str, *args: object) -> None:

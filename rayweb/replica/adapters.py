@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from ..common import user_failure
 from ..spec import WebSpec
 from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,6 +34,30 @@ def fastapi_endpoint_app(fn: Callable[..., Any], web: WebSpec) -> ASGIApp:
         allow_headers=["*"],
     )
     app.add_api_route("/", fn, methods=[web.method])
+    return app
+
+
+def web_app(fn: Callable[..., Any], web: WebSpec, wsgi_threads: int) -> ASGIApp:
+    """The ASGI app of a fastapi_endpoint, asgi_app or wsgi_app function (or bound method);
+    a factory's failure is the user's, formatted."""
+    if web.kind == "fastapi_endpoint":
+        return fastapi_endpoint_app(fn, web)
+    if web.kind not in ("asgi_app", "wsgi_app"):
+        raise ValueError(f"unknown web kind {web.kind!r}")
+    try:
+        app = fn()
+    except BaseException as exc:
+        raise user_failure(f"@rayweb.{web.kind} factory", exc) from None
+    if app is None or not callable(app):
+        raise user_failure(
+            f"@rayweb.{web.kind} factory",
+            TypeError(
+                f"The @rayweb.{web.kind} function must return an app, got {app!r}. "
+                f"Suggestion: end it with `return app`."
+            ),
+        )
+    if web.kind == "wsgi_app":
+        app = wsgi_adapter(app, wsgi_threads)
     return app
 
 

@@ -16,6 +16,7 @@ and the slots are shared. No Ray here: unit-tested with plain ASGI calls.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,8 @@ class Chain:
 
     Args:
         app: the endpoint's ASGI app (the end of the chain).
-        max_inputs: concurrency slots, shared by both paths.
+        max_inputs: concurrency slots, shared by both paths; a semaphore: slots shared with
+            others too (the web methods and calls of a class's pool).
         limits: ``rayweb.Limits``; ``acquire`` takes shared rate-limit tokens.
         auth: (fetch token hashes, (key header, secret header)) for ``requires_proxy_auth``.
         gateway_key: the cluster's gateway key, or None when there is no gateway.
@@ -48,7 +50,7 @@ class Chain:
         self,
         app: ASGIApp,
         *,
-        max_inputs: int = 1,
+        max_inputs: int | asyncio.Semaphore = 1,
         limits: Limits | None = None,
         acquire: Acquire | None = None,
         auth: tuple[FetchHashes, tuple[str, str]] | None = None,

@@ -106,7 +106,6 @@ class RaywebReplica:
         self._instance: Any = None
         self._sidecar: Any = None
         self._direct: DirectServer | None = None
-        self._arrived_seen = 0
         self._reload_task: asyncio.Task[None] | None = None
         self._lifespan_stop: Any = None  # stops a hot-swapped app's lifespan
         self._target: Any = None
@@ -232,18 +231,9 @@ class RaywebReplica:
         return self._direct.host, self._direct.port
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Requests on the direct path, which Serve's own request metrics do not see.
-
-        Serve samples this every few seconds (a fifth of ``look_back_period_s``): a short
-        request between two samples would be invisible, and sparse traffic would look like
-        none and scale the endpoint to zero. So a replica that got any request since the
-        last sample reports at least one."""
-        if self._direct is None:
-            return {DIRECT_ONGOING: 0.0}
-        arrived = self._direct.arrived
-        recent = arrived != self._arrived_seen
-        self._arrived_seen = arrived
-        return {DIRECT_ONGOING: float(max(self._direct.ongoing, 1 if recent else 0))}
+        """Requests on the direct path, which Serve's own request metrics do not see
+        (``DirectServer.sample``)."""
+        return {DIRECT_ONGOING: float(self._direct.sample() if self._direct else 0)}
 
     async def _stop_direct(self) -> None:
         if self._reload_task is not None:
@@ -265,27 +255,9 @@ class RaywebReplica:
 
     def _user_app(self) -> Any:
         """The endpoint's ASGI app, from the current user code."""
-        web = self._payload.web
-        fn = self._user_callable()
-        if web.kind == "fastapi_endpoint":
-            return adapters.fastapi_endpoint_app(fn, web)
-        if web.kind not in ("asgi_app", "wsgi_app"):
-            raise ValueError(f"unknown web kind {web.kind!r}")
-        try:
-            app = fn()
-        except BaseException as exc:
-            raise user_failure(f"@rayweb.{web.kind} factory", exc) from None
-        if app is None or not callable(app):
-            raise user_failure(
-                f"@rayweb.{web.kind} factory",
-                TypeError(
-                    f"The @rayweb.{web.kind} function must return an app, got {app!r}. "
-                    f"Suggestion: end it with `return app`."
-                ),
-            )
-        if web.kind == "wsgi_app":
-            app = adapters.wsgi_adapter(app, self._payload.wsgi_threads)
-        return app
+        return adapters.web_app(
+            self._user_callable(), self._payload.web, self._payload.wsgi_threads
+        )
 
     async def _hot_swap(self) -> str | None:
         """Re-import the user's code and swap the app in place; the error text, or None."""

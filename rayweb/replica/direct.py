@@ -36,10 +36,15 @@ class Counted:
     """
 
     def __init__(
-        self, app: ASGIApp, slots: int | None = None, *, full_status: int | None = None
+        self,
+        app: ASGIApp,
+        slots: int | asyncio.Semaphore | None = None,
+        *,
+        full_status: int | None = None,
     ) -> None:
         self.app = app
-        self.slots = asyncio.Semaphore(slots) if slots else None
+        # A semaphore is shared with others (the web methods and calls of a class's pool).
+        self.slots = asyncio.Semaphore(slots) if isinstance(slots, int) and slots else slots or None
         self.full_status = full_status  # refuse at once when every slot is taken
         self.ongoing = 0
         self.arrived = 0  # requests ever started here (the autoscaler's "any traffic?")
@@ -113,6 +118,7 @@ class DirectServer:
         self.sock.bind((host, 0))
         self.port: int = self.sock.getsockname()[1]
         self._task: asyncio.Task[None] | None = None
+        self._arrived_seen = 0
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.server.serve([self.sock]))
@@ -129,6 +135,18 @@ class DirectServer:
     @property
     def arrived(self) -> int:
         return self.counted.arrived
+
+    def sample(self) -> int:
+        """What the replica reports to Serve's autoscaler: requests in flight here, and at
+        least one if any arrived since the last sample.
+
+        Serve samples every few seconds (a fifth of ``look_back_period_s``): a short
+        request between two samples would be invisible, and sparse traffic would look like
+        none and scale the endpoint to zero."""
+        arrived = self.counted.arrived
+        recent = arrived != self._arrived_seen
+        self._arrived_seen = arrived
+        return max(self.counted.ongoing, 1 if recent else 0)
 
     async def stop(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for requests in flight, then close."""

@@ -107,6 +107,7 @@ class GatewayActor:
                     route.get("max_body"),
                     route.get("body_timeout"),
                     _admission(admission) if admission is not None else None,
+                    route.get("serve_app"),
                 )
             self.reloads.generations.update(state.get("generations", {}))
             self.haproxy = adopted
@@ -138,6 +139,7 @@ class GatewayActor:
                     "max_body": route.max_body,
                     "body_timeout": route.body_timeout,
                     "admission": vars(route.admission) if route.admission else None,
+                    "serve_app": route.serve_app,
                 }
                 for name, route in self.routes.items()
             },
@@ -239,18 +241,29 @@ class GatewayActor:
             await self._apply()
         return self.key
 
-    async def declare(self, routes: list[dict[str, Any]]) -> None:
+    async def declare(self, routes: list[dict[str, Any]], pools: list[str] | None = None) -> None:
         """Endpoints that may have no replica yet (the driver, at deploy): each one's
-        ``app``, ``prefix``, ``max_body``, ``body_timeout`` and ``admission`` (the keyword
-        arguments of ``Admission``) apply at the gateway from now on; one reload for all."""
+        ``app``, ``prefix``, ``max_body``, ``body_timeout``, ``admission`` (the keyword
+        arguments of ``Admission``) and ``serve_app`` (a class's pool, which serves it)
+        apply at the gateway from now on; one reload for all. ``pools``: the classes' pools
+        this deploy updates; their labels that ``routes`` no longer has are forgotten."""
         self._start_tasks()
-        changed = False
+        declared_names = {declared["app"] for declared in routes}
+        gone = [
+            name
+            for name, route in self.routes.items()
+            if route.serve_app in (pools or ()) and name not in declared_names
+        ]
+        changed = bool(gone)
+        for name in gone:
+            del self.routes[name]
         for declared in routes:
             route = self.routes.setdefault(declared["app"], Route(declared["prefix"]))
             limits = (declared.get("max_body"), declared.get("body_timeout"))
             changed |= self._set_limits(route, declared["prefix"], *limits)
             admission = declared.get("admission")
             route.admission = _admission(admission) if admission is not None else None
+            route.serve_app = declared.get("serve_app")
         if changed:
             await self._apply()
         else:
@@ -267,8 +280,17 @@ class GatewayActor:
         return True
 
     async def forget(self, apps: list[str]) -> None:
-        """Deleted endpoints: their routes go (their replicas deregister as they stop)."""
-        if any(self.routes.pop(app, None) is not None for app in list(apps)):
+        """Deleted endpoints (and the labels of deleted classes' pools): their routes go
+        (their replicas deregister as they stop). A label a pool serves now stays when the
+        application of the same name that served it before is deleted."""
+        gone = [
+            name
+            for name, route in self.routes.items()
+            if (name in apps and route.serve_app is None) or route.serve_app in apps
+        ]
+        for name in gone:
+            del self.routes[name]
+        if gone:
             await self._apply()
 
     async def deregister(self, replica: str) -> None:

@@ -50,6 +50,7 @@ class Route:
     max_body: int | None = None  # the endpoint's Limits.max_request_body
     body_timeout: float | None = None  # the endpoint's Limits.body_timeout
     admission: Admission | None = None  # declared at deploy; None: the replica checks
+    serve_app: str | None = None  # the Serve application to wake, when not the route's own
 
 
 def parse_trusted(spec: str) -> list[str]:

@@ -47,17 +47,20 @@ class Waking:
         self.tokens: TokenCheck | None = None
 
     async def wake(self, app: str) -> Address | None:
-        handle: Any = self.handles.get(app)
+        route = self.route(app)
+        # A class's web method is woken through its class's pool (replica/pool.py).
+        serve_app = (route.serve_app if route is not None else None) or app
+        handle: Any = self.handles.get(serve_app)
         if handle is None:
             from ray import serve
 
             loop = asyncio.get_running_loop()
-            handle = await loop.run_in_executor(None, serve.get_app_handle, app)
-            self.handles[app] = handle
+            handle = await loop.run_in_executor(None, serve.get_app_handle, serve_app)
+            self.handles[serve_app] = handle
         try:
             address = await handle.options(method_name=WAKE_METHOD).remote()
         except Exception:
-            self.handles.pop(app, None)  # the app may have been deleted or replaced
+            self.handles.pop(serve_app, None)  # the app may have been deleted or replaced
             raise
         if address is None:
             return None
