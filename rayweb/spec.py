@@ -390,3 +390,4 @@ class FunctionPayload:
     # A class's pool: its fastapi/asgi/wsgi web methods, served by the same replicas
     # (``replica/pool.py``), each at its own label.
     routes: tuple[ReplicaPayload, ...] = ()
+    hot_swap: bool = False  # `rayweb serve` swaps a pool's new source into its replicas

@@ -60,9 +60,9 @@ def app_logs(
     err = Console(stderr=True)
     stop = stop_event()
     with user_errors(err, "reading the logs"):
-        require_endpoint(name, address)
+        app = require_endpoint(name, address)  # a pooled web method: its class's pool
         found = show_logs(
-            name,
+            app,
             follow=follow,
             tail=tail,
             write=lambda line: print(line, flush=True),

@@ -96,6 +96,9 @@ def compile_function(
         links=spec.links,
         volume_root=str(volume_root()),
         routes=routes,
+        # A pool's replicas poll the gateway for new code under `rayweb serve`, as web
+        # endpoints' do; those of other functions do not (a save redeploys them).
+        hot_swap=dev and bool(routes),
     )
     startup = float(spec.startup_timeout or spec.timeout)
     return CompiledEndpoint(name, None, target.tag, options, payload, plan, startup)
@@ -117,7 +120,7 @@ def _route(method: Function[Any, Any], *, dev: bool) -> ReplicaPayload:
     """A pooled web method's payload: what its own application's replicas would be told."""
     payload = compile_endpoint(method, dev=dev).payload
     assert isinstance(payload, ReplicaPayload)
-    return dataclasses.replace(payload, hot_swap=False)  # a pool is redeployed on save
+    return dataclasses.replace(payload, hot_swap=False)  # the pool swaps, not each route
 
 
 def ship(ep: CompiledEndpoint, working_dir: str) -> CompiledEndpoint:

@@ -34,7 +34,6 @@ from ..app import App
 from ..common import drop_local_modules, extract_user_error, local_modules
 from ..compiler import CompiledEndpoint, compile_app, compile_functions, deploy_timeout
 from ..exception import DeploymentError, Error
-from ..spec import ReplicaPayload
 from .import_refs import AppRef, find_app, import_module_of, parse_app_ref
 from .output import print_urls
 from .serve import record_served, serve
@@ -155,8 +154,7 @@ def plan_reload(
         old = old_compiled.get(ep.name)
         return (
             old is not None
-            and isinstance(ep.payload, ReplicaPayload)
-            and ep.payload.hot_swap
+            and ep.payload.hot_swap  # a web endpoint's or a class pool's replicas
             and ep.payload == old.payload
             and _options_key(ep) == _options_key(old)
         )

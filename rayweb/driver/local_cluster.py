@@ -128,6 +128,9 @@ def up(
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
         f"--port={port}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        # not the fixed default (52365): another Ray on this host may hold it, and a
+        # node without its agent serves no logs (`rayweb app logs`)
+        f"--dashboard-agent-listen-port={free_port()}",
         f"--object-store-memory={object_store_mib * 1024 * 1024}", "--disable-usage-stats",
         f"--num-cpus={num_cpus if num_cpus is not None else os.cpu_count() or 1}",
     ]  # fmt: skip

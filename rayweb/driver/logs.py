@@ -22,7 +22,8 @@ def endpoint_actors(name: str) -> list[tuple[str, str]]:
     from ray.util.state import list_actors
 
     out = []
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, timeout=30):
+    alive: list[tuple[str, str, str | bool | int | float]] = [("state", "=", "ALIVE")]
+    for actor in list_actors(address=_address(), filters=alive, limit=10_000, timeout=30):
         class_name = actor.class_name or ""
         actor_name = actor.name or ""
         if class_name.startswith(f"ServeReplica:{name}:"):
@@ -36,8 +37,22 @@ def _lines(actor_id: str, suffix: str, *, follow: bool, tail: int) -> Any:
     from ray.util.state import get_log
 
     return get_log(
-        actor_id=actor_id, suffix=suffix, follow=follow, tail=tail, errors="replace", timeout=30
+        address=_address(),
+        actor_id=actor_id,
+        suffix=suffix,
+        follow=follow,
+        tail=tail,
+        errors="replace",
+        timeout=30,
     )
+
+
+def _address() -> str:
+    """The connected cluster's address: the state API would otherwise look for "the" local
+    Ray, and fail when this host runs more than one."""
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
 
 
 def _keep(line: str) -> bool:

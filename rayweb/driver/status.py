@@ -20,7 +20,7 @@ from typing import Any
 from ..common import extract_user_error
 from ..compiler import CompiledEndpoint, build_application
 from ..compiler.variants import variants_of
-from ..exception import DeploymentError, DeployTimeoutError, NotFoundError
+from ..exception import DeploymentError, DeployTimeoutError, InvalidError, NotFoundError
 from ..spec import FUNCTION_APP_PREFIX, FunctionPayload
 from . import cluster
 from .output import Progress
@@ -107,7 +107,7 @@ def _wait_running(
                 if found:
                     summary, tb = found
                     raise DeploymentError(
-                        f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to start: {summary}",
+                        f"rayweb: endpoint {_what(ep)} failed to start: {summary}",
                         user_traceback=tb,
                     )
             state = str(app_status.status)
@@ -120,7 +120,7 @@ def _wait_running(
                 # The deployment's message says why; the app's only says that it failed.
                 detail = next((m for m in reversed(messages) if m), state)
                 raise DeploymentError(
-                    f"rayweb: endpoint {ep.tag!r} ({ep.name}) failed to deploy: {one_line(detail)}"
+                    f"rayweb: endpoint {_what(ep)} failed to deploy: {one_line(detail)}"
                 )
             pending[ep.name] = state.split(".")[-1]
         if not pending:
@@ -129,6 +129,13 @@ def _wait_running(
             have = cluster.cluster_resources()
             raise DeployTimeoutError(timeout_message(endpoints, pending, timeout, have))
         time.sleep(POLL_S)
+
+
+def _what(ep: CompiledEndpoint) -> str:
+    """An endpoint in a message: its tag and application (and a class pool's web methods)."""
+    if isinstance(ep.payload, FunctionPayload) and ep.payload.routes:
+        return f"{ep.tag!r} ({ep.name}, serving {', '.join(t for t, _, _ in ep.web_routes)})"
+    return f"{ep.tag!r} ({ep.name})"
 
 
 def _failing(app_status: Any) -> bool:
@@ -283,11 +290,13 @@ class EndpointStatus:
 
 
 def list_endpoints() -> list[EndpointStatus]:
-    """Every Serve application of the connected cluster, with its URL and replica counts."""
+    """Every Serve application of the connected cluster, with its URL and replica counts;
+    the web methods of a class's pool are rows of their own, with the pool's replicas."""
     from ray import serve
 
     status = serve.status()
     base = cluster.public_base_url()
+    pooled = _pooled_labels()
     rows = []
     for name, app in sorted(status.applications.items()):
         states: dict[str, int] = {}
@@ -296,31 +305,59 @@ def list_endpoints() -> list[EndpointStatus]:
                 key = str(state).split(".")[-1]
                 states[key] = states.get(key, 0) + count
         replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "0"
+        app_state = str(app.status).split(".")[-1]
+        labels = sorted(label for label, pool in pooled.items() if pool == name)
         # a function's app has no route: it is called with .remote()
-        url = "(.remote() only)" if name.startswith(FUNCTION_APP_PREFIX) else f"{base}/{name}"
-        rows.append(
-            EndpointStatus(name, str(app.status).split(".")[-1], url, replicas, app.message or "")
-        )
+        url = f"{base}/{name}"
+        if name.startswith(FUNCTION_APP_PREFIX):
+            url = "(.remote() and the web methods below)" if labels else "(.remote() only)"
+        rows.append(EndpointStatus(name, app_state, url, replicas, app.message or ""))
+        for label in labels:
+            row = EndpointStatus(label, app_state, f"{base}/{label}", replicas, f"in {name}")
+            rows.append(row)
     return rows
 
 
-def require_endpoint(name: str, address: str) -> None:
-    """Join the cluster; fail with what runs there if ``name`` is not one of its endpoints."""
+def _pooled_labels() -> dict[str, str]:
+    """Each web method served by a class's pool (per the gateway): label -> its pool."""
+    import ray
+
+    from ..services.gateway import find_gateway
+
+    gateway = find_gateway()
+    if gateway is None:
+        return {}
+    table: dict[str, dict[str, Any]] = ray.get(gateway.table.remote(), timeout=10)
+    return {label: route["serve_app"] for label, route in table.items() if route.get("serve_app")}
+
+
+def require_endpoint(name: str, address: str) -> str:
+    """Join the cluster; the Serve application that serves endpoint ``name`` (a pooled web
+    method's is its class's pool); fail with what runs there if there is none."""
     cluster.ensure_ray(address)
     from ray import serve
 
     running = sorted(serve.status().applications)
-    if name not in running:
-        raise NotFoundError(
-            f"No endpoint {name!r} on this cluster. Running: {running or 'none'}. "
-            f"Suggestion: rayweb app list --address {address}"
-        )
+    if name in running:
+        return name
+    pool = _pooled_labels().get(name)
+    if pool in running:
+        return pool
+    raise NotFoundError(
+        f"No endpoint {name!r} on this cluster. Running: {running or 'none'}. "
+        f"Suggestion: rayweb app list --address {address}"
+    )
 
 
 def stop_endpoint(name: str, address: str) -> None:
     """Delete a deployed endpoint (waiting until its replicas are gone) and forget it."""
     from ..services.registry import forget_deployed
 
-    require_endpoint(name, address)
+    app = require_endpoint(name, address)
+    if app != name:
+        raise InvalidError(
+            f"{name!r} is a web method of a class whose containers ({app}) also serve its other "
+            f"methods. Suggestion: rayweb app stop {app} --address {address}"
+        )
     delete_apps([name])
     forget_deployed(name)

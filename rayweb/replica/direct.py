@@ -89,6 +89,29 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int) -> No
     await send({"type": "http.response.body", "body": body})
 
 
+class PrefixDispatch:
+    """Sends each request to the app of the longest label prefix its path starts with
+    (``/label`` or ``/label/...``); 404 for others."""
+
+    def __init__(self, apps: dict[str, ASGIApp]) -> None:
+        self.apps = sorted(apps.items(), key=lambda item: -len(item[0]))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        for prefix, app in self.apps:
+            if path == prefix or path.startswith(prefix + "/"):
+                await app(scope, receive, send)
+                return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] == "http":
+            body = b'{"detail": "Not Found"}'
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+
 class DirectServer:
     """uvicorn on a free port of ``host``, on the running event loop."""
 

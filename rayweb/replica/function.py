@@ -180,13 +180,17 @@ class RaywebFunctionReplica:
         direct-path requests (rayweb's policy waits for this sample before scaling down)."""
         return {DIRECT_ONGOING: 0.0}
 
+    async def _exit(self, instance: Any) -> None:
+        """An instance's ``@exit`` methods (a failing one is logged)."""
+        for name in self._payload.exit_methods:
+            try:
+                await self._run(getattr(instance, name), (), {})
+            except Exception:
+                logger.exception("@exit method %s of %s failed", name, self._payload.label)
+
     async def __del__(self) -> None:
         for instance in getattr(self, "_instances", {}).values():
-            for name in self._payload.exit_methods:
-                try:
-                    await self._run(getattr(instance, name), (), {})
-                except Exception:
-                    logger.exception("@exit method %s of %s failed", name, self._payload.label)
+            await self._exit(instance)
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..common import DIRECT_ONGOING, UserCodeError, user_failure
@@ -28,35 +28,13 @@ from ..services.store_actor import token_fetch
 from ..spec import FunctionPayload, ReplicaPayload
 from .adapters import web_app
 from .chain import Chain
-from .direct import DirectServer
+from .direct import DirectServer, PrefixDispatch
 from .function import Params, RaywebFunctionReplica
-from .hotswap import Swappable, start_lifespan
-from .types import ASGIApp, Receive, Scope, Send
+from .hotswap import Stop, Swappable, forget_code, reload_loop, start_lifespan
+from .loader import load_target
+from .types import ASGIApp
 
 logger = logging.getLogger("rayweb.replica")
-
-
-class PrefixDispatch:
-    """Sends each request to the app of the longest label prefix its path starts with
-    (``/label`` or ``/label/...``); 404 for others."""
-
-    def __init__(self, apps: dict[str, ASGIApp]) -> None:
-        self.apps = sorted(apps.items(), key=lambda item: -len(item[0]))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        for prefix, app in self.apps:
-            if path == prefix or path.startswith(prefix + "/"):
-                await app(scope, receive, send)
-                return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        if scope["type"] == "http":
-            body = b'{"detail": "Not Found"}'
-            headers = [(b"content-type", b"application/json")]
-            await send({"type": "http.response.start", "status": 404, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
 
 
 class RaywebPoolReplica(RaywebFunctionReplica):
@@ -64,7 +42,9 @@ class RaywebPoolReplica(RaywebFunctionReplica):
 
     async def __init__(self, payload: FunctionPayload) -> None:  # type: ignore[misc]
         self._direct: DirectServer | None = None
-        self._stops: list[Callable[[], Awaitable[None]]] = []
+        self._stops: list[Stop] = []  # the lifespan shutdown of each web method's app
+        self._swappables: list[Swappable] = []
+        self._reload_task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max(1, payload.max_inputs))
         await super().__init__(payload)
         gateway = find_gateway()
@@ -88,9 +68,14 @@ class RaywebPoolReplica(RaywebFunctionReplica):
         import ray
 
         key = await self._gateway.gateway_key.remote()
+        started = await self._start_apps(instance)
+        self._stops = [stop for _, _, stop in started]
         apps = {}
-        for route in self._payload.routes:
-            apps[f"/{route.label}"] = await self._route_app(route, instance, key)
+        for route, (app, state, _) in zip(self._payload.routes, started, strict=True):
+            swappable = Swappable(app)
+            swappable.swap(app, state)  # requests get the lifespan's state, as under uvicorn
+            self._swappables.append(swappable)
+            apps[f"/{route.label}"] = self._chain(route, swappable, key)
         host = ray.util.get_node_ip_address()
         sizes = [r.limits.max_websocket_message for r in self._payload.routes]
         self._direct = DirectServer(
@@ -111,27 +96,40 @@ class RaywebPoolReplica(RaywebFunctionReplica):
                 route.limits.max_request_body,
                 route.limits.body_timeout,
             )
+        if self._payload.hot_swap:
+            self._reload_task = asyncio.get_running_loop().create_task(
+                reload_loop(self._gateway, self._payload.label, self._replica_name, self._swap)
+            )
 
-    async def _route_app(self, route: ReplicaPayload, instance: Any, key: str) -> ASGIApp:
-        """One web method's app from the pool's instance, its lifespan started, in its chain."""
-        method = getattr(instance, route.code.attr or "")
-        app = web_app(method, route.web, route.wsgi_threads)
+    async def _start_apps(self, instance: Any) -> list[tuple[ASGIApp, dict[str, Any], Stop]]:
+        """Each web method's app from ``instance``, its lifespan started: (app, lifespan
+        state, stop); if one fails, the ones started are stopped and the failure raised."""
+        started: list[tuple[ASGIApp, dict[str, Any], Stop]] = []
         try:
-            state, stop = await start_lifespan(app)
-        except UserCodeError:
+            for route in self._payload.routes:
+                app = web_app(
+                    getattr(instance, route.code.attr or ""), route.web, route.wsgi_threads
+                )
+                try:
+                    state, stop = await start_lifespan(app)
+                except BaseException as exc:
+                    raise user_failure(f"the lifespan startup of {route.label!r}", exc) from None
+                started.append((app, state, stop))
+        except BaseException:
+            await _stop_all([stop for _, _, stop in started])
             raise
-        except BaseException as exc:
-            raise user_failure(f"the lifespan startup of {route.label!r}", exc) from None
-        self._stops.append(stop)
-        swappable = Swappable(app)
-        swappable.swap(app, state)  # requests get the lifespan's state, as under uvicorn
+        return started
+
+    def _chain(self, route: ReplicaPayload, app: ASGIApp, key: str) -> ASGIApp:
+        """rayweb's middleware around one web method: its own limits and proxy auth, the
+        pool's slots."""
         limits = route.limits
         acquire = None
         if limits.rate_limit is not None:
             acquire = shared_limiter(route.label, limits.rate_limit, limits.rate_limit_burst_s)
         auth = (token_fetch(), route.auth_headers) if route.auth_headers is not None else None
         chain = Chain(
-            swappable,
+            app,
             max_inputs=self._slots,
             limits=limits,
             acquire=acquire,
@@ -139,6 +137,42 @@ class RaywebPoolReplica(RaywebFunctionReplica):
             gateway_key=key,
         )
         return chain.direct_path(f"/{route.label}")
+
+    async def _swap(self) -> str | None:
+        """`rayweb serve`: re-import the class, make a new instance (its ``@enter``), start
+        every web method's new app, then point all of them, and ``.remote()`` calls, at the
+        new code; the old instance's ``@exit`` runs after. The error text, or None (the old
+        code keeps serving on any error)."""
+        instance = None
+        phase = f"importing the code of {self._payload.code.tag!r}"
+        try:
+            forget_code(self._payload.code)
+            target = load_target(self._payload.code)
+            phase = "@enter"
+            instance = target._instantiate()
+            for name in self._payload.enter_methods:
+                await self._run(getattr(instance, name), (), {})
+            started = await self._start_apps(instance)  # its failures are formatted
+        except UserCodeError as exc:
+            failure: BaseException | None = exc
+        except BaseException as exc:
+            failure = user_failure(phase, exc)
+        else:
+            failure = None
+        if failure is not None:
+            if instance is not None:
+                await self._exit(instance)
+            return str(failure)
+        old_instances, old_stops = list(self._instances.values()), self._stops
+        self._target, self._instances = target, {(): instance}
+        for swappable, (app, state, _) in zip(self._swappables, started, strict=True):
+            swappable.swap(app, state)
+        self._stops = [stop for _, _, stop in started]
+        await _stop_all(old_stops)
+        for old in old_instances:
+            await self._exit(old)
+        logger.info("rayweb: %s now runs the new code", self._payload.label)
+        return None
 
     async def call(
         self, method: str | None, params: Params, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -169,6 +203,8 @@ class RaywebPoolReplica(RaywebFunctionReplica):
 
     async def _stop_web(self) -> None:
         """Deregister, let requests in flight finish, then stop the apps' lifespans."""
+        if self._reload_task is not None:
+            self._reload_task.cancel()
         direct, self._direct = self._direct, None
         if direct is not None:
             try:
@@ -177,13 +213,18 @@ class RaywebPoolReplica(RaywebFunctionReplica):
                 logger.warning("rayweb: deregistering from the gateway failed", exc_info=True)
             await direct.stop(grace_s=max(r.drain_s for r in self._payload.routes))
         stops, self._stops = self._stops, []
-        for stop in stops:
-            try:
-                await stop()
-            except Exception:
-                logger.warning("rayweb: a web method's lifespan shutdown failed", exc_info=True)
+        await _stop_all(stops)
 
     async def __del__(self) -> None:
         if getattr(self, "_direct", None) is not None or getattr(self, "_stops", None):
             await self._stop_web()
         await super().__del__()
+
+
+async def _stop_all(stops: list[Stop]) -> None:
+    """Run the lifespan shutdown of each app (a failing one is logged)."""
+    for stop in stops:
+        try:
+            await stop()
+        except Exception:
+            logger.warning("rayweb: a web method's lifespan shutdown failed", exc_info=True)

@@ -213,6 +213,7 @@ class GatewayActor:
                 "max_body": r.max_body,
                 "admission": vars(r.admission) if r.admission else None,
                 "servers": {k: vars(v) for k, v in r.servers.items()},
+                "serve_app": r.serve_app,
             }
             for name, r in self.routes.items()
         }
@@ -388,11 +389,12 @@ class GatewayActor:
         return await self.reloads.next_generation(app, known)
 
     async def bump_generation(self, app: str) -> tuple[int, list[str]]:
-        """Ask ``app``'s replicas to reload their code; (generation, replicas asked)."""
+        """Ask ``app``'s replicas (a class pool's: those of its labels) to reload their
+        code; (generation, replicas asked)."""
         generation = await self.reloads.bump(app)
         self._save_state()
-        route = self.routes.get(app)
-        return generation, sorted(route.servers) if route else []
+        routes = [r for name, r in self.routes.items() if app in (name, r.serve_app)]
+        return generation, sorted({replica for r in routes for replica in r.servers})
 
     def answer(self, app: str, generation: int, replica: str, error: str | None) -> None:
         self.reloads.answer(app, generation, replica, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -88,34 +90,46 @@ def _until(predicate, limit_s: float = 60) -> float:
     return time.monotonic() - start
 
 
-def test_saving_redeploys_only_what_changed_without_failing_requests(dev_server):
-    script, base, lines = dev_server
-    b_pid = httpx.get(f"{base}/hot-b-b-dev").json()["pid"]
-    a_pid = httpx.get(f"{base}/hot-a-dev").json()["pid"]
+@contextlib.contextmanager
+def _steady_load(url: str, key: str = "version") -> Iterator[tuple[list[str], set[str]]]:
+    """Requests to ``url`` one after another while the block runs: (failures, the values
+    of ``key`` seen in the answers)."""
     failures: list[str] = []
+    seen: set[str] = set()
     stop = threading.Event()
 
-    def steady_load() -> None:
-        with httpx.Client(timeout=30) as client:
+    def run() -> None:
+        with httpx.Client(timeout=60) as client:
             while not stop.is_set():
                 try:
-                    r = client.get(f"{base}/hot-a-dev")
-                    if r.status_code != 200:
-                        failures.append(f"{r.status_code} {r.text[:100]}")
+                    r = client.get(url)
+                    if r.status_code == 200:
+                        seen.add(r.json()[key])
+                    else:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
                 time.sleep(0.01)
 
-    load = threading.Thread(target=steady_load)
+    load = threading.Thread(target=run)
     load.start()
     try:
         time.sleep(0.5)
-        _edit(script, '"v1"', '"v2"')
-        _until(lambda: httpx.get(f"{base}/hot-a-dev").json()["version"] == "v2")
-        time.sleep(1.0)
+        yield failures, seen
+        time.sleep(0.5)
     finally:
         stop.set()
         load.join()
+
+
+def test_saving_redeploys_only_what_changed_without_failing_requests(dev_server):
+    script, base, lines = dev_server
+    b_pid = httpx.get(f"{base}/hot-b-b-dev").json()["pid"]
+    a_pid = httpx.get(f"{base}/hot-a-dev").json()["pid"]
+    with _steady_load(f"{base}/hot-a-dev") as (failures, _seen):
+        _edit(script, '"v1"', '"v2"')
+        _until(lambda: httpx.get(f"{base}/hot-a-dev").json()["version"] == "v2")
+        time.sleep(0.5)
     assert failures == []
     assert httpx.get(f"{base}/hot-b-b-dev").json()["pid"] == b_pid  # b was not redeployed
     # Only a's source changed: its replica swapped the code in place (same process).
@@ -156,36 +170,30 @@ def test_saving_a_backend_function_redeploys_it_and_its_callers_see_the_new_code
     assert httpx.get(f"{base}/hot-c-dev").json()["backend"] == "f1"
     a_pid = httpx.get(f"{base}/hot-a-dev").json()["pid"]
     c_pid = httpx.get(f"{base}/hot-c-dev").json()["pid"]
-    failures: list[str] = []
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def steady_load() -> None:  # the endpoint keeps calling the function while it is redeployed
-        with httpx.Client(timeout=60) as client:
-            while not stop.is_set():
-                try:
-                    r = client.get(f"{base}/hot-c-dev")
-                    if r.status_code == 200:
-                        seen.add(r.json()["backend"])
-                    else:
-                        failures.append(f"{r.status_code} {r.text[:200]}")
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                time.sleep(0.02)
-
-    load = threading.Thread(target=steady_load)
-    load.start()
-    try:
-        time.sleep(0.5)
+    # the endpoint keeps calling the function while it is redeployed
+    with _steady_load(f"{base}/hot-c-dev", "backend") as (failures, seen):
         _edit(script, 'return "f1"', 'return "f2"')
         _until(lambda: httpx.get(f"{base}/hot-c-dev").json()["backend"] == "f2", limit_s=120)
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        load.join()
     assert failures == []
     assert seen == {"f1", "f2"}
     assert any("redeploying backend" in line for line in lines), lines[-5:]
     # The web endpoints' code did not change: neither was touched.
     assert httpx.get(f"{base}/hot-a-dev").json()["pid"] == a_pid
     assert httpx.get(f"{base}/hot-c-dev").json()["pid"] == c_pid
+
+
+def test_a_class_pool_swaps_new_source_and_redeploys_new_options_without_failing(dev_server):
+    script, base, lines = dev_server
+    url = f"{base}/hot-b-b-dev"
+    b_pid = httpx.get(url).json()["pid"]
+    with _steady_load(url) as (failures, seen):  # only the source: swapped in place
+        _edit(script, '"b1"', '"b2"')
+        _until(lambda: httpx.get(url).json()["version"] == "b2")
+    assert failures == [] and seen == {"b1", "b2"}
+    assert httpx.get(url).json()["pid"] == b_pid  # the same container, new code
+    assert any("swapped in new code: B" in line for line in lines), lines[-5:]
+    with _steady_load(url) as (failures, seen):  # an option: new containers
+        _edit(script, "@app.cls()", "@app.cls(max_containers=2)")
+        _until(lambda: httpx.get(url).json()["pid"] != b_pid, limit_s=120)
+    assert failures == [] and seen == {"b2"}
+    assert any("redeploying B" in line for line in lines), lines[-5:]

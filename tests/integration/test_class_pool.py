@@ -6,6 +6,7 @@ through the gateway's holder; proxy auth holds per web method."""
 # No `from __future__ import annotations`: the classes below are shipped by value.
 
 import concurrent.futures
+import itertools
 import os
 import time
 
@@ -68,7 +69,7 @@ def test_concurrent_bounds_web_requests_and_calls_together(pool):
         ]
         spans = sorted(job.result()["span"] for job in jobs)
     # Modal's default of one input per container: no two inputs of any kind overlapped
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, spans
 
 

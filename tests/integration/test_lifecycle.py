@@ -114,7 +114,7 @@ def test_failing_enter_fails_the_deploy_with_the_user_traceback(served):
     assert "load_weights" in err.user_traceback
     assert "raise ValueError" in err.user_traceback
     assert "ray/serve" not in err.user_traceback  # no Ray internals
-    _assert_gone_or_deleting("broken-broken-predict")
+    _assert_gone_or_deleting("rayweb-fn-broken-broken")  # the class's pool
 
 
 def test_failing_factory_fails_the_deploy(served):
