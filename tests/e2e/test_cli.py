@@ -151,7 +151,9 @@ def test_failing_enter_exits_non_zero_with_the_user_traceback(tmp_path):
     proc = _start(["serve", str(script), "--port", str(_free_port()), "--deploy-timeout", "120"])
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1
-    assert "endpoint 'Model.predict'" in err and "failed to start: @enter raised" in err
+    # the class's pool, which serves its web method
+    assert "endpoint 'Model' (" in err and "serving Model.predict)" in err
+    assert "failed to start: @enter raised" in err
     assert 'broken_enter.py", line' in err and "raise FileNotFoundError" in err
     assert "ray/serve/_private" not in err
 
