@@ -15,7 +15,8 @@ app_cli = typer.Typer(help="The endpoints (Serve applications) running on a clus
 
 @app_cli.command("list")
 def app_list(address: ClusterOption = "default") -> None:
-    """What is deployed: each endpoint's status, route and replica counts."""
+    """What is deployed: each endpoint's status, route, replica counts and its last minute
+    of requests through the gateway (rate, p50, p99)."""
     from rich.table import Table
 
     from ..driver import cluster
@@ -24,9 +25,9 @@ def app_list(address: ClusterOption = "default") -> None:
     with user_errors(Console(stderr=True), "listing apps"):
         cluster.ensure_ray(address)
         rows = list_endpoints()
-    table = Table("endpoint", "status", "URL", "replicas", "message")
+    table = Table("endpoint", "status", "URL", "replicas", "last minute", "message")
     for row in rows:
-        table.add_row(row.name, row.status, row.url, row.replicas, row.message[:80])
+        table.add_row(row.name, row.status, row.url, row.replicas, row.traffic, row.message[:80])
     wide_console().print(table)
 
 

@@ -102,6 +102,12 @@ def data_path() -> str:
     return value
 
 
+def request_metrics() -> bool:
+    """Whether the gateway records each request in Serve's request metrics
+    (``RAYWEB_REQUEST_METRICS``, on unless ``0``)."""
+    return os.environ.get("RAYWEB_REQUEST_METRICS", "1").strip() != "0"
+
+
 def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[str, int]:
     """Start Serve (controller and HTTP proxy, head node only) and rayweb's gateway if this
     cluster has none; return where clients connect.
@@ -130,7 +136,9 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     serve_port = free_port() if use_gateway and not running else port
     # The gateway's worker process starts while Serve starts (it only needs the port).
     gateway = (
-        start_gateway(host, port, "127.0.0.1", serve_port) if use_gateway and not running else None
+        start_gateway(host, port, "127.0.0.1", serve_port, request_metrics())
+        if use_gateway and not running
+        else None
     )
     serve.start(
         http_options={"host": "127.0.0.1" if use_gateway else host, "port": serve_port},

@@ -241,8 +241,9 @@ def endpoint_urls(base: str, endpoints: list[CompiledEndpoint]) -> dict[str, str
     return {tag: f"{base}/{label}" for ep in endpoints for tag, label, _ in ep.web_routes}
 
 
-def _on_gateway(method: str, *args: object) -> None:
-    """Call the gateway if this cluster runs one (it is rebuilt by replicas otherwise)."""
+def _on_gateway(method: str, *args: object) -> Any:
+    """Call the gateway if this cluster runs one (it is rebuilt by replicas otherwise);
+    its answer, or None (no gateway, or it did not answer)."""
     import ray
 
     from ..services.gateway import find_gateway
@@ -250,7 +251,8 @@ def _on_gateway(method: str, *args: object) -> None:
     with contextlib.suppress(Exception):
         gateway = find_gateway()
         if gateway is not None:
-            ray.get(getattr(gateway, method).remote(*args), timeout=10)
+            return ray.get(getattr(gateway, method).remote(*args), timeout=10)
+    return None
 
 
 def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
@@ -287,6 +289,7 @@ class EndpointStatus:
     url: str
     replicas: str
     message: str
+    traffic: str = ""  # the last minute through the gateway: rate, p50, p99
 
 
 def list_endpoints() -> list[EndpointStatus]:
@@ -297,6 +300,7 @@ def list_endpoints() -> list[EndpointStatus]:
     status = serve.status()
     base = cluster.public_base_url()
     pooled = _pooled_labels()
+    traffic = {name: _traffic(s) for name, s in (_on_gateway("request_stats") or {}).items()}
     rows = []
     for name, app in sorted(status.applications.items()):
         states: dict[str, int] = {}
@@ -311,23 +315,25 @@ def list_endpoints() -> list[EndpointStatus]:
         url = f"{base}/{name}"
         if name.startswith(FUNCTION_APP_PREFIX):
             url = "(.remote() and the web methods below)" if labels else "(.remote() only)"
-        rows.append(EndpointStatus(name, app_state, url, replicas, app.message or ""))
+        message, seen = app.message or "", traffic.get(name, "")
+        rows.append(EndpointStatus(name, app_state, url, replicas, message, seen))
         for label in labels:
-            row = EndpointStatus(label, app_state, f"{base}/{label}", replicas, f"in {name}")
-            rows.append(row)
+            url = f"{base}/{label}"
+            rows.append(
+                EndpointStatus(
+                    label, app_state, url, replicas, f"in {name}", traffic.get(label, "")
+                )
+            )
     return rows
+
+
+def _traffic(stats: dict[str, float]) -> str:
+    return f"{stats['rate']:.2f}/s, p50 {stats['p50']:.0f} ms, p99 {stats['p99']:.0f} ms"
 
 
 def _pooled_labels() -> dict[str, str]:
     """Each web method served by a class's pool (per the gateway): label -> its pool."""
-    import ray
-
-    from ..services.gateway import find_gateway
-
-    gateway = find_gateway()
-    if gateway is None:
-        return {}
-    table: dict[str, dict[str, Any]] = ray.get(gateway.table.remote(), timeout=10)
+    table: dict[str, dict[str, Any]] = _on_gateway("table") or {}
     return {label: route["serve_app"] for label, route in table.items() if route.get("serve_app")}
 
 

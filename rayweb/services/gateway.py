@@ -40,18 +40,21 @@ from .actors import NAMESPACE, cluster_actor
 from .autoscaling import write_queued
 from .haproxy import HAProxyProcess, max_connections
 from .haproxy_config import (
-    Admission,
     Route,
     Server,
+    admission_from,
     backend_names,
     parse_trusted,
     queued_per_backend,
     render_config,
+    routes_from_json,
+    routes_to_json,
 )
 from .holder import Holder
 from .keeper import event
 from .liveservers import LiveServers, snapshot
-from .reloads import ReloadMailbox
+from .reloads import HotSwapMethods, ReloadMailbox
+from .requestlog import RequestLog, listen, serve_metrics, socket_path
 from .waking import Waking
 
 GATEWAY_NAME = "rayweb-gateway"
@@ -75,10 +78,13 @@ def state_dir() -> Path:
     return directory
 
 
-class GatewayActor:
-    """The cluster's HAProxy and its route table (one detached async actor on the head)."""
+class GatewayActor(HotSwapMethods):
+    """The cluster's HAProxy and its route table (one detached async actor on the head);
+    also the hot-swap mailbox's methods (``HotSwapMethods``)."""
 
-    def __init__(self, host: str, port: int, serve_host: str, serve_port: int) -> None:
+    def __init__(
+        self, host: str, port: int, serve_host: str, serve_port: int, request_log: bool = True
+    ) -> None:
         self.bind = (host, port)
         self.serve = (serve_host, serve_port)
         self.trusted = parse_trusted(os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
@@ -90,6 +96,10 @@ class GatewayActor:
         self._tasks: list[asyncio.Task[None]] = []
         self.dir = state_dir()
         self.live = LiveServers()  # replicas change through the runtime API, not reloads
+        # HAProxy's line per request: Serve's request metrics, `rayweb app list`'s minute
+        self.requests = RequestLog(None, self._owner)
+        self.request_socket = socket_path(str(self.dir)) if request_log else None
+        self._request_reader: asyncio.BaseTransport | None = None
         self.waking = Waking(self.routes.get)
         self.holder = Holder(self._prefixes, self.waking.wake, self.serve, self.waking.admit)
         self.holder.start_in_thread()
@@ -99,16 +109,7 @@ class GatewayActor:
         if adopted is not None and state is not None:
             # A restarted actor: HAProxy kept serving; take over its key and its table.
             self.key = state["key"]
-            for name, route in state["routes"].items():
-                admission = route.get("admission")
-                self.routes[name] = Route(
-                    route["prefix"],
-                    {r: Server(*srv) for r, srv in route["servers"].items()},
-                    route.get("max_body"),
-                    route.get("body_timeout"),
-                    _admission(admission) if admission is not None else None,
-                    route.get("serve_app"),
-                )
+            self.routes.update(routes_from_json(state["routes"]))
             self.reloads.generations.update(state.get("generations", {}))
             self.haproxy = adopted
             self.haproxy.reload(self._render())
@@ -132,17 +133,7 @@ class GatewayActor:
     def _save_state(self) -> None:
         state = {
             "key": self.key,
-            "routes": {
-                name: {
-                    "prefix": route.prefix,
-                    "servers": {r: [s.host, s.port, s.maxconn] for r, s in route.servers.items()},
-                    "max_body": route.max_body,
-                    "body_timeout": route.body_timeout,
-                    "admission": vars(route.admission) if route.admission else None,
-                    "serve_app": route.serve_app,
-                }
-                for name, route in self.routes.items()
-            },
+            "routes": routes_to_json(self.routes),
             "generations": self.reloads.generations,
         }
         tmp = self.dir / "state.json.tmp"
@@ -157,6 +148,7 @@ class GatewayActor:
                 loop.create_task(self._reconcile()),
                 loop.create_task(self._watch()),
                 loop.create_task(self._publish_queued()),
+                loop.create_task(self._read_requests()),
             ]
 
     def _render(self) -> str:
@@ -168,7 +160,31 @@ class GatewayActor:
             trusted=self.trusted,
             maxconn=max_connections(),
             holder=self.holder.address,
+            request_log=self.request_socket,
         )
+
+    async def _read_requests(self) -> None:
+        """Read HAProxy's request lines, then record them in Serve's metrics too."""
+        if self.request_socket is None:
+            return  # RAYWEB_REQUEST_METRICS=0
+        try:
+            self._request_reader = await listen(self.request_socket, self.requests)
+            loop = asyncio.get_running_loop()
+            self.requests.record = await loop.run_in_executor(None, serve_metrics)
+        except Exception:
+            logger.warning("the gateway's request log is not read", exc_info=True)
+
+    def _owner(self, name: str) -> tuple[str, str]:
+        """A route's Serve application (a class pool's, for its web methods) and deployment
+        ("" where not known), for Serve's metric tags."""
+        route = self.routes.get(name)
+        if route is None:
+            return "", ""
+        return (route.serve_app, "function") if route.serve_app else (name, "")
+
+    def request_stats(self) -> dict[str, dict[str, float]]:
+        """Per route, over the last minute: requests per second, p50 and p99 in ms."""
+        return self.requests.stats()
 
     def _prefixes(self) -> dict[str, str]:
         """Each route's prefix (read by the holder's thread: one atomic copy)."""
@@ -263,7 +279,7 @@ class GatewayActor:
             limits = (declared.get("max_body"), declared.get("body_timeout"))
             changed |= self._set_limits(route, declared["prefix"], *limits)
             admission = declared.get("admission")
-            route.admission = _admission(admission) if admission is not None else None
+            route.admission = admission_from(admission) if admission is not None else None
             route.serve_app = declared.get("serve_app")
         if changed:
             await self._apply()
@@ -381,40 +397,12 @@ class GatewayActor:
             except Exception:
                 logger.debug("reading HAProxy's queues failed", exc_info=True)
 
-    # -- hot swap (`rayweb serve`), see reloads.py -------------------------------------
-    def generation(self, app: str) -> int:
-        return self.reloads.generation(app)
-
-    async def next_generation(self, app: str, known: int) -> int:
-        return await self.reloads.next_generation(app, known)
-
-    async def bump_generation(self, app: str) -> tuple[int, list[str]]:
-        """Ask ``app``'s replicas (a class pool's: those of its labels) to reload their
-        code; (generation, replicas asked)."""
-        generation = await self.reloads.bump(app)
-        self._save_state()
-        routes = [r for name, r in self.routes.items() if app in (name, r.serve_app)]
-        return generation, sorted({replica for r in routes for replica in r.servers})
-
-    def answer(self, app: str, generation: int, replica: str, error: str | None) -> None:
-        self.reloads.answer(app, generation, replica, error)
-
-    def generation_answers(self, app: str, generation: int) -> dict[str, str | None]:
-        return self.reloads.answers_for(app, generation)
-
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._request_reader is not None:
+            self._request_reader.close()
         self.haproxy.stop()
-
-
-def _admission(fields: dict[str, Any]) -> Admission:
-    auth = fields.get("auth_headers")
-    return Admission(
-        auth_headers=(str(auth[0]), str(auth[1])) if auth else None,
-        rate_limit=fields.get("rate_limit"),
-        rate_limit_burst_s=float(fields.get("rate_limit_burst_s", 5.0)),
-    )
 
 
 def find_gateway() -> Any | None:
@@ -427,8 +415,11 @@ def find_gateway() -> Any | None:
         return None
 
 
-def start_gateway(host: str, port: int, serve_host: str, serve_port: int) -> Any:
-    """Start the cluster's gateway on the head node (or return the running one)."""
+def start_gateway(
+    host: str, port: int, serve_host: str, serve_port: int, request_log: bool = True
+) -> Any:
+    """Start the cluster's gateway on the head node (or return the running one);
+    ``request_log``: HAProxy's line per request, for Serve's request metrics."""
     # Each dev replica keeps one long poll open here (hot swap).
     return cluster_actor(
         GatewayActor,
@@ -437,6 +428,7 @@ def start_gateway(host: str, port: int, serve_host: str, serve_port: int) -> Any
         port,
         serve_host,
         serve_port,
+        request_log,
         max_concurrency=1000,
         # Ray restarts a dead gateway actor (it adopts the running HAProxy) and retries the
         # calls it was running: register, deregister and the hot-swap long poll are idempotent.

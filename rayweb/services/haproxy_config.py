@@ -23,8 +23,10 @@ import contextlib
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER
+from .requestlog import LOG_FORMAT, ROUTE_VAR
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,11 @@ def render_config(
     threads: int = 1,
     maxconn: int = 4096,
     holder: tuple[str, int] | None = None,
+    request_log: str | None = None,
 ) -> str:
-    """The HAProxy configuration for this cluster's routes (pure; tested without Ray)."""
+    """The HAProxy configuration for this cluster's routes (pure; tested without Ray).
+    ``request_log``: the Unix datagram socket HAProxy sends a line per request to
+    (``requestlog.py``)."""
     lines = [
         "global",
         f"    maxconn {maxconn}",
@@ -205,6 +210,12 @@ def render_config(
             " if rayweb_trusted { req.hdr_ip(x-forwarded-for,-1) -m found }"
         )
     lines.append(f"    http-request set-header {KEY_HEADER} {key}")
+    if request_log is not None:
+        lines += [
+            "    option dontlognull",
+            f"    log unix@{request_log} len 1024 format raw local0 info",
+            f'    log-format "{LOG_FORMAT}"',
+        ]
     live = _ordered(routes)
     for index, (_name, route) in enumerate(live):
         acl = f"r{index}"
@@ -218,6 +229,8 @@ def render_config(
     lines.append("    default_backend serve")
     for index, (name, route) in enumerate(live):
         lines += [f"backend b{index}  # {name}", "    balance leastconn"]
+        if request_log is not None:  # the request log's name for the route, first
+            lines.append(f"    http-request set-var({ROUTE_VAR}) str({name})")
         if route.max_body is not None:
             # Refused here, before a byte of the body is read or a replica is woken.
             detail = f"Request body is larger than the limit of {route.max_body} bytes."
@@ -241,3 +254,42 @@ def render_config(
             lines.append(f"    server serve {_addr(*serve)} backup")
     lines += ["backend serve", f"    server serve {_addr(*serve)}", ""]
     return "\n".join(lines)
+
+
+def routes_to_json(routes: dict[str, Route]) -> dict[str, Any]:
+    """The route table as the gateway keeps it in ``state.json`` (for a restarted actor)."""
+    return {
+        name: {
+            "prefix": route.prefix,
+            "servers": {r: [s.host, s.port, s.maxconn] for r, s in route.servers.items()},
+            "max_body": route.max_body,
+            "body_timeout": route.body_timeout,
+            "admission": vars(route.admission) if route.admission else None,
+            "serve_app": route.serve_app,
+        }
+        for name, route in routes.items()
+    }
+
+
+def routes_from_json(data: dict[str, Any]) -> dict[str, Route]:
+    """``routes_to_json``'s table back."""
+    return {
+        name: Route(
+            route["prefix"],
+            {r: Server(*srv) for r, srv in route["servers"].items()},
+            route.get("max_body"),
+            route.get("body_timeout"),
+            admission_from(route["admission"]) if route.get("admission") else None,
+            route.get("serve_app"),
+        )
+        for name, route in data.items()
+    }
+
+
+def admission_from(fields: dict[str, Any]) -> Admission:
+    auth = fields.get("auth_headers")
+    return Admission(
+        auth_headers=(str(auth[0]), str(auth[1])) if auth else None,
+        rate_limit=fields.get("rate_limit"),
+        rate_limit_burst_s=float(fields.get("rate_limit_burst_s", 5.0)),
+    )

@@ -8,6 +8,10 @@ keeps one long poll open (``next_generation``), swaps the new code in, and answe
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .haproxy_config import Route
 
 
 class ReloadMailbox:
@@ -48,3 +52,34 @@ class ReloadMailbox:
 
     def answers_for(self, app: str, generation: int) -> dict[str, str | None]:
         return dict(self.answers.get((app, generation), {}))
+
+
+class HotSwapMethods:
+    """The gateway actor's hot-swap methods (the actor holds ``reloads``, its route table
+    and ``_save_state``): the driver bumps, the replicas poll and answer."""
+
+    reloads: ReloadMailbox
+    routes: dict[str, Route]
+
+    def _save_state(self) -> None:
+        raise NotImplementedError
+
+    def generation(self, app: str) -> int:
+        return self.reloads.generation(app)
+
+    async def next_generation(self, app: str, known: int) -> int:
+        return await self.reloads.next_generation(app, known)
+
+    async def bump_generation(self, app: str) -> tuple[int, list[str]]:
+        """Ask ``app``'s replicas (a class pool's: those of its labels) to reload their
+        code; (generation, replicas asked)."""
+        generation = await self.reloads.bump(app)
+        self._save_state()
+        routes = [r for name, r in self.routes.items() if app in (name, r.serve_app)]
+        return generation, sorted({replica for r in routes for replica in r.servers})
+
+    def answer(self, app: str, generation: int, replica: str, error: str | None) -> None:
+        self.reloads.answer(app, generation, replica, error)
+
+    def generation_answers(self, app: str, generation: int) -> dict[str, str | None]:
+        return self.reloads.answers_for(app, generation)
