@@ -54,7 +54,7 @@ from .holder import Holder
 from .keeper import event
 from .liveservers import LiveServers, snapshot
 from .reloads import HotSwapMethods, ReloadMailbox
-from .requestlog import RequestLog, listen, serve_metrics, socket_path
+from .requestlog import Reader, RequestLog, serve_metrics
 from .waking import Waking
 
 GATEWAY_NAME = "rayweb-gateway"
@@ -98,8 +98,7 @@ class GatewayActor(HotSwapMethods):
         self.live = LiveServers()  # replicas change through the runtime API, not reloads
         # HAProxy's line per request: Serve's request metrics, `rayweb app list`'s minute
         self.requests = RequestLog(None, self._owner)
-        self.request_socket = socket_path(str(self.dir)) if request_log else None
-        self._request_reader: asyncio.BaseTransport | None = None
+        self._request_reader = Reader(self.requests) if request_log else None
         self.waking = Waking(self.routes.get)
         self.holder = Holder(self._prefixes, self.waking.wake, self.serve, self.waking.admit)
         self.holder.start_in_thread()
@@ -160,17 +159,17 @@ class GatewayActor(HotSwapMethods):
             trusted=self.trusted,
             maxconn=max_connections(),
             holder=self.holder.address,
-            request_log=self.request_socket,
+            request_log=self._request_reader.address if self._request_reader else None,
         )
 
     async def _read_requests(self) -> None:
-        """Read HAProxy's request lines, then record them in Serve's metrics too."""
-        if self.request_socket is None:
+        """Record HAProxy's request lines in Serve's metrics too (the reader's thread keeps
+        the window from the start)."""
+        if self._request_reader is None:
             return  # RAYWEB_REQUEST_METRICS=0
         try:
-            self._request_reader = await listen(self.request_socket, self.requests)
             loop = asyncio.get_running_loop()
-            self.requests.record = await loop.run_in_executor(None, serve_metrics)
+            self.requests.sink = await loop.run_in_executor(None, serve_metrics)
         except Exception:
             logger.warning("the gateway's request log is not read", exc_info=True)
 

@@ -173,8 +173,8 @@ def render_config(
     request_log: str | None = None,
 ) -> str:
     """The HAProxy configuration for this cluster's routes (pure; tested without Ray).
-    ``request_log``: the Unix datagram socket HAProxy sends a line per request to
-    (``requestlog.py``)."""
+    ``request_log``: the loopback UDP address (host:port) HAProxy sends a line per request
+    to (``requestlog.py``)."""
     lines = [
         "global",
         f"    maxconn {maxconn}",
@@ -213,7 +213,7 @@ def render_config(
     if request_log is not None:
         lines += [
             "    option dontlognull",
-            f"    log unix@{request_log} len 1024 format raw local0 info",
+            f"    log {request_log} len 1024 format raw local0 info",
             f'    log-format "{LOG_FORMAT}"',
         ]
     live = _ordered(routes)
