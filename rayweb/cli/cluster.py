@@ -27,8 +27,13 @@ def cluster_up(
             "cluster/fake-gpu-autoscaling.yaml: fake GPU nodes on this machine)."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(help="More Ray nodes on this machine (each with --num-cpus), joined to it."),
+    ] = 0,
 ) -> None:
-    """Start a local Ray head; use it with --address NAME (serve, deploy, token, secret)."""
+    """Start a local Ray head (and --workers more nodes); use it with --address NAME (serve,
+    deploy, token, secret)."""
     from ..driver.local_cluster import up
 
     err = Console(stderr=True, soft_wrap=True)
@@ -39,6 +44,7 @@ def cluster_up(
             num_gpus=num_gpus,
             port=port,
             autoscaling_config=autoscaling_config,
+            workers=workers,
         )
     Console(highlight=False).print(
         f"Cluster {c.name!r} is up at {c.address} (dashboard {c.dashboard}).\n"

@@ -101,12 +101,15 @@ def up(
     extra_env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
     autoscaling_config: Path | None = None,
+    workers: int = 0,
 ) -> LocalCluster:
     """Start a loopback-only Ray head and remember it as ``name``.
 
     ``autoscaling_config``: a Ray cluster YAML for the head's autoscaler; with the
     ``fake_multinode`` provider (see cluster/fake-gpu-autoscaling.yaml), worker "nodes" are
-    started on this machine, and ``down`` stops them with the head."""
+    started on this machine, and ``down`` stops them with the head. ``workers``: that many
+    more nodes on this machine (``local_node.py``), each with ``num_cpus`` and the object
+    store of the head and a resource ``rayweb-node-<i>`` of 1, stopped with the head."""
     path = state_file(name)
     if path.exists():
         existing = load(name)
@@ -146,6 +149,17 @@ def up(
     result = subprocess.run(cmd, env=env, cwd=temp_dir, capture_output=True, text=True, timeout=180)
     if result.returncode != 0:
         raise InvalidError(f"ray start failed:\n{(result.stderr or result.stdout)[-2000:]}")
+    for index in range(1, workers + 1):
+        spec = {
+            "address": f"127.0.0.1:{port}",
+            "num_cpus": num_cpus if num_cpus is not None else os.cpu_count() or 1,
+            "object_store_memory": object_store_mib * 1024 * 1024,
+            "resources": {f"rayweb-node-{index}": 1},
+        }
+        node = [sys.executable, "-m", "rayweb.driver.local_node", json.dumps(spec)]
+        started = subprocess.run(node, env=env, cwd=temp_dir, capture_output=True, text=True)
+        if started.returncode != 0:
+            raise InvalidError(f"starting node {index} failed:\n{started.stderr[-2000:]}")
     cluster = LocalCluster(
         name=name,
         address=f"127.0.0.1:{port}",
