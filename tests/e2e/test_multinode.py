@@ -52,9 +52,9 @@ LOAD_THREADS = 4
 def _worker_raylet(temp_dir: str) -> psutil.Process:
     for proc in psutil.process_iter(["cmdline"]):
         args = proc.info["cmdline"] or []
-        if args and args[0].endswith("/raylet") and any(temp_dir in a for a in args):
-            if any("rayweb-node-1" in a for a in args):
-                return proc
+        ours = args and args[0].endswith("/raylet") and any(temp_dir in a for a in args)
+        if ours and any("rayweb-node-1" in a for a in args):
+            return proc
     raise AssertionError("no raylet with the worker node's resource")
 
 
