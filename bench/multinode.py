@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from run import append_results, free_port, wait_200, wrk  # noqa: E402
 
+from tests.e2e.steady import SteadyLoad  # noqa: E402
 from tests.e2e.test_multinode import APP, _worker_raylet  # noqa: E402
 
 RAYWEB = [sys.executable, "-m", "rayweb.cli"]
@@ -71,40 +71,21 @@ def run_cluster(workers: int, duration: int, work: Path) -> dict[str, object]:
 
 
 def kill_worker(url: str, temp_dir: str) -> dict[str, float]:
-    failures, answered = [0], []
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=30) as client:
-            while not stop.is_set():
-                try:
-                    r = client.get(url)
-                    if r.status_code == 200:
-                        answered.append((time.monotonic(), r.json()))
-                    else:
-                        failures[0] += 1
-                except httpx.HTTPError:
-                    failures[0] += 1
-
-    threads = [threading.Thread(target=load) for _ in range(LOAD_THREADS)]
-    for thread in threads:
-        thread.start()
-    time.sleep(2)
-    killed_at = time.monotonic()
-    os.kill(_worker_raylet(temp_dir).pid, signal.SIGKILL)
     two_on_head = None
-    while time.monotonic() - killed_at < 60 and two_on_head is None:
-        recent = {a["pid"] for t, a in answered[-40:] if t > killed_at and not a["worker"]}
-        if len(recent) >= 2:
-            two_on_head = time.monotonic() - killed_at
-        time.sleep(0.2)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    after = [t for t, _ in answered if t > killed_at]
+    with SteadyLoad(url, clients=LOAD_THREADS, pause_s=0) as load:
+        time.sleep(2)
+        killed_at = time.monotonic()
+        os.kill(_worker_raylet(temp_dir).pid, signal.SIGKILL)
+        while time.monotonic() - killed_at < 60 and two_on_head is None:
+            recent = load.answers[-40:]
+            pids = {a["pid"] for t, a in recent if t > killed_at and not a["worker"]}
+            if len(pids) >= 2:
+                two_on_head = time.monotonic() - killed_at
+            time.sleep(0.2)
+    after = [t for t, _ in load.answers if t > killed_at]
     gaps = [b - a for a, b in zip([killed_at, *after], after, strict=False)]
     return {
-        "failed": failures[0],
+        "failed": len(load.failures),
         "gap_s": max(gaps) if gaps else float("nan"),
         "two_on_head_s": two_on_head if two_on_head is not None else float("nan"),
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.e2e.steady import SteadyLoad
 from tests.e2e.test_cli import _free_port
 
 RAYWEB = [sys.executable, "-m", "rayweb.cli"]
@@ -79,33 +80,14 @@ def test_deploy_update_rollback_and_logs(tmp_path, monkeypatch):
 
         # The cluster runs the shipped snapshot: local edits alone change nothing.
         _write(project, "v2")
-        failures: list[str] = []
-        versions: set[str] = set()
-        stop = threading.Event()
-
-        def load() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        r = client.get(url)
-                        if r.status_code != 200:
-                            failures.append(f"{r.status_code} {r.text[:200]}")
-                        else:
-                            versions.add(r.json()["version"])
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-                    time.sleep(0.02)
-
-        loader = threading.Thread(target=load, daemon=True)
-        loader.start()
-        time.sleep(1)
-        assert versions == {"v1"}
-        second = _run(
-            "deploy", str(project / "app.py"), "--address", name, "--port", str(port), env=env
-        )
-        time.sleep(1)
-        stop.set()
-        loader.join()
+        with SteadyLoad(url, pause_s=0.02) as load:
+            time.sleep(1)
+            assert load.seen("version") == {"v1"}
+            second = _run(
+                "deploy", str(project / "app.py"), "--address", name, "--port", str(port), env=env
+            )
+            time.sleep(1)
+        failures, versions = load.failures, load.seen("version")
         assert second.returncode == 0, second.stderr[-3000:]
         assert failures == [], failures[:5]
         assert versions == {"v1", "v2"}

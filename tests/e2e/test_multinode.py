@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import textwrap
-import threading
 import time
 import uuid
 from collections import Counter
@@ -17,6 +16,7 @@ from collections import Counter
 import httpx
 import psutil
 
+from tests.e2e.steady import SteadyLoad
 from tests.e2e.test_cli import _free_port
 from tests.e2e.test_deploy import RAYWEB, _run
 
@@ -84,33 +84,14 @@ def test_two_nodes_serve_through_the_gateway_and_survive_losing_the_worker(tmp_p
                 time.sleep(0.5)
         assert set(seen) == {True, False}, seen  # replicas on both nodes, both reached
 
-        failures: list[str] = []
-        served: list[tuple[float, bool]] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        r = client.get(url)
-                        if r.status_code == 200:
-                            served.append((time.monotonic(), r.json()["worker"]))
-                        else:
-                            failures.append(f"{r.status_code} {r.text[:100]}")
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-
-        threads = [threading.Thread(target=load) for _ in range(LOAD_THREADS)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        raylet = _worker_raylet(f"/tmp/rayweb-{name}-{os.getuid()}")
-        killed_at = time.monotonic()
-        os.kill(raylet.pid, signal.SIGKILL)
-        time.sleep(15)
-        stop.set()
-        for thread in threads:
-            thread.join()
+        with SteadyLoad(url, clients=LOAD_THREADS, pause_s=0) as load:
+            time.sleep(2)
+            raylet = _worker_raylet(f"/tmp/rayweb-{name}-{os.getuid()}")
+            killed_at = time.monotonic()
+            os.kill(raylet.pid, signal.SIGKILL)
+            time.sleep(15)
+        failures = load.failures
+        served = [(t, answer["worker"]) for t, answer in load.answers]
         after = [t for t, _ in served if t > killed_at]
         # only what was in flight on the worker failed; the head kept answering
         assert len(failures) <= LOAD_THREADS, failures

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.steady import SteadyLoad
 from tests.e2e.test_cli import _free_port, _wait_for, _wait_for_line
 
 APP = textwrap.dedent(
@@ -93,33 +93,13 @@ def _until(predicate, limit_s: float = 60) -> float:
 @contextlib.contextmanager
 def _steady_load(url: str, key: str = "version") -> Iterator[tuple[list[str], set[str]]]:
     """Requests to ``url`` one after another while the block runs: (failures, the values
-    of ``key`` seen in the answers)."""
-    failures: list[str] = []
+    of ``key`` seen in the answers; filled in when the block ends)."""
     seen: set[str] = set()
-    stop = threading.Event()
-
-    def run() -> None:
-        with httpx.Client(timeout=60) as client:
-            while not stop.is_set():
-                try:
-                    r = client.get(url)
-                    if r.status_code == 200:
-                        seen.add(r.json()[key])
-                    else:
-                        failures.append(f"{r.status_code} {r.text[:200]}")
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                time.sleep(0.01)
-
-    load = threading.Thread(target=run)
-    load.start()
-    try:
+    with SteadyLoad(url) as load:
         time.sleep(0.5)
-        yield failures, seen
+        yield load.failures, seen
         time.sleep(0.5)
-    finally:
-        stop.set()
-        load.join()
+    seen.update(load.seen(key))
 
 
 def test_saving_redeploys_only_what_changed_without_failing_requests(dev_server):
