@@ -28,13 +28,8 @@ POOLED_KINDS = ("fastapi_endpoint", "asgi_app", "wsgi_app")
 def pooled(function: Function[Any, Any]) -> bool:
     """Whether a web method runs in its class's pool (``compile_functions``) rather than in
     an application of its own."""
-    return (
-        function.cls is not None
-        and function.web is not None
-        and (
-            function.web.kind in POOLED_KINDS  # not a Server's: its kind is "server"
-        )
-    )
+    web = function.web  # a Server's kind is "server": not pooled
+    return function.cls is not None and web is not None and web.kind in POOLED_KINDS
 
 
 def deploy_timeout(endpoints: Iterable[CompiledEndpoint]) -> float:

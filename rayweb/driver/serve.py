@@ -125,8 +125,9 @@ def serve(
     for function in app.web_endpoints:
         function._hydrate(urls.get(function.tag))
     record_served(app, dev)
-    handle = ServeHandle(app, endpoints, urls, base, holds_embedded=holds, functions=functions)
-    handle.pool = pool
+    handle = ServeHandle(
+        app, endpoints, urls, base, holds_embedded=holds, functions=functions, pool=pool
+    )
     if not quiet:
         print_urls(handle.urls)
     return handle

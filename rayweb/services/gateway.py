@@ -171,7 +171,7 @@ class GatewayActor(HotSwapMethods):
             loop = asyncio.get_running_loop()
             self.requests.sink = await loop.run_in_executor(None, serve_metrics)
         except Exception:
-            logger.warning("the gateway's request log is not read", exc_info=True)
+            logger.warning("gateway requests are not recorded in Serve's metrics", exc_info=True)
 
     def _owner(self, name: str) -> tuple[str, str]:
         """A route's Serve application (a class pool's, for its web methods) and deployment
