@@ -308,6 +308,7 @@ class ReplicaPayload:
     links: tuple[tuple[str, str], ...] = ()  # Image.add_local_*: (remote path, local path)
     volume_root: str = ""  # the driver's RAYWEB_VOLUME_ROOT, resolved
     full_status: int | None = None  # @app.server(max_concurrency=): 429 when every slot is taken
+    direct_hop: bool = False  # @app.server: the gateway may send requests to the server's port
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,13 @@ def hash_secret(secret: str, salt: bytes | None = None) -> tuple[str, str]:
     return salt.hex(), digest.hex()
 
 
+def direct_digest(key: str, secret: str) -> str:
+    """SHA-256 of ``key.secret`` (a Bearer token's text), hex: what the gateway's HAProxy
+    checks credentials against on the direct hop (``services/tokenmap.py``). A fast hash is
+    enough there: the secret has 256 random bits, nothing to guess from a digest."""
+    return hashlib.sha256(f"{key}.{secret}".encode()).hexdigest()
+
+
 def verify_secret(secret: str, salt_hex: str, hash_hex: str) -> bool:
     """Constant-time comparison of ``secret`` against a stored salted hash."""
     _, digest = hash_secret(secret, bytes.fromhex(salt_hex))

@@ -335,6 +335,14 @@ def _import_root(file: str, module_name: str | None) -> str:
     return path
 
 
+def direct_hop_enabled() -> bool:
+    """Whether the gateway sends an ``@app.server``'s requests straight to the server's port
+    (``services/haproxy_direct.py``); ``RAYWEB_DIRECT_HOP=0`` keeps them on the replica's
+    path, where rayweb's chain runs in Python (the WebSocket message limit, a total request
+    timeout)."""
+    return os.environ.get("RAYWEB_DIRECT_HOP", "1").strip() != "0"
+
+
 def compile_endpoint(
     function: Function[Any, Any],
     *,
@@ -374,6 +382,7 @@ def compile_endpoint(
         volume_root=str(volume_root()),
         # A Server's max_concurrency is a hard cap: above it, 429 at once (Modal's rule).
         full_status=429 if spec.server is not None and spec.server.max_concurrency else None,
+        direct_hop=spec.server is not None and direct_hop_enabled(),
     )
     # Modal's rule: startup_timeout defaults to timeout. A Server's is its port's wait, after
     # its container started.

@@ -209,6 +209,7 @@ class RaywebReplica:
                 self._payload.gateway_maxconn,
                 self._payload.limits.max_request_body,
                 self._payload.limits.body_timeout,
+                direct=self._direct_rules(host),
             )
             if self._payload.hot_swap:
                 self._reload_task = asyncio.get_running_loop().create_task(
@@ -220,6 +221,22 @@ class RaywebReplica:
                 self._payload.label,
                 exc_info=True,
             )
+
+    def _direct_rules(self, host: str) -> dict[str, Any] | None:
+        """An ``@app.server``'s port and what the gateway must do in this replica's place
+        when it sends requests there (``services/haproxy_direct.py``)."""
+        payload = self._payload
+        if not payload.direct_hop or self._sidecar is None:
+            return None
+        limits = payload.limits
+        return {
+            "upstream": [host, self._upstream_port, payload.max_inputs],
+            "auth_headers": payload.auth_headers,
+            "rate_limit": limits.rate_limit,
+            "rate_limit_burst_s": limits.rate_limit_burst_s,
+            "request_timeout": limits.request_timeout,
+            "full": payload.full_status is not None,
+        }
 
     async def rayweb_wake(self) -> tuple[str, int] | None:
         """Called by the gateway's holder through this endpoint's handle: a request is

@@ -65,7 +65,7 @@ def direct_requests(ctx: Any) -> float:
     return float(sum(metrics.get(DIRECT_ONGOING, {}).values()))
 
 
-def write_queued(directory: Path, queued: dict[str, int]) -> None:
+def write_queued(directory: Path, queued: dict[str, float]) -> None:
     """Publish requests waiting in HAProxy's queue per app (the gateway, every second)."""
     tmp = directory / (QUEUED_FILE + ".tmp")
     tmp.write_text(json.dumps({"time": time.time(), "queued": queued}))

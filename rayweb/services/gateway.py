@@ -37,28 +37,28 @@ from pathlib import Path
 from typing import Any
 
 from .actors import NAMESPACE, cluster_actor
-from .autoscaling import write_queued
+from .gateway_tasks import GatewayTasks
 from .haproxy import HAProxyProcess, max_connections
 from .haproxy_config import (
     Route,
     Server,
     admission_from,
-    backend_names,
+    direct_from,
     parse_trusted,
-    queued_per_backend,
     render_config,
     routes_from_json,
     routes_to_json,
+    served,
 )
 from .holder import Holder
 from .keeper import event
 from .liveservers import LiveServers, snapshot
 from .reloads import HotSwapMethods, ReloadMailbox
 from .requestlog import Reader, RequestLog, serve_metrics
+from .tokenmap import TokenMap
 from .waking import Waking
 
 GATEWAY_NAME = "rayweb-gateway"
-RECONCILE_S = 2.0
 
 logger = logging.getLogger("rayweb.gateway")
 
@@ -78,9 +78,10 @@ def state_dir() -> Path:
     return directory
 
 
-class GatewayActor(HotSwapMethods):
+class GatewayActor(HotSwapMethods, GatewayTasks):
     """The cluster's HAProxy and its route table (one detached async actor on the head);
-    also the hot-swap mailbox's methods (``HotSwapMethods``)."""
+    also the hot-swap mailbox's methods (``HotSwapMethods``) and its loops
+    (``GatewayTasks``)."""
 
     def __init__(
         self, host: str, port: int, serve_host: str, serve_port: int, request_log: bool = True
@@ -96,6 +97,7 @@ class GatewayActor(HotSwapMethods):
         self._tasks: list[asyncio.Task[None]] = []
         self.dir = state_dir()
         self.live = LiveServers()  # replicas change through the runtime API, not reloads
+        self.tokens = TokenMap(self.dir)  # what direct routes check proxy auth against
         # HAProxy's line per request: Serve's request metrics, `rayweb app list`'s minute
         self.requests = RequestLog(None, self._owner)
         self._request_reader = Reader(self.requests) if request_log else None
@@ -120,7 +122,7 @@ class GatewayActor(HotSwapMethods):
             self.haproxy = HAProxyProcess(self.dir, self._render(), watch_pid=os.getppid())
             self._save_state()
         self.haproxy.wait_listening(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
-        self.live.reloaded(snapshot(self.routes), self.haproxy.master_pid)
+        self.live.reloaded(snapshot(self._served()), self.haproxy.master_pid)
 
     def _load_state(self) -> dict[str, Any] | None:
         try:
@@ -148,14 +150,20 @@ class GatewayActor(HotSwapMethods):
                 loop.create_task(self._watch()),
                 loop.create_task(self._publish_queued()),
                 loop.create_task(self._read_requests()),
+                loop.create_task(self._watch_tokens()),
             ]
+
+    def _served(self) -> dict[str, Route]:
+        """The table as HAProxy serves it (which routes take the direct hop)."""
+        return served(self.routes, self.tokens.ready)
 
     def _render(self) -> str:
         return render_config(
             bind=self.bind,
             serve=self.serve,
             key=self.key,
-            routes=self.routes,
+            routes=self._served(),
+            tokens_map=str(self.tokens.path),
             trusted=self.trusted,
             maxconn=max_connections(),
             holder=self.holder.address,
@@ -229,8 +237,9 @@ class GatewayActor(HotSwapMethods):
                 "admission": vars(r.admission) if r.admission else None,
                 "servers": {k: vars(v) for k, v in r.servers.items()},
                 "serve_app": r.serve_app,
+                "direct": r.direct is not None,  # served at the user's server ports
             }
-            for name, r in self.routes.items()
+            for name, r in self._served().items()
         }
 
     def holder_stats(self) -> dict[str, int]:
@@ -247,11 +256,28 @@ class GatewayActor(HotSwapMethods):
         maxconn: int,
         max_body: int | None = None,
         body_timeout: float | None = None,
+        direct: dict[str, Any] | None = None,
     ) -> str:
+        """A replica's own port. ``direct`` (an ``@app.server``'s): its server's ``upstream``
+        [host, port, maxconn] and the ``Direct`` rules HAProxy applies there; the route takes
+        the direct hop while each of its servers' ports answers here (``served``)."""
         self._start_tasks()
         route = self.routes.setdefault(app, Route(prefix))
-        server = Server(host, port, max(1, maxconn))
-        changed = self._set_limits(route, prefix, max_body, body_timeout)
+        upstream = None
+        if direct is not None:
+            host_, port_, maxconn_ = direct["upstream"]
+            if await _reachable(str(host_), int(port_)):
+                upstream = (str(host_), int(port_), max(1, int(maxconn_)))
+            rules = direct_from(direct)
+            changed = route.direct != rules
+            route.direct = rules
+            if rules.auth_headers is not None and self.tokens.version < 0:
+                with contextlib.suppress(Exception):
+                    await self._refresh_tokens(apply=False)  # no reload to flip it at once
+        else:
+            changed, route.direct = route.direct is not None, None
+        server = Server(host, port, max(1, maxconn), upstream)
+        changed |= self._set_limits(route, prefix, max_body, body_timeout)
         if changed or route.servers.get(replica) != server:
             route.servers[replica] = server
             await self._apply()
@@ -330,71 +356,13 @@ class GatewayActor(HotSwapMethods):
                 return
             current = self.version
             self._save_state()
-            config, table = self._render(), snapshot(self.routes)
+            config, table = self._render(), snapshot(self._served())
             loop = asyncio.get_running_loop()
             changed = await loop.run_in_executor(None, self.live.apply, self.haproxy, table, config)
             if not changed:
                 await loop.run_in_executor(None, self.haproxy.reload, config)
                 self.live.reloaded(table, self.haproxy.master_pid)
             self.applied = current
-
-    async def _reconcile(self) -> None:
-        """Drop replicas whose actor died without deregistering (crash, node loss)."""
-        import ray
-
-        while True:
-            await asyncio.sleep(RECONCILE_S)
-            if self.live.lingering:
-                async with self._lock:
-                    with contextlib.suppress(Exception):
-                        await asyncio.get_running_loop().run_in_executor(
-                            None, self.live.retry_lingering, self.haproxy
-                        )
-            dead = []
-            for route in list(self.routes.values()):
-                for replica in list(route.servers):
-                    try:
-                        ray.get_actor(replica, namespace="serve")
-                    except ValueError:
-                        dead.append(replica)
-                    except Exception:
-                        logger.debug("checking replica %s failed", replica, exc_info=True)
-            if dead and self._drop(dead):
-                logger.info("gateway: dropped dead replicas %s", dead)
-                with contextlib.suppress(Exception):
-                    await self._apply()
-
-    async def _watch(self) -> None:
-        """Start the keeper again if it died (HAProxy died with it)."""
-        while True:
-            await asyncio.sleep(0.2)
-            if self.haproxy.keeper_alive():
-                continue
-            async with self._lock:
-                try:
-                    self.haproxy.start_keeper()
-                except Exception:
-                    logger.warning("restarting the gateway's keeper failed", exc_info=True)
-                    continue
-            event(self.dir, "the gateway's keeper exited; HAProxy started again")
-
-    async def _publish_queued(self) -> None:
-        """Every second, what waits in HAProxy's queues per endpoint, for the autoscaling
-        policy (which cannot see it otherwise): ``autoscaling.write_queued``."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                if any(route.servers for route in self.routes.values()):
-                    csv = await loop.run_in_executor(None, self.haproxy.stats)
-                    names = backend_names(self.routes)
-                    counts = queued_per_backend(csv)
-                    queued = {names[b]: n for b, n in counts.items() if b in names and n}
-                else:
-                    queued = {}
-                write_queued(self.dir, queued)
-            except Exception:
-                logger.debug("reading HAProxy's queues failed", exc_info=True)
 
     def stop(self) -> None:
         for task in self._tasks:
@@ -434,3 +402,16 @@ def start_gateway(
         max_restarts=-1,
         max_task_retries=-1,
     )
+
+
+async def _reachable(host: str, port: int) -> bool:
+    """Whether this node reaches ``host:port`` (a server bound to 127.0.0.1 on another node
+    does not)."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

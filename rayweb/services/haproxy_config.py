@@ -15,17 +15,28 @@ registered (a stick table per backend, keyed by the header); the first request o
 and requests without the header, go to the least busy replica. The tables live in HAProxy's
 worker, so replicas come and go through the runtime API (``add server``/``del server``), not
 reloads; each replica's server name is a hash of its actor name, the same in the file.
+
+The direct hop (``@app.server``): a route whose replicas registered their server's own port,
+which the gateway reaches, is served at those ports, with no Python between HAProxy and the
+user's server. HAProxy then does what the replica's chain does on the other path (``Direct``):
+proxy auth against a map of SHA-256 digests of the cluster's tokens (``tokenmap.py``), the
+rate limit per client in a stick table, ``max_concurrency`` as a 429 when every server has its
+connections in flight, the request timeout as the server timeout (an idle timeout: streams
+that keep sending live on), the prefix stripped and ``X-Forwarded-*`` set, a ``Location: /x``
+answer sent back as ``/<label>/x``, and the gateway's own headers removed. While no server is
+up the route's requests go to a second backend whose only server is the holder, which wakes
+the endpoint and relays to a replica's own port, where the chain runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER
+from .haproxy_direct import Direct, direct_rules, ms, rate_table
 from .requestlog import LOG_FORMAT, ROUTE_VAR
 
 
@@ -34,6 +45,8 @@ class Server:
     host: str
     port: int
     maxconn: int
+    # An @app.server's own port as (host, port, maxconn), when the gateway reaches it.
+    upstream: tuple[str, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,7 @@ class Route:
     body_timeout: float | None = None  # the endpoint's Limits.body_timeout
     admission: Admission | None = None  # declared at deploy; None: the replica checks
     serve_app: str | None = None  # the Serve application to wake, when not the route's own
+    direct: Direct | None = None  # registered by @app.server replicas (the direct hop)
 
 
 def parse_trusted(spec: str) -> list[str]:
@@ -103,10 +117,28 @@ def skeleton(routes: dict[str, Route]) -> dict[str, Route]:
     """The routes without their replicas: two tables with the same skeleton differ only in
     servers, which the gateway changes through HAProxy's runtime API, without a reload
     (so the stick tables, which live in the worker, keep every session)."""
-    return {
-        name: Route(r.prefix, {}, r.max_body, r.body_timeout, r.admission)
-        for name, r in routes.items()
-    }
+    return {name: replace(r, servers={}) for name, r in routes.items()}
+
+
+def served(routes: dict[str, Route], tokens_ready: bool) -> dict[str, Route]:
+    """The table as HAProxy serves it: a route keeps its direct hop only while every one of
+    its servers has a port the gateway reaches (and, with proxy auth, while every token has
+    a digest in the map: ``tokenmap.py``); then its servers are those ports. Other routes
+    are served at their replicas' own ports."""
+    out = {}
+    for name, route in routes.items():
+        direct = route.direct
+        if direct is not None and (
+            any(s.upstream is None for s in route.servers.values())
+            or (direct.auth_headers is not None and not tokens_ready)
+        ):
+            direct = None
+        servers = {
+            replica: Server(*s.upstream) if direct and s.upstream else replace(s, upstream=None)
+            for replica, s in route.servers.items()
+        }
+        out[name] = replace(route, servers=servers, direct=direct)
+    return out
 
 
 def _sticky() -> list[str]:
@@ -139,25 +171,46 @@ def backend_names(routes: dict[str, Route]) -> dict[str, str]:
     return {f"b{index}": name for index, (name, _route) in enumerate(_ordered(routes))}
 
 
+def _stat_rows(stats_csv: str) -> list[dict[str, str]]:
+    """``show stat``'s CSV as one dict per proxy and server."""
+    lines = stats_csv.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return []
+    columns = lines[0][2:].split(",")
+    return [dict(zip(columns, line.split(","), strict=False)) for line in lines[1:] if line]
+
+
+def _number(row: dict[str, str], column: str) -> int:
+    try:
+        return int(row.get(column) or 0)
+    except ValueError:
+        return 0
+
+
 def queued_per_backend(stats_csv: str) -> dict[str, int]:
     """Requests waiting in HAProxy's queues (the backend's and its servers'), per backend,
     from ``show stat``'s CSV."""
-    lines = stats_csv.splitlines()
-    if not lines or not lines[0].startswith("# "):
-        return {}
-    columns = lines[0][2:].split(",")
-    try:
-        name_at, server_at, queue_at = (columns.index(c) for c in ("pxname", "svname", "qcur"))
-    except ValueError:
-        return {}
     queued: dict[str, int] = {}
-    for line in lines[1:]:
-        fields = line.split(",")
-        if len(fields) <= queue_at or fields[server_at] == "FRONTEND":
-            continue
-        with contextlib.suppress(ValueError):
-            queued[fields[name_at]] = queued.get(fields[name_at], 0) + int(fields[queue_at] or 0)
+    for row in _stat_rows(stats_csv):
+        if row.get("svname") not in (None, "FRONTEND") and "pxname" in row:
+            queued[row["pxname"]] = queued.get(row["pxname"], 0) + _number(row, "qcur")
     return queued
+
+
+def in_flight_per_backend(stats_csv: str) -> dict[str, float]:
+    """Requests at each backend's servers: the connections open now, or, when requests are
+    shorter than the one-second look, rate x mean time (Little's law), whichever is larger."""
+    now: dict[str, float] = {}
+    mean: dict[str, float] = {}
+    for row in _stat_rows(stats_csv):
+        name, server = row.get("pxname"), row.get("svname")
+        if name is None or server in (None, "FRONTEND"):
+            continue
+        if server == "BACKEND":
+            mean[name] = _number(row, "rate") * _number(row, "ttime") / 1000.0
+        else:
+            now[name] = now.get(name, 0.0) + _number(row, "scur")
+    return {name: max(now.get(name, 0.0), mean.get(name, 0.0)) for name in now.keys() | mean}
 
 
 def render_config(
@@ -171,10 +224,12 @@ def render_config(
     maxconn: int = 4096,
     holder: tuple[str, int] | None = None,
     request_log: str | None = None,
+    tokens_map: str | None = None,
 ) -> str:
     """The HAProxy configuration for this cluster's routes (pure; tested without Ray).
     ``request_log``: the loopback UDP address (host:port) HAProxy sends a line per request
-    to (``requestlog.py``)."""
+    to (``requestlog.py``); ``tokens_map``: the token digests' map file (``tokenmap.py``),
+    which direct routes with proxy auth check credentials against."""
     lines = [
         "global",
         f"    maxconn {maxconn}",
@@ -225,35 +280,54 @@ def render_config(
             # On the percent-decoded path, as Serve's proxy matches: `/%61pp` is `/app`.
             lines.append(f"    acl {acl} path,url_dec -m str {route.prefix}")
             lines.append(f"    acl {acl} path,url_dec -m beg {route.prefix}/")
-        lines.append(f"    use_backend b{index} if {acl}")
+        if route.direct is not None:  # the user's servers while one is up, else the holder
+            lines.append(f"    use_backend b{index} if {acl} {{ nbsrv(b{index}) gt 0 }}")
+            lines.append(f"    use_backend h{index} if {acl}")
+        else:
+            lines.append(f"    use_backend b{index} if {acl}")
     lines.append("    default_backend serve")
+    backup = f"server hold {_addr(*holder)}" if holder else f"server serve {_addr(*serve)}"
     for index, (name, route) in enumerate(live):
         lines += [f"backend b{index}  # {name}", "    balance leastconn"]
-        if request_log is not None:  # the request log's name for the route, first
-            lines.append(f"    http-request set-var({ROUTE_VAR}) str({name})")
-        if route.max_body is not None:
-            # Refused here, before a byte of the body is read or a replica is woken.
-            detail = f"Request body is larger than the limit of {route.max_body} bytes."
-            lines.append(
-                "    http-request deny deny_status 413 content-type application/json "
-                f'string \'{{"detail": "{detail}"}}\' '
-                # `-m int` on the string is 64-bit; `req.hdr_val` wraps at 2^32 (5 GB -> 705 MB).
-                f"if {{ req.hdr(content-length) -m int gt {route.max_body} }}"
-            )
-        if route.body_timeout is not None:
-            # A slow client waits here, not in a replica's slot: the request goes on once its
-            # body is complete or 16 KiB of it arrived, else 408.
-            ms = max(1, int(route.body_timeout * 1000))
-            lines.append(f"    http-request wait-for-body time {ms}ms at-least 16k")
+        lines += _admission(name, route, request_log is not None)
+        if route.direct is not None:
+            cap = max((s.maxconn for s in route.servers.values()), default=1)
+            lines += direct_rules(index, route.prefix, route.direct, cap, tokens_map)
         lines += _sticky()
         for replica, server in sorted(route.servers.items()):
             lines.append(f"    server {server_name(replica)} {server_args(server)}")
-        if holder is not None:
-            lines.append(f"    server hold {_addr(*holder)} backup")
-        else:
-            lines.append(f"    server serve {_addr(*serve)} backup")
+        if route.direct is None:
+            lines.append(f"    {backup} backup")
+            continue
+        lines += [f"backend h{index}  # {name}, while no server is up"]
+        lines += _admission(name, route, request_log is not None)
+        lines.append(f"    {backup}")
+        lines += rate_table(index, name, route.direct)
     lines += ["backend serve", f"    server serve {_addr(*serve)}", ""]
     return "\n".join(lines)
+
+
+def _admission(name: str, route: Route, log: bool) -> list[str]:
+    """A route's first rules in each of its backends: its name for the request log, the
+    body limit and the wait for slow bodies."""
+    lines = []
+    if log:  # the request log's name for the route, first
+        lines.append(f"    http-request set-var({ROUTE_VAR}) str({name})")
+    if route.max_body is not None:
+        # Refused here, before a byte of the body is read or a replica is woken.
+        detail = f"Request body is larger than the limit of {route.max_body} bytes."
+        lines.append(
+            "    http-request deny deny_status 413 content-type application/json "
+            f'string \'{{"detail": "{detail}"}}\' '
+            # `-m int` on the string is 64-bit; `req.hdr_val` wraps at 2^32 (5 GB -> 705 MB).
+            f"if {{ req.hdr(content-length) -m int gt {route.max_body} }}"
+        )
+    if route.body_timeout is not None:
+        # A slow client waits here, not in a replica's slot: the request goes on once its
+        # body is complete or 16 KiB of it arrived, else 408.
+        wait = ms(route.body_timeout)
+        lines.append(f"    http-request wait-for-body time {wait}ms at-least 16k")
+    return lines
 
 
 def routes_to_json(routes: dict[str, Route]) -> dict[str, Any]:
@@ -261,11 +335,14 @@ def routes_to_json(routes: dict[str, Route]) -> dict[str, Any]:
     return {
         name: {
             "prefix": route.prefix,
-            "servers": {r: [s.host, s.port, s.maxconn] for r, s in route.servers.items()},
+            "servers": {
+                r: [s.host, s.port, s.maxconn, s.upstream] for r, s in route.servers.items()
+            },
             "max_body": route.max_body,
             "body_timeout": route.body_timeout,
             "admission": vars(route.admission) if route.admission else None,
             "serve_app": route.serve_app,
+            "direct": vars(route.direct) if route.direct else None,
         }
         for name, route in routes.items()
     }
@@ -276,14 +353,33 @@ def routes_from_json(data: dict[str, Any]) -> dict[str, Route]:
     return {
         name: Route(
             route["prefix"],
-            {r: Server(*srv) for r, srv in route["servers"].items()},
+            {r: _server(*srv) for r, srv in route["servers"].items()},
             route.get("max_body"),
             route.get("body_timeout"),
             admission_from(route["admission"]) if route.get("admission") else None,
             route.get("serve_app"),
+            direct_from(route["direct"]) if route.get("direct") else None,
         )
         for name, route in data.items()
     }
+
+
+def _server(host: str, port: int, maxconn: int, upstream: Any = None) -> Server:
+    return Server(host, port, maxconn, tuple(upstream) if upstream else None)
+
+
+def direct_from(fields: dict[str, Any]) -> Direct:
+    """A ``Direct`` from its fields as JSON or a replica's registration sends them."""
+    auth = fields.get("auth_headers")
+    timeout = fields.get("request_timeout")
+    rate = fields.get("rate_limit")
+    return Direct(
+        auth_headers=(str(auth[0]), str(auth[1])) if auth else None,
+        rate_limit=float(rate) if rate is not None else None,
+        rate_limit_burst_s=float(fields.get("rate_limit_burst_s", 5.0)),
+        request_timeout=float(timeout) if timeout is not None else None,
+        full=bool(fields.get("full", False)),
+    )
 
 
 def admission_from(fields: dict[str, Any]) -> Admission:

@@ -4,7 +4,8 @@ One JSON file, ``store.json``, in a directory on the Ray head node (``RAYWEB_STO
 default ``~/.rayweb/store``): the directory is created with mode 0700 and the file is
 written with mode 0600 by atomic replace under an ``fcntl`` lock, so only the user that runs
 Ray (and root) can read it. Secret values are stored as given (the file's permissions are
-their protection); tokens are stored only as salted scrypt hashes.
+their protection); tokens are stored only as salted scrypt hashes, and as a SHA-256 digest
+of key and secret for the gateway's HAProxy (``tokens.direct_digest``).
 
 The CLI uses this class directly for the local machine; replicas and remote CLIs reach it
 through the ``rayweb-store`` actor on the head node (``store_actor.py``). Every
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exception import InvalidError, NotFoundError
-from ..tokens import hash_secret, new_token
+from ..tokens import direct_digest, hash_secret, new_token
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -134,6 +135,7 @@ class Store:
                 "name": name or "",
                 "salt": salt,
                 "hash": digest,
+                "digest": direct_digest(key, secret),
                 "created": time.time(),
                 "revoked": None,
             }
@@ -166,3 +168,10 @@ class Store:
             for key, t in self._read()["tokens"].items()
             if t["revoked"] is None
         }
+
+    def token_digests(self) -> tuple[dict[str, str], bool]:
+        """Active tokens as the gateway's HAProxy checks them: ({digest: key}, whether every
+        active token has one: tokens made before digests were kept have none)."""
+        active = [(k, t) for k, t in self._read()["tokens"].items() if t["revoked"] is None]
+        digests = {t["digest"]: key for key, t in active if t.get("digest")}
+        return digests, len(digests) == len(active)

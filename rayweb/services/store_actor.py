@@ -56,6 +56,14 @@ class StoreActor:
             return version, None
         return version, self.store.token_hashes()
 
+    def token_digests(self, known_version: int = -1) -> tuple[int, Any]:
+        """(version, (digests, complete)) as ``Store.token_digests``, or (version, None) when
+        nothing changed since ``known_version`` (the gateway asks every second)."""
+        version = self.store.version
+        if version == known_version:
+            return version, None
+        return version, self.store.token_digests()
+
 
 def store_actor() -> Any:
     """The cluster's store actor (created on the head node on first use)."""

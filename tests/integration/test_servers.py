@@ -1,6 +1,9 @@
 """``@app.server`` on the real cluster: two containers of a stand-alone server, sticky
 sessions, proxy auth on by default, 429 above ``max_concurrency``, Modal's startup-timeout
-message with the server's output (and no orphan), and a dead server replaced."""
+message with the server's output (and no orphan), and a dead server replaced. Requests take
+the direct hop (the gateway's HAProxy straight to the server's port) and see the same as on
+the replica's path (``RAYWEB_DIRECT_HOP=0``); a token made before digests were kept moves an
+authenticated route back to the replica's path, where it still works."""
 
 from __future__ import annotations
 
@@ -78,6 +81,91 @@ def test_proxy_auth_is_on_by_default_and_max_concurrency_answers_429(servers):
         futures += [pool.submit(httpx.get, url + "/fast", headers=headers) for _ in range(2)]
         codes = sorted(f.result().status_code for f in futures)
     assert codes == [200, 429, 429]
+
+
+def _direct(label: str) -> bool:
+    import ray
+
+    from rayweb.services.gateway import find_gateway
+
+    return bool(ray.get(find_gateway().table.remote())[label]["direct"])
+
+
+def test_requests_take_the_direct_hop_and_revoked_tokens_are_refused(servers):
+    urls, _app = servers
+    assert _direct("server-sticky-counter") and _direct("server-sticky-guarded")
+    url = urls["Guarded"]
+    store = Store()
+    key, secret = store.create_token("revoked-soon")
+    headers = {"Modal-Key": key, "Modal-Secret": secret}
+    _wait_for(lambda: httpx.get(url, headers=headers).status_code == 200, 30, "token accepted")
+    store.revoke_token(key)
+    _wait_for(lambda: httpx.get(url, headers=headers).status_code == 401, 10, "token refused")
+
+
+def test_a_token_without_a_digest_keeps_auth_on_the_replicas_path(servers):
+    urls, _app = servers
+    url = urls["Guarded"]
+    store = Store()
+    key, secret = store.create_token("from-an-older-rayweb")
+    with store._locked() as data:  # as a token made before digests were kept
+        del data["tokens"][key]["digest"]
+    _wait_for(lambda: not _direct("server-sticky-guarded"), 15, "auth back on the replicas")
+    assert _direct("server-sticky-counter")  # a route without auth needs no digests
+    headers = {"Modal-Key": key, "Modal-Secret": secret}
+    _wait_for(lambda: httpx.get(url, headers=headers).status_code == 200, 30, "old token works")
+    assert httpx.get(url).status_code == 401
+    store.revoke_token(key)
+    _wait_for(lambda: _direct("server-sticky-guarded"), 15, "auth at HAProxy again")
+    assert httpx.get(url, headers=headers).status_code == 401
+
+
+ECHO = """
+import http.server, json, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/go"):
+            self.send_response(302)
+            self.send_header("location", "/login")
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = json.dumps({"path": self.path, "headers": headers}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("hop", ["direct", "replica"])
+def test_the_server_sees_the_same_request_on_either_path(served, monkeypatch, hop):
+    if hop == "replica":
+        monkeypatch.setenv("RAYWEB_DIRECT_HOP", "0")
+    app = rayweb.App(f"server-echo-{hop}")
+
+    @app.server(port=8210, unauthenticated=True, serialized=True)
+    class Echo:
+        @rayweb.enter()
+        def start(self):
+            self.proc = subprocess.Popen([sys.executable, "-c", ECHO, "8210"])
+
+    url = served(app).urls["Echo"]
+    label = url.rsplit("/", 1)[1]
+    assert _direct(label) == (hop == "direct")
+    seen = httpx.get(url + "/a/b?c=1", headers={"X-Forwarded-For": "203.0.113.7"}).json()
+    assert seen["path"] == "/a/b?c=1"
+    headers = seen["headers"]
+    assert headers["x-forwarded-prefix"] == f"/{label}"
+    assert headers["x-forwarded-proto"] == "http"
+    assert "127.0.0.1" in headers["x-forwarded-for"]
+    assert not [h for h in headers if h.startswith("x-rayweb")]  # the gateway's own headers
+    redirect = httpx.get(url + "/go")
+    assert (redirect.status_code, redirect.headers["location"]) == (302, f"/{label}/login")
 
 
 def test_a_dead_server_fails_fast_and_its_container_is_replaced(servers):
