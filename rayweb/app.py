@@ -232,6 +232,12 @@ class App:
                 raise InvalidError("Cannot apply `@app.cls` twice to the same object.")
             concurrency = None
             if isinstance(user_cls, PartialFunction):
+                if user_cls.flags & _Flags.SESSIONED:
+                    raise InvalidError(
+                        "`@rayweb.sessioned()` can only be used with `@app.server()`. "
+                        "Suggestion: @app.server(port=...) for a class whose @enter starts a "
+                        "server."
+                    )
                 concurrency = user_cls.concurrency()
                 user_cls = user_cls.raw_f
             if not inspect.isclass(user_cls):
@@ -306,7 +312,11 @@ class App:
 
         def wrapper(wrapped: Any) -> Server:
             user_cls = check_server_class(wrapped, enable_memory_snapshot)
-            server = Server(self, user_cls, options, spec, web, name)
+            if isinstance(wrapped, PartialFunction) and wrapped.flags & _Flags.SESSIONED:
+                server_web = dataclasses.replace(web, sessioned=True)
+            else:
+                server_web = web
+            server = Server(self, user_cls, options, spec, server_web, name)
             self.registered_servers[server.tag] = server
             return server
 

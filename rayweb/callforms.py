@@ -29,6 +29,10 @@ class Invoker(Protocol):
     def web_url(self, app_name: str, name: str, label: str) -> str:
         """The URL of a served endpoint looked up by name (``Server.from_name``)."""
 
+    def server_session(self, action: str, route: str, arg: Any) -> Any:
+        """Start (``arg``: idle timeout; returns (id, token)) or terminate (``arg``: token)
+        a sticky session of the Server served at ``/<route>``."""
+
 
 _INVOKER: list[Invoker] = []
 

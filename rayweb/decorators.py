@@ -31,6 +31,7 @@ class _Flags(enum.IntFlag):
     ENTER = 8
     EXIT = 16
     CONCURRENT = 32
+    SESSIONED = 64
 
     INTERFACE = WEB | METHOD | BATCHED
     LIFECYCLE = ENTER | EXIT
@@ -327,6 +328,26 @@ def concurrent(
     check_concurrency(max_inputs, target_inputs)
     params = PartialParams(max_inputs=max_inputs, target_inputs=target_inputs)
     return lambda f: _apply("concurrent", f, _Flags.CONCURRENT, params, allow_class=True)
+
+
+def sessioned() -> Callable[[T], Any]:
+    """Give an ``@app.server`` sticky sessions (Modal's ``@modal.sessioned()``): every request
+    must carry the token of a session from ``Server.sessions.start()`` and goes to the
+    container that session lives in, until it is terminated or idle for its
+    ``idle_timeout``. Put it below ``@app.server(...)``."""
+
+    def wrap(target: T) -> Any:
+        if not inspect.isclass(target) and not (
+            isinstance(target, PartialFunction) and inspect.isclass(target.raw_f)
+        ):
+            _target_error("sessioned", target)
+            raise InvalidError(
+                "`@rayweb.sessioned()` can only be applied to a Server class. "
+                "Suggestion: @app.server(port=...) above @rayweb.sessioned() on the class."
+            )
+        return _apply("sessioned", target, _Flags.SESSIONED, PartialParams(), allow_class=True)
+
+    return wrap
 
 
 def check_concurrency(max_inputs: Any, target_inputs: Any) -> None:

@@ -11,10 +11,14 @@ it the pool is ``min_containers`` containers, and one is started when a request 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from .common import is_remote
 from .decorators import PartialFunction, _Flags, _Parameter
 from .exception import ExecutionError, InvalidError
 from .functions import AppOptions, DeployedApp, Function
@@ -139,19 +143,63 @@ def check_server_class(wrapped: Any, enable_memory_snapshot: bool) -> type[Any]:
     return user_cls
 
 
-class _GetUrl:
-    """``server.get_url()``, and ``await server.get_url.aio()``."""
+class _Live:
+    """A Server method in Modal's two forms: ``f(...)`` and ``await f.aio(...)`` (the
+    blocking call on a thread)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
+        call = functools.partial(self._fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+@dataclass(frozen=True)
+class ServerSessionCredentials:
+    """A sticky session of a ``@rayweb.sessioned()`` Server: send
+    ``Modal-Authorization: Bearer <token>`` with each of its requests."""
+
+    session_id: str
+    token: str
+
+
+class ServerSessions:
+    """``server.sessions``: start and terminate sticky sessions (``@rayweb.sessioned()``)."""
 
     def __init__(self, server: Server) -> None:
         self._server = server
+        self.start = _Live(self._start)
+        self.terminate = _Live(self._terminate)
 
-    def __call__(self) -> str | None:
-        return self._server._url()
+    def _route(self) -> str:
+        url = self._server._url()
+        web = self._server.function.web
+        if self._server.user_cls is not None and not (web is not None and web.sessioned):
+            raise InvalidError("`sessions` requires `@rayweb.sessioned()` on the Server.")
+        return str(url).rstrip("/").rsplit("/", 1)[-1]
 
-    async def aio(self) -> str | None:
-        import asyncio
+    def _start(self, idle_timeout: int = 600) -> ServerSessionCredentials:
+        """A new session: its requests go to one container until it is terminated or has
+        had no request in flight for ``idle_timeout`` seconds."""
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, int) or idle_timeout <= 0:
+            raise InvalidError("`idle_timeout` must be a positive integer.")
+        from .callforms import invoker
 
-        return await asyncio.get_running_loop().run_in_executor(None, self._server._url)
+        session_id, token = invoker().server_session("start", self._route(), idle_timeout)
+        return ServerSessionCredentials(session_id=session_id, token=token)
+
+    def _terminate(self, token: str) -> None:
+        """End a session: its requests are refused from now on (ending one that has ended
+        already is no error)."""
+        from .callforms import invoker
+
+        invoker().server_session("terminate", self._route(), token)
 
 
 class Server:
@@ -199,7 +247,8 @@ class Server:
         self.function: Function[Any, Any] = Function(
             app, self.tag, _no_call, options, web=web, cls=self
         )
-        self.get_url = _GetUrl(self)
+        self.get_url = _Live(self._url)
+        self.sessions = ServerSessions(self)
 
     def __repr__(self) -> str:
         return f"<rayweb.Server {self.tag!r} of App {self.app.name!r}>"
@@ -232,13 +281,14 @@ class Server:
         )  # fmt: skip
 
     def _url(self) -> str | None:
-        if self.user_cls is not None:
-            if self.function.web_url is None:
-                raise ExecutionError(
-                    f"Server {self.tag} has no URL until its app is served. Suggestion: "
-                    "`with rayweb.serve(app):`, `rayweb serve file.py` or `rayweb deploy`."
-                )
+        if self.function.web_url is not None:
             return self.function.web_url
+        # In the app's own replicas (`Room.get_url()` in a web function) it is looked up.
+        if self.user_cls is not None and not is_remote():
+            raise ExecutionError(
+                f"Server {self.tag} has no URL until its app is served. Suggestion: "
+                "`with rayweb.serve(app):`, `rayweb serve file.py` or `rayweb deploy`."
+            )
         from .callforms import invoker
 
         return str(invoker().web_url(str(self.app.name), self.tag, self.label))
@@ -252,11 +302,13 @@ class Server:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("get_url", None)
+        state.pop("sessions", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.get_url = _GetUrl(self)
+        self.get_url = _Live(self._url)
+        self.sessions = ServerSessions(self)
 
 
 def _members(user_cls: type[Any] | None) -> dict[str, Any]:

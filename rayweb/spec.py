@@ -56,6 +56,7 @@ class WebSpec:
     custom_domains: tuple[str, ...] = ()
     port: int | None = None
     startup_timeout: float = 5.0
+    sessioned: bool = False  # @rayweb.sessioned() Server: every request in a sticky session
 
     @property
     def sidecar(self) -> bool:

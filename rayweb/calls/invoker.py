@@ -340,6 +340,9 @@ class Invoker:
     def web_url(self, app_name: str, name: str, label: str) -> str:
         return lookup.web_url(app_name, name, label)
 
+    def server_session(self, action: str, route: str, arg: Any) -> Any:
+        return lookup.server_session(action, route, arg)
+
     def _aio(self, target: CallTarget, form: str, args: tuple[Any, ...], kwargs: Any) -> Any:
         if form == "remote":
             return call_async(target, args, kwargs)

@@ -18,7 +18,7 @@ from typing import Any
 from ..callforms import CallTarget, check_generator
 from ..classes import Cls
 from ..common import DEV_ENV, url_host
-from ..exception import ExecutionError, NotFoundError
+from ..exception import ExecutionError, InvalidError, NotFoundError
 from ..spec import function_app_name
 
 COROUTINE_FORMS = (
@@ -149,3 +149,31 @@ def web_url(app_name: str, name: str, label: str) -> str:
         )
     host, port, _, _ = ray.get(gateway.address.remote())
     return f"http://{url_host(host)}:{port}/{found}"
+
+
+def server_session(action: str, route: str, arg: Any) -> Any:
+    """``Server.sessions.start(idle_timeout)`` / ``.terminate(token)`` of the Server served
+    at ``/<route>``: the gateway keeps the sessions (``services/gateway_sessions.py``)."""
+    from .handles import connected
+
+    verb = "start" if action == "start" else "terminate"
+    if not connected():
+        raise ExecutionError(f"Failed to {verb} session: not connected to a Ray cluster.")
+    import ray
+
+    from ..common import remote_error
+    from ..services.gateway import find_gateway
+
+    gateway = find_gateway()
+    if gateway is None:
+        raise ExecutionError(
+            f"Failed to {verb} session: sticky sessions need rayweb's gateway, which is not "
+            "running on this cluster (RAYWEB_DATA_PATH=serve)."
+        )
+    try:
+        return ray.get(getattr(gateway, f"{action}_session").remote(route, arg))
+    except Exception as exc:
+        error = remote_error(exc)
+        if isinstance(error, (InvalidError, NotFoundError)):
+            raise error from None
+        raise ExecutionError(f"Failed to {verb} session: {error}") from None

@@ -230,6 +230,7 @@ def declare_routes(endpoints: list[CompiledEndpoint]) -> None:
                         "rate_limit_burst_s": limits.rate_limit_burst_s,
                     },
                     "serve_app": None if label == ep.name else ep.name,
+                    "sessioned": payload.web.sessioned,
                 }
             )
     pools = [ep.name for ep in endpoints if isinstance(ep.payload, FunctionPayload)]

@@ -210,6 +210,7 @@ class RaywebReplica:
                 self._payload.limits.max_request_body,
                 self._payload.limits.body_timeout,
                 direct=self._direct_rules(host),
+                sessioned=self._payload.web.sessioned,
             )
             if self._payload.hot_swap:
                 self._reload_task = asyncio.get_running_loop().create_task(

@@ -45,6 +45,9 @@ class BufferedPolicy:
             wanted = int(ctx.capacity_adjusted_min_replicas)
         else:
             wanted = math.ceil(requests / target) + self.buffer
+        # A container holding a sticky session is not scaled away (Modal's rule); Serve
+        # picks which replicas stop, so this keeps their number, not each one.
+        wanted = max(wanted, self.queued.pinned(getattr(ctx, "app_name", None)))
         if unreported(ctx):
             # A replica that has not sent its first sample yet (Serve takes seconds) is not
             # idle, only unknown: never scale it away, or a fresh endpoint with traffic
@@ -65,10 +68,13 @@ def direct_requests(ctx: Any) -> float:
     return float(sum(metrics.get(DIRECT_ONGOING, {}).values()))
 
 
-def write_queued(directory: Path, queued: dict[str, float]) -> None:
-    """Publish requests waiting in HAProxy's queue per app (the gateway, every second)."""
+def write_queued(
+    directory: Path, queued: dict[str, float], pinned: dict[str, int] | None = None
+) -> None:
+    """Publish requests waiting in HAProxy's queue per app, and how many of each app's
+    replicas hold sticky sessions (the gateway, every second)."""
     tmp = directory / (QUEUED_FILE + ".tmp")
-    tmp.write_text(json.dumps({"time": time.time(), "queued": queued}))
+    tmp.write_text(json.dumps({"time": time.time(), "queued": queued, "pinned": pinned or {}}))
     tmp.replace(directory / QUEUED_FILE)
 
 
@@ -91,8 +97,15 @@ class QueuedFigures:
                 self._path = Path(session) / "rayweb-gateway" / QUEUED_FILE
         return self._path
 
+    def pinned(self, app: str | None, now: float | None = None) -> int:
+        """Replicas of ``app`` that hold sticky sessions (``@rayweb.sessioned()``)."""
+        return int(self._figure("pinned", app, now))
+
     def get(self, app: str | None, now: float | None = None) -> float:
         """Requests for ``app`` waiting in the gateway's HAProxy queue (0 if none are known)."""
+        return self._figure("queued", app, now)
+
+    def _figure(self, kind: str, app: str | None, now: float | None) -> float:
         path = self.path()
         if app is None or path is None:
             return 0.0
@@ -106,4 +119,4 @@ class QueuedFigures:
         now = time.time() if now is None else now
         if now - float(self._data.get("time", 0)) > QUEUED_STALE_S:
             return 0.0
-        return float(self._data.get("queued", {}).get(app, 0))
+        return float(self._data.get(kind, {}).get(app, 0))

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .actors import NAMESPACE, cluster_actor
+from .gateway_sessions import GatewaySessions
 from .gateway_tasks import GatewayTasks
 from .haproxy import HAProxyProcess, max_connections
 from .haproxy_config import (
@@ -55,6 +56,7 @@ from .keeper import event
 from .liveservers import LiveServers, snapshot
 from .reloads import HotSwapMethods, ReloadMailbox
 from .requestlog import Reader, RequestLog, serve_metrics
+from .sessions import SessionTable
 from .tokenmap import TokenMap
 from .waking import Waking
 
@@ -78,10 +80,10 @@ def state_dir() -> Path:
     return directory
 
 
-class GatewayActor(HotSwapMethods, GatewayTasks):
+class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions):
     """The cluster's HAProxy and its route table (one detached async actor on the head);
-    also the hot-swap mailbox's methods (``HotSwapMethods``) and its loops
-    (``GatewayTasks``)."""
+    also the hot-swap mailbox's methods (``HotSwapMethods``), its loops (``GatewayTasks``)
+    and sticky sessions (``GatewaySessions``)."""
 
     def __init__(
         self, host: str, port: int, serve_host: str, serve_port: int, request_log: bool = True
@@ -98,6 +100,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks):
         self.dir = state_dir()
         self.live = LiveServers()  # replicas change through the runtime API, not reloads
         self.tokens = TokenMap(self.dir)  # what direct routes check proxy auth against
+        self.sessions = SessionTable(self.dir)  # @rayweb.sessioned() Servers' live sessions
         # HAProxy's line per request: Serve's request metrics, `rayweb app list`'s minute
         self.requests = RequestLog(None, self._owner)
         self._request_reader = Reader(self.requests) if request_log else None
@@ -151,6 +154,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks):
                 loop.create_task(self._publish_queued()),
                 loop.create_task(self._read_requests()),
                 loop.create_task(self._watch_tokens()),
+                loop.create_task(self._watch_sessions()),
             ]
 
     def _served(self) -> dict[str, Route]:
@@ -164,6 +168,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks):
             key=self.key,
             routes=self._served(),
             tokens_map=str(self.tokens.path),
+            sessions_map=str(self.sessions.path),
             trusted=self.trusted,
             maxconn=max_connections(),
             holder=self.holder.address,
@@ -238,6 +243,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks):
                 "servers": {k: vars(v) for k, v in r.servers.items()},
                 "serve_app": r.serve_app,
                 "direct": r.direct is not None,  # served at the user's server ports
+                "sessioned": r.sessioned,
             }
             for name, r in self._served().items()
         }
@@ -257,6 +263,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks):
         max_body: int | None = None,
         body_timeout: float | None = None,
         direct: dict[str, Any] | None = None,
+        sessioned: bool = False,
     ) -> str:
         """A replica's own port. ``direct`` (an ``@app.server``'s): its server's ``upstream``
         [host, port, maxconn] and the ``Direct`` rules HAProxy applies there; the route takes
@@ -278,6 +285,8 @@ class GatewayActor(HotSwapMethods, GatewayTasks):
             changed, route.direct = route.direct is not None, None
         server = Server(host, port, max(1, maxconn), upstream)
         changed |= self._set_limits(route, prefix, max_body, body_timeout)
+        changed |= route.sessioned != sessioned
+        route.sessioned = sessioned
         if changed or route.servers.get(replica) != server:
             route.servers[replica] = server
             await self._apply()
@@ -306,6 +315,9 @@ class GatewayActor(HotSwapMethods, GatewayTasks):
             admission = declared.get("admission")
             route.admission = admission_from(admission) if admission is not None else None
             route.serve_app = declared.get("serve_app")
+            sessioned = bool(declared.get("sessioned", False))
+            changed |= route.sessioned != sessioned
+            route.sessioned = sessioned
         if changed:
             await self._apply()
         else:
@@ -357,11 +369,19 @@ class GatewayActor(HotSwapMethods, GatewayTasks):
             current = self.version
             self._save_state()
             config, table = self._render(), snapshot(self._served())
+            sessions = self.sessions.wanted(self._served())
+            self.sessions.write(sessions)  # what a reloaded worker reads
             loop = asyncio.get_running_loop()
             changed = await loop.run_in_executor(None, self.live.apply, self.haproxy, table, config)
+            if changed:
+                try:
+                    await loop.run_in_executor(None, self._send_sessions, sessions)
+                except (RuntimeError, OSError):
+                    changed = False  # the reload below gives the worker the file
             if not changed:
                 await loop.run_in_executor(None, self.haproxy.reload, config)
                 self.live.reloaded(table, self.haproxy.master_pid)
+                self.sessions.live = sessions
             self.applied = current
 
     def stop(self) -> None:

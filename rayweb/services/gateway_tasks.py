@@ -15,6 +15,7 @@ from .haproxy import HAProxyProcess
 from .haproxy_config import Route, backend_names, in_flight_per_backend, queued_per_backend
 from .keeper import event
 from .liveservers import LiveServers, snapshot
+from .sessions import SessionTable
 from .tokenmap import TokenMap
 
 RECONCILE_S = 2.0
@@ -29,6 +30,7 @@ class GatewayTasks:
     haproxy: HAProxyProcess
     live: LiveServers
     tokens: TokenMap
+    sessions: SessionTable
     dir: Path
     applied: int
     _lock: asyncio.Lock
@@ -106,7 +108,7 @@ class GatewayTasks:
                             figure += direct.get(backend, 0.0)
                         if figure:
                             queued[name] = figure
-                write_queued(self.dir, queued)
+                write_queued(self.dir, queued, self.sessions.pinned())
             except Exception:
                 logger.debug("reading HAProxy's queues failed", exc_info=True)
 

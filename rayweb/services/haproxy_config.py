@@ -36,7 +36,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER
-from .haproxy_direct import Direct, direct_rules, ms, rate_table
+from .haproxy_direct import (
+    Direct,
+    direct_rules,
+    ms,
+    rate_table,
+    session_front,
+    session_rules,
+    session_table,
+)
 from .requestlog import LOG_FORMAT, ROUTE_VAR
 
 
@@ -67,6 +75,7 @@ class Route:
     admission: Admission | None = None  # declared at deploy; None: the replica checks
     serve_app: str | None = None  # the Serve application to wake, when not the route's own
     direct: Direct | None = None  # registered by @app.server replicas (the direct hop)
+    sessioned: bool = False  # @rayweb.sessioned(): every request in a sticky session
 
 
 def parse_trusted(spec: str) -> list[str]:
@@ -225,11 +234,13 @@ def render_config(
     holder: tuple[str, int] | None = None,
     request_log: str | None = None,
     tokens_map: str | None = None,
+    sessions_map: str | None = None,
 ) -> str:
     """The HAProxy configuration for this cluster's routes (pure; tested without Ray).
     ``request_log``: the loopback UDP address (host:port) HAProxy sends a line per request
     to (``requestlog.py``); ``tokens_map``: the token digests' map file (``tokenmap.py``),
-    which direct routes with proxy auth check credentials against."""
+    which direct routes with proxy auth check credentials against; ``sessions_map``: the
+    live sticky sessions' map file (``sessions.py``), for sessioned routes."""
     lines = [
         "global",
         f"    maxconn {maxconn}",
@@ -273,23 +284,30 @@ def render_config(
         ]
     live = _ordered(routes)
     for index, (_name, route) in enumerate(live):
-        acl = f"r{index}"
         if route.prefix == "/":
-            lines.append(f"    acl {acl} always_true")
+            lines.append(f"    acl r{index} always_true")
         else:
             # On the percent-decoded path, as Serve's proxy matches: `/%61pp` is `/app`.
-            lines.append(f"    acl {acl} path,url_dec -m str {route.prefix}")
-            lines.append(f"    acl {acl} path,url_dec -m beg {route.prefix}/")
-        if route.direct is not None:  # the user's servers while one is up, else the holder
-            lines.append(f"    use_backend b{index} if {acl} {{ nbsrv(b{index}) gt 0 }}")
-            lines.append(f"    use_backend h{index} if {acl}")
+            lines.append(f"    acl r{index} path,url_dec -m str {route.prefix}")
+            lines.append(f"    acl r{index} path,url_dec -m beg {route.prefix}/")
+    for index, (_name, route) in enumerate(live):
+        if route.sessioned:
+            assert sessions_map is not None
+            lines += session_front(index, sessions_map)
+    for index, (_name, route) in enumerate(live):
+        if route.sessioned:  # every request has a live session here (session_front)
+            lines.append(f"    use_backend s{index} if r{index}")
+        elif route.direct is not None:  # the user's servers while one is up, else the holder
+            lines.append(f"    use_backend b{index} if r{index} {{ nbsrv(b{index}) gt 0 }}")
+            lines.append(f"    use_backend h{index} if r{index}")
         else:
-            lines.append(f"    use_backend b{index} if {acl}")
+            lines.append(f"    use_backend b{index} if r{index}")
     lines.append("    default_backend serve")
     backup = f"server hold {_addr(*holder)}" if holder else f"server serve {_addr(*serve)}"
     for index, (name, route) in enumerate(live):
+        log = request_log is not None
         lines += [f"backend b{index}  # {name}", "    balance leastconn"]
-        lines += _admission(name, route, request_log is not None)
+        lines += _admission(name, route, log)
         if route.direct is not None:
             cap = max((s.maxconn for s in route.servers.values()), default=1)
             lines += direct_rules(index, route.prefix, route.direct, cap, tokens_map)
@@ -298,11 +316,16 @@ def render_config(
             lines.append(f"    server {server_name(replica)} {server_args(server)}")
         if route.direct is None:
             lines.append(f"    {backup} backup")
-            continue
-        lines += [f"backend h{index}  # {name}, while no server is up"]
-        lines += _admission(name, route, request_log is not None)
-        lines.append(f"    {backup}")
-        lines += rate_table(index, name, route.direct)
+        else:
+            lines += [f"backend h{index}  # {name}, while no server is up"]
+            lines += _admission(name, route, log)
+            lines.append(f"    {backup}")
+            lines += rate_table(index, name, route.direct)
+        if route.sessioned:
+            lines += [f"backend s{index}  # {name}, in sticky sessions"]
+            lines += _admission(name, route, log)
+            lines += session_rules(index, route.prefix, route.direct)
+            lines += session_table(index, name)
     lines += ["backend serve", f"    server serve {_addr(*serve)}", ""]
     return "\n".join(lines)
 
@@ -343,6 +366,7 @@ def routes_to_json(routes: dict[str, Route]) -> dict[str, Any]:
             "admission": vars(route.admission) if route.admission else None,
             "serve_app": route.serve_app,
             "direct": vars(route.direct) if route.direct else None,
+            "sessioned": route.sessioned,
         }
         for name, route in routes.items()
     }
@@ -359,6 +383,7 @@ def routes_from_json(data: dict[str, Any]) -> dict[str, Route]:
             admission_from(route["admission"]) if route.get("admission") else None,
             route.get("serve_app"),
             direct_from(route["direct"]) if route.get("direct") else None,
+            bool(route.get("sessioned", False)),
         )
         for name, route in data.items()
     }

@@ -1,5 +1,6 @@
 """The direct hop's HAProxy rules (``haproxy_config.py``'s module docstring says when a
-route has one): what the replica's chain does on the other path, done in HAProxy."""
+route has one): what the replica's chain does on the other path, done in HAProxy; and the
+rules of sticky sessions (``@rayweb.sessioned()``, ``sessions.py``)."""
 
 from __future__ import annotations
 
@@ -41,38 +42,10 @@ def direct_rules(
     the chain's order: the rate limit, proxy auth, max_concurrency (``cap``: each server's
     maxconn); then the request as the replica's reverse proxy would send it
     (``replica/proxy.py``)."""
-    lines = []
-    if direct.rate_limit is not None:
-        # A sliding window of burst_s holding rate * burst_s admitted requests: the token
-        # bucket's long-run rate and burst. Refused requests are not counted.
-        allowed = max(1, math.ceil(direct.rate_limit * direct.rate_limit_burst_s))
-        retry = max(1, math.ceil(1 / direct.rate_limit))
-        detail = "Too many requests from this client. Retry later."
-        lines += [
-            f"    http-request track-sc0 req.hdr({CLIENT_HEADER}) table rl{index}",
-            _reply(429, detail, f" hdr retry-after {retry}")
-            + f" if {{ sc_gpc0_rate(0) ge {allowed} }}",
-            "    http-request sc-inc-gpc0(0)",
-        ]
+    lines = _rate(index, direct)
     if direct.auth_headers is not None:
         assert tokens_map is not None  # ``served`` keeps such routes off the direct hop
-        key, secret = direct.auth_headers
-        known = f"var(txn.rw_cred),sha2(256),hex,lower,map({tokens_map})"
-        lines += [
-            f"    http-request set-var(txn.rw_secret) req.hdr({secret})",
-            f"    http-request set-var(txn.rw_cred) req.hdr({key}),concat(.,txn.rw_secret) "
-            f"if {{ req.hdr({key}) -m found }} {{ req.hdr({secret}) -m found }}",
-            # `Authorization: Bearer wk-....ws-...` (generic clients, OpenAI SDKs)
-            '    http-request set-var(txn.rw_cred) req.hdr(authorization),regsub("^[Bb]earer +",)'
-            ' if !{ var(txn.rw_cred) -m found } { req.hdr(authorization) -m reg -i "^bearer +" }',
-        ]
-        challenge = " hdr www-authenticate 'Bearer realm=\"rayweb\"'"
-        for problem, test in (
-            ("missing", "var(txn.rw_cred) -m found"),
-            ("invalid", f"{known} -m found"),
-        ):
-            detail = f"rayweb: {problem} credentials for proxy authorization"
-            lines.append(_reply(401, detail, challenge) + f" unless {{ {test} }}")
+        lines += _auth(direct.auth_headers, tokens_map)
     if direct.full:
         # Each server's maxconn is max_concurrency; be_conn counts this request too.
         detail = "Too many concurrent requests: every container is at max_concurrency."
@@ -80,7 +53,50 @@ def direct_rules(
             f"    http-request set-var(txn.rw_cap) nbsrv,mul({cap})",
             _reply(429, detail, " hdr retry-after 1") + " if { be_conn,sub(txn.rw_cap) gt 0 }",
         ]
-    if direct.request_timeout is not None:
+    return lines + _forward(prefix, direct)
+
+
+def _rate(index: int, direct: Direct) -> list[str]:
+    if direct.rate_limit is None:
+        return []
+    # A sliding window of burst_s holding rate * burst_s admitted requests: the token
+    # bucket's long-run rate and burst. Refused requests are not counted.
+    allowed = max(1, math.ceil(direct.rate_limit * direct.rate_limit_burst_s))
+    retry = max(1, math.ceil(1 / direct.rate_limit))
+    detail = "Too many requests from this client. Retry later."
+    return [
+        f"    http-request track-sc0 req.hdr({CLIENT_HEADER}) table rl{index}",
+        _reply(429, detail, f" hdr retry-after {retry}")
+        + f" if {{ sc_gpc0_rate(0) ge {allowed} }}",
+        "    http-request sc-inc-gpc0(0)",
+    ]
+
+
+def _auth(headers: tuple[str, str], tokens_map: str) -> list[str]:
+    key, secret = headers
+    known = f"var(txn.rw_cred),sha2(256),hex,lower,map({tokens_map})"
+    lines = [
+        f"    http-request set-var(txn.rw_secret) req.hdr({secret})",
+        f"    http-request set-var(txn.rw_cred) req.hdr({key}),concat(.,txn.rw_secret) "
+        f"if {{ req.hdr({key}) -m found }} {{ req.hdr({secret}) -m found }}",
+        # `Authorization: Bearer wk-....ws-...` (generic clients, OpenAI SDKs)
+        '    http-request set-var(txn.rw_cred) req.hdr(authorization),regsub("^[Bb]earer +",)'
+        ' if !{ var(txn.rw_cred) -m found } { req.hdr(authorization) -m reg -i "^bearer +" }',
+    ]
+    challenge = " hdr www-authenticate 'Bearer realm=\"rayweb\"'"
+    for problem, test in (
+        ("missing", "var(txn.rw_cred) -m found"),
+        ("invalid", f"{known} -m found"),
+    ):
+        detail = f"rayweb: {problem} credentials for proxy authorization"
+        lines.append(_reply(401, detail, challenge) + f" unless {{ {test} }}")
+    return lines
+
+
+def _forward(prefix: str, direct: Direct | None) -> list[str]:
+    """The request as the replica's reverse proxy would send it to the user's server."""
+    lines = []
+    if direct is not None and direct.request_timeout is not None:
         lines.append(f"    timeout server {ms(direct.request_timeout)}ms")
     lines += [
         f"    http-request del-header {KEY_HEADER}",
@@ -102,6 +118,74 @@ def direct_rules(
             f"{prefix}\\2",
         ]
     return lines
+
+
+# -- sticky sessions (``@rayweb.sessioned()``: ``sessions.py``) ------------------------------
+SESSION_COOKIE = "modal_session"
+SESSION_PARAM = "modal_session_token"
+SESSION_ID_HEADER = "x-modal-server-session-id"
+
+
+def session_front(index: int, sessions_map: str) -> list[str]:
+    """Frontend rules of a sessioned route ``r<index>``: its session token (from
+    ``Modal-Authorization: Bearer``, the ``modal_session_token`` query parameter or the
+    session cookie), looked up by digest in the sessions map; none: 401."""
+    when = f"if r{index}"
+    found = "{ var(txn.rw_stok) -m found }"
+    detail = (
+        "rayweb: this Server takes requests in a sticky session only (its session may have "
+        "ended). Suggestion: `session = Server.sessions.start()` and send the header "
+        "`Modal-Authorization: Bearer <session.token>`."
+    )
+    return [
+        "    http-request set-var(txn.rw_stok) req.hdr(modal-authorization),"
+        f'regsub("^[Bb]earer +",) {when}',
+        f"    http-request set-var(txn.rw_stok) url_param({SESSION_PARAM}) {when} !{found}",
+        f"    http-request set-var(txn.rw_stok) req.cook({SESSION_COOKIE}) {when} !{found}",
+        "    http-request set-var(txn.rw_sdig) var(txn.rw_stok),sha2(256),hex,lower "
+        f"{when} {found}",
+        f"    http-request set-var(txn.rw_sto) var(txn.rw_sdig),map({sessions_map}) {when}"
+        " { var(txn.rw_sdig) -m found }",
+        _reply(401, detail) + f" {when} !{{ var(txn.rw_sto) -m found }}",
+    ]
+
+
+def session_rules(index: int, prefix: str, direct: Direct | None) -> list[str]:
+    """Backend ``s<index>``: each request to the container its session lives in (the map's
+    value is ``host|port|session id``); a browser that came with ``?modal_session_token=``
+    is sent back to the same URL without it, holding the token in a cookie."""
+    path = prefix.rstrip("/") or "/"
+    cookie = f"{SESSION_COOKIE}=%[var(txn.rw_stok)]; Path={path}; HttpOnly; SameSite=Lax"
+    lines = [
+        # The rest of the query: HAProxy's second level of quotes keeps the parentheses of
+        # these regexes inside their converters.
+        f"    http-request set-var(txn.rw_rest) \"query,regsub('(^|&){SESSION_PARAM}=[^&]*',"
+        "'',g),regsub('^&','',),regsub('^(.)','?\\\\1',)\"",
+        f'    http-request return status 303 hdr location "%[path]%[var(txn.rw_rest)]" '
+        f'hdr set-cookie "{cookie}" if {{ url_param({SESSION_PARAM}) -m found }}',
+        f"    http-request track-sc1 var(txn.rw_sdig) table ss{index}",
+    ]
+    if direct is not None:
+        lines += _rate(index, direct)
+    lines += [
+        "    http-request del-header modal-authorization",
+        "    http-request set-dst var(txn.rw_sto),field(1,|)",
+        "    http-request set-dst-port var(txn.rw_sto),field(2,|)",
+        f"    http-request set-header {SESSION_ID_HEADER} %[var(txn.rw_sto),field(3,|)]",
+    ]
+    if direct is not None:
+        lines += _forward(prefix, direct)
+    else:  # the replica's own port: the session was the credential (auth, rate limit done)
+        lines.append(f"    http-request set-header {ADMITTED_HEADER} 1")
+    return lines + ["    server session 0.0.0.0:0"]
+
+
+def session_table(index: int, name: str) -> list[str]:
+    """What the gateway reads to end idle sessions: requests in flight and made, per session."""
+    return [
+        f"backend ss{index}  # {name}'s sessions",
+        "    stick-table type string len 64 size 100k expire 24h store conn_cur,http_req_cnt",
+    ]
 
 
 def rate_table(index: int, name: str, direct: Direct) -> list[str]:

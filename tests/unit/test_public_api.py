@@ -14,7 +14,7 @@ def test_exported_members():
         "App", "Cls", "Dict", "Function", "FunctionCall", "Image", "Limits", "Queue", "Retries",
         "Secret", "Server", "Volume", "asgi_app", "batched", "concurrent",
         "enter", "exception", "exit", "fastapi_endpoint", "is_local", "method", "parameter",
-        "serve", "web_endpoint", "web_server", "wsgi_app",
+        "serve", "sessioned", "web_endpoint", "web_server", "wsgi_app",
     }  # fmt: skip
     for name in rayweb.__all__:
         assert hasattr(rayweb, name)

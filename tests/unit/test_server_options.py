@@ -9,7 +9,7 @@ import pytest
 import rayweb
 from rayweb.compiler import compile_app, compile_endpoint
 from rayweb.compiler.core import SERVER_MAX_INPUTS
-from rayweb.exception import InvalidError
+from rayweb.exception import ExecutionError, InvalidError
 
 app = rayweb.App("srv")
 
@@ -182,3 +182,40 @@ def test_regions_are_accepted_and_said_to_have_no_effect():
         rayweb.App("regions").server(routing_region="eu-west", compute_region="eu-west")
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         rayweb.App("regions").server(no_such_option=1)
+
+
+def test_sessioned_marks_a_server_and_is_refused_elsewhere():
+    app = rayweb.App("sessioned-checks")
+
+    @app.server(port=8000)
+    @rayweb.sessioned()
+    class Room:
+        @rayweb.enter()
+        def start(self):
+            pass
+
+    assert Room.function.web.sessioned
+    with pytest.raises(InvalidError, match="can only be used with `@app.server"):
+
+        @app.cls()
+        @rayweb.sessioned()
+        class NotAServer:
+            pass
+
+    with pytest.raises(InvalidError, match="can only be applied to a Server class"):
+
+        @rayweb.sessioned()
+        def f():
+            pass
+
+    @app.server(port=8001, name="Plain")
+    class Plain:
+        @rayweb.enter()
+        def start(self):
+            pass
+
+    assert not Plain.function.web.sessioned
+    with pytest.raises(InvalidError, match="`idle_timeout` must be a positive integer"):
+        Room.sessions.start(idle_timeout=0)
+    with pytest.raises(ExecutionError, match="has no URL until its app is served"):
+        Plain.sessions.start()  # not served: no URL, as get_url() says
