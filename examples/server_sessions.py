@@ -6,11 +6,11 @@ the ``x-modal-server-session-id`` header (here each container keeps a counter pe
     rayweb serve examples/server_sessions.py
     # a browser: open the lobby's URL; it starts a session and redirects to the room with
     # ?modal_session_token=..., which the gateway turns into a cookie
-    # a script:
-    python -c "import rayweb; from examples.server_sessions import Room; \
-        s = rayweb.Server.from_name('server-sessions', 'Room').sessions.start(idle_timeout=60); \
-        print(s.token)"
-    curl -H "Modal-Authorization: Bearer <token>" http://127.0.0.1:8000/server-sessions-room-dev/
+    # a script, connected to the same Ray cluster:
+    #   room = rayweb.Server.from_name("server-sessions", "Room")
+    #   session = room.sessions.start(idle_timeout=60)
+    curl -H "Modal-Authorization: Bearer <session.token>" \
+        http://127.0.0.1:8000/server-sessions-room-dev/
 
 A session ends when ``Room.sessions.terminate(token)`` is called, after ``idle_timeout``
 seconds without a request in flight, or when its container goes; a container holding a

@@ -101,3 +101,21 @@ def test_the_policy_sizes_for_what_waits_in_the_gateway_s_queue(tmp_path):
     assert policy.queued.get("busy", now=written + autoscaling.QUEUED_STALE_S + 1) == 0.0
     path.write_text(json.dumps({"time": time.time() - 60, "queued": {"busy": 6}}))
     assert policy(ctx)[0] == 2
+
+
+def test_containers_holding_sticky_sessions_are_not_scaled_away(tmp_path):
+    ctx = SimpleNamespace(
+        app_name="rooms",
+        total_num_requests=0,
+        config=SimpleNamespace(get_target_ongoing_requests=lambda: 2),
+        capacity_adjusted_min_replicas=0,
+        aggregated_metrics={"rayweb_direct_ongoing": {"a": 0.0, "b": 0.0, "c": 0.0}},
+        running_replicas=["a", "b", "c"],
+        current_num_replicas=3,
+    )
+    policy = autoscaling.BufferedPolicy(queued_path=str(tmp_path / autoscaling.QUEUED_FILE))
+    assert policy(ctx)[0] == 0  # idle: scale to zero
+    autoscaling.write_queued(tmp_path, {}, {"rooms": 2})  # two of them hold sessions
+    assert policy(ctx)[0] == 2
+    autoscaling.write_queued(tmp_path, {"rooms": 9}, {"rooms": 2})
+    assert policy(ctx)[0] == 5  # load above the sessions' floor sizes as before
