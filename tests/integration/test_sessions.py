@@ -94,3 +94,34 @@ def test_sessions_end_when_idle_and_when_their_container_dies(rooms):
     # the pool serves new sessions again once the container is replaced
     fresh = room.sessions.start(idle_timeout=300)
     _until(lambda: _get(httpx.Client(), url, fresh.token).status_code == 200, 60, "new session")
+
+
+def test_sessions_work_on_the_replicas_path_too(served, monkeypatch):
+    """Without the direct hop a session's requests go to its replica's own port, where the
+    session stands in for proxy auth (on by default for Servers)."""
+    from examples.server_sessions import ROOM
+
+    monkeypatch.setenv("RAYWEB_DIRECT_HOP", "0")
+    app = rayweb.App("sessions-replica-path")
+
+    @app.server(port=8230, serialized=True)
+    @rayweb.sessioned()
+    class Replicated:
+        @rayweb.enter()
+        def start(self):
+            import subprocess
+            import sys
+
+            subprocess.Popen([sys.executable, "-c", ROOM, "8230"])
+
+    url = served(app).urls["Replicated"]
+    session = Replicated.sessions.start()
+    with httpx.Client() as client:
+        for count in (1, 2):
+            seen = _get(client, url + "/x", session.token).json()
+            assert (seen["session"], seen["count"], seen["path"]) == (
+                session.session_id,
+                count,
+                "/x",
+            )
+        assert client.get(url + "/x").status_code == 401
