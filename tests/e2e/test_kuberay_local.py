@@ -1,0 +1,104 @@
+"""The RayService that `rayweb deploy --kuberay` renders, run on this machine: a Ray head and
+one worker started with the ``rayStartParams`` and environment its pod templates give
+(loopback addresses, free ports and temp folders in place of the pod's), its
+``serveConfigV2`` submitted through the dashboard's Serve REST API as KubeRay submits it,
+then traffic on the head's ``serve`` port: KubeRay's head check (``GET /-/healthz``), an
+endpoint whose replica runs on the worker, reached through the gateway's direct path, and
+Serve's own proxy only on loopback behind it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import ray
+import yaml
+
+from rayweb.driver import local_cluster
+from rayweb.driver.import_refs import load_app
+from rayweb.driver.kuberay import STORE_DIR, VOLUME_ROOT, render_rayservice
+from tests.conftest import EXAMPLES
+from tests.e2e.test_cli import _free_port
+
+
+def _env(container: dict, paths: dict[str, str]) -> dict[str, str]:
+    env = {item["name"]: item["value"] for item in container.get("env", [])}
+    return {name: paths.get(value, value) for name, value in env.items()}
+
+
+def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatch):
+    app = load_app(str(EXAMPLES / "fastapi_endpoint.py"))
+    manifest = render_rayservice(app, module="fastapi_endpoint", ray_version=ray.__version__)
+    cluster_spec = manifest["spec"]["rayClusterConfig"]
+    head, worker = cluster_spec["headGroupSpec"], cluster_spec["workerGroupSpecs"][0]
+    config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    gateway = next(a["args"]["gateway"] for a in config["applications"] if "gateway" in a["args"])
+    serve_port = next(
+        p["containerPort"]
+        for p in head["template"]["spec"]["containers"][0]["ports"]
+        if p["name"] == "serve"
+    )
+    assert gateway["port"] == serve_port  # the gateway owns the head's `serve` port
+    assert config["http_options"]["host"] == "127.0.0.1"  # Serve's proxy: loopback only
+    # This machine's addresses and folders for the pod's (traffic stays on loopback here).
+    port, proxy_port = _free_port(), _free_port()
+    for application in config["applications"]:
+        application["args"]["gateway"] |= {"host": "127.0.0.1", "port": port}
+        application["args"]["gateway"]["serve_port"] = proxy_port
+    config["http_options"]["port"] = proxy_port
+    paths = {VOLUME_ROOT: str(tmp_path / "volumes"), STORE_DIR: str(tmp_path / "store")}
+    env = _env(head["template"]["spec"]["containers"][0], paths)
+    env |= _env(worker["template"]["spec"]["containers"][0], paths)
+    env["PYTHONPATH"] = str(EXAMPLES)  # the app's module, as baked into the image
+    monkeypatch.setenv("RAYWEB_CLUSTERS_DIR", str(tmp_path / "clusters"))
+    name = f"k{uuid.uuid4().hex[:6]}"
+    cluster = local_cluster.up(
+        name,
+        head_cpus=int(head["rayStartParams"]["num-cpus"]),
+        num_cpus=int(worker["rayStartParams"]["num-cpus"]),
+        workers=1,
+        extra_env=env,
+    )
+    try:
+        put = httpx.put(f"{cluster.dashboard}/api/serve/applications/", json=config, timeout=60)
+        assert put.status_code == 200, put.text
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 240
+        answer = None
+        while time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"{url}/api-service-search?query=k8s&limit=1", timeout=10)
+                if answer.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        assert answer.json() == {"query": "k8s", "results": ["k8s-0"]}
+        # KubeRay's check that puts the head in the serve Service
+        health = httpx.get(f"{url}/-/healthz", timeout=10)
+        assert (health.status_code, health.text) == (200, "success")
+        # the replica (on the worker: the head has no CPU) registered its own port with the
+        # gateway, so requests take the direct path, not Serve's proxy
+        table = _gateway_table(cluster.address)
+        servers = table["api-service-search"]["servers"]
+        assert servers, table
+    finally:
+        local_cluster.down(name)
+
+
+def _gateway_table(address: str) -> dict:
+    code = (
+        "import json, ray\n"
+        f"ray.init(address={address!r}, logging_level='ERROR')\n"
+        "from rayweb.services.gateway import find_gateway\n"
+        "print(json.dumps(ray.get(find_gateway().table.remote())))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
