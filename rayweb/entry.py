@@ -6,7 +6,11 @@ the cluster, where Serve builds applications from the config.
 the image), ``tag`` the endpoint (``"search"``, ``"Model.web"``), or with ``function: true``
 a non-web function or class called with ``.remote()`` (``"square"``, ``"Model"``; its
 application must have the name callers compute, ``rayweb-fn-<app>-<tag>``, as the
-rendered manifest has it); ``dev`` adds ``-dev``.
+rendered manifest has it); ``dev`` adds ``-dev``; ``gateway`` (a rendered manifest gives
+every application one: ``host``, ``port``, ``serve_port``) starts rayweb's gateway on the head
+node, if the cluster has none yet, before this application's replicas exist, so they
+register with it (its HAProxy on ``host:port``, Serve's proxy behind it on 127.0.0.1:
+``serve_port``, where ``http_options`` put it).
 Secrets come from the replica's environment (Kubernetes Secrets via ``envFrom``), so the
 compiled payload asks the store for nothing. Compiling here also makes the payload's volume
 root the pod's ``RAYWEB_VOLUME_ROOT`` (the same in every pod of a rendered manifest).
@@ -26,6 +30,8 @@ def build(args: dict[str, Any]) -> Any:
     from .exception import NotFoundError
 
     install_modal_alias()
+    if args.get("gateway"):
+        ensure_gateway(dict(args["gateway"]))
     module_name, _, variable = str(args["app"]).partition(":")
     app = getattr(importlib.import_module(module_name), variable or "app")
     if not isinstance(app, App):
@@ -50,3 +56,20 @@ def build(args: dict[str, Any]) -> Any:
         endpoint = compile_endpoint(by_tag[args["tag"]], dev=dev)
     payload = dataclasses.replace(endpoint.payload, secrets=())  # from the pod's environment
     return build_application(dataclasses.replace(endpoint, payload=payload))
+
+
+def ensure_gateway(spec: dict[str, Any]) -> None:
+    """Start the cluster's gateway (or find it running) and wait until HAProxy listens; an
+    error here fails the application's deploy, where KubeRay shows it."""
+    import ray
+
+    from .services.gateway import start_gateway
+
+    gateway = start_gateway(
+        str(spec.get("host", "0.0.0.0")),
+        int(spec["port"]),
+        "127.0.0.1",
+        int(spec["serve_port"]),
+        bool(spec.get("request_metrics", True)),
+    )
+    ray.get(gateway.address.remote())

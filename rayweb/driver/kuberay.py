@@ -2,7 +2,12 @@
 
 - ``serveConfigV2``: one Serve application per endpoint, built on the cluster by
   ``rayweb.entry:build`` from the app's module (which must be importable in the
-  image), with the compiler's deployment options.
+  image), with the compiler's deployment options. The first build starts rayweb's gateway
+  on the head (``args.gateway``): its HAProxy owns the head container's ``serve`` port (8000,
+  what KubeRay's serve Service targets and its head check ``GET /-/healthz`` reaches, through
+  HAProxy, on Serve's proxy), Serve's proxy listens behind it on 127.0.0.1:8001 of the head
+  only (``proxy_location: HeadOnly``, so worker pods stay out of the serve Service), and
+  replicas register their own ports with it: the gateway connects to them pod to pod.
 - ``rayClusterConfig``: ``rayVersion`` = the installed Ray, in-tree autoscaling on, token
   auth on (Ray's default), a head group that runs no replicas (``num-cpus: "0"``), a CPU
   worker group and one GPU worker group per accelerator type the app asks for, each with
@@ -37,7 +42,8 @@ from ..exception import InvalidError
 from ..volstore import ROOT_ENV
 
 DEFAULT_IMAGE = "rayproject/ray:{version}-py311"
-SERVE_PORT = 8000
+SERVE_PORT = 8000  # the head container's `serve` port: the gateway's HAProxy
+SERVE_PROXY_PORT = 8001  # Serve's own proxy, on the head's loopback, behind the gateway
 VOLUME_ROOT = "/mnt/rayweb/volumes"  # RAYWEB_VOLUME_ROOT in every container
 STORE_DIR = "/mnt/rayweb/store"  # RAYWEB_STORE_DIR on the head: Dicts and Queues
 DEFAULT_VOLUME_SIZE = "10Gi"
@@ -105,8 +111,10 @@ def render_rayservice(
         ray_version = str(ray.__version__)
     image = image or (app.image.base_image if app.image and app.image.base_image else None)
     image = image or DEFAULT_IMAGE.format(version=ray_version)
-    # web, then called with .remote(); no gateway there yet (issue 15): no class pools
+    # web, then called with .remote(); each a Serve application of its own (class pools
+    # need a pooled build in rayweb.entry, not done yet)
     endpoints = compile_app(app, pool=False) + compile_functions(app, pool=False)
+    gateway = {"host": "0.0.0.0", "port": SERVE_PORT, "serve_port": SERVE_PROXY_PORT}
     service = k8s_name(name or app.name or "rayweb")
     pods = _Pods(image, _named_secrets(app), _volumes(app), _state_claim(service))
 
@@ -128,7 +136,7 @@ def render_rayservice(
                 "name": ep.name,
                 "route_prefix": ep.route_prefix,
                 "import_path": "rayweb.entry:build",
-                "args": {"app": f"{module}:{variable}", "tag": ep.tag}
+                "args": {"app": f"{module}:{variable}", "tag": ep.tag, "gateway": dict(gateway)}
                 | ({"function": True} if ep.route_prefix is None else {}),
                 "deployments": [deployment],
             }
@@ -143,8 +151,8 @@ def render_rayservice(
             cpu_per_worker = max(cpu_per_worker, plan.cpus)
 
     serve_config = {
-        "proxy_location": "EveryNode",
-        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": SERVE_PROXY_PORT},
         "applications": applications,
     }
     workers = [_group("cpu", pods, {"CPU": math.ceil(cpu_per_worker)}, max_workers)]
@@ -163,7 +171,7 @@ def render_rayservice(
         "kind": "RayService",
         "metadata": {"name": service},
         "spec": {
-            "serveConfigV2": _yaml(serve_config),
+            "serveConfigV2": SERVE_CONFIG_NOTE + _yaml(serve_config),
             "rayClusterConfig": {
                 "rayVersion": ray_version,
                 "enableInTreeAutoscaling": True,
@@ -176,6 +184,15 @@ def render_rayservice(
             },
         },
     }
+
+
+SERVE_CONFIG_NOTE = f"""\
+# rayweb: the first application's build starts rayweb's gateway (HAProxy) on the head, on
+# the head container's `serve` port ({SERVE_PORT}); Serve's proxy stays behind it, on the
+# head's 127.0.0.1:{SERVE_PROXY_PORT}. Replicas register their own ports with the gateway,
+# which connects to them from the head pod: the pods of this cluster must reach each other
+# on any TCP port (replica ports are ephemeral: the kernel's range, 32768-60999 by default).
+"""
 
 
 def _named_secrets(app: App) -> list[str]:

@@ -102,6 +102,7 @@ def up(
     extra_args: list[str] | None = None,
     autoscaling_config: Path | None = None,
     workers: int = 0,
+    head_cpus: int | None = None,
 ) -> LocalCluster:
     """Start a loopback-only Ray head and remember it as ``name``.
 
@@ -109,7 +110,8 @@ def up(
     ``fake_multinode`` provider (see cluster/fake-gpu-autoscaling.yaml), worker "nodes" are
     started on this machine, and ``down`` stops them with the head. ``workers``: that many
     more nodes on this machine (``local_node.py``), each with ``num_cpus`` and the object
-    store of the head and a resource ``rayweb-node-<i>`` of 1, stopped with the head."""
+    store of the head and a resource ``rayweb-node-<i>`` of 1, stopped with the head.
+    ``head_cpus``: the head's CPUs when they differ from the workers' (a KubeRay head has 0)."""
     path = state_file(name)
     if path.exists():
         existing = load(name)
@@ -135,7 +137,7 @@ def up(
         # node without its agent serves no logs (`rayweb app logs`)
         f"--dashboard-agent-listen-port={free_port()}",
         f"--object-store-memory={object_store_mib * 1024 * 1024}", "--disable-usage-stats",
-        f"--num-cpus={num_cpus if num_cpus is not None else os.cpu_count() or 1}",
+        f"--num-cpus={_cpus(head_cpus if head_cpus is not None else num_cpus)}",
     ]  # fmt: skip
     if num_gpus is not None:
         cmd.append(f"--num-gpus={num_gpus}")
@@ -152,7 +154,7 @@ def up(
     for index in range(1, workers + 1):
         spec = {
             "address": f"127.0.0.1:{port}",
-            "num_cpus": num_cpus if num_cpus is not None else os.cpu_count() or 1,
+            "num_cpus": _cpus(num_cpus),
             "object_store_memory": object_store_mib * 1024 * 1024,
             "resources": {f"rayweb-node-{index}": 1},
         }
@@ -170,6 +172,10 @@ def up(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(cluster)))
     return cluster
+
+
+def _cpus(count: int | None) -> int:
+    return count if count is not None else os.cpu_count() or 1
 
 
 def _autoscaling_config(path: Path, port: int, temp_dir: Path) -> tuple[Path, bool]:

@@ -9,10 +9,12 @@ Serve's own proxy only on loopback behind it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import ray
@@ -64,7 +66,12 @@ def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatc
         extra_env=env,
     )
     try:
-        put = httpx.put(f"{cluster.dashboard}/api/serve/applications/", json=config, timeout=60)
+        put = httpx.put(
+            f"{cluster.dashboard}/api/serve/applications/",
+            json=config,
+            headers=_ray_token(),  # as KubeRay sends the cluster's token
+            timeout=60,
+        )
         assert put.status_code == 200, put.text
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 240
@@ -91,6 +98,15 @@ def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatc
         local_cluster.down(name)
 
 
+def _ray_token() -> dict[str, str]:
+    """The header Ray's token auth (on by default) asks of REST clients."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = Path.home() / ".ray" / "auth_token"
+    if token is None and path.exists():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _gateway_table(address: str) -> dict:
     code = (
         "import json, ray\n"
@@ -98,7 +114,9 @@ def _gateway_table(address: str) -> dict:
         "from rayweb.services.gateway import find_gateway\n"
         "print(json.dumps(ray.get(find_gateway().table.remote())))\n"
     )
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
     )
+    assert out.returncode == 0, out.stderr[-3000:]
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
