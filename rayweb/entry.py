@@ -71,5 +71,6 @@ def ensure_gateway(spec: dict[str, Any]) -> None:
         "127.0.0.1",
         int(spec["serve_port"]),
         bool(spec.get("request_metrics", True)),
+        bool(spec.get("every_node", False)),
     )
     ray.get(gateway.address.remote())

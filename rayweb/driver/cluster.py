@@ -136,7 +136,7 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     serve_port = free_port() if use_gateway and not running else port
     # The gateway's worker process starts while Serve starts (it only needs the port).
     gateway = (
-        start_gateway(host, port, "127.0.0.1", serve_port, request_metrics())
+        start_gateway(host, port, "127.0.0.1", serve_port, request_metrics(), gateway_nodes())
         if use_gateway and not running
         else None
     )
@@ -163,6 +163,21 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     elif running:
         host, port = _serve_proxy_address() or (host, port)
     return host, port
+
+
+def gateway_nodes() -> bool:
+    """``RAYWEB_GATEWAY_NODES``: ``head`` (the default: one HAProxy, on the head) or
+    ``every`` (one on every node too, each routing to every replica: put a load balancer in
+    front of them all). Read when the gateway starts."""
+    from ..exception import InvalidError
+
+    value = os.environ.get("RAYWEB_GATEWAY_NODES", "head").strip().lower() or "head"
+    if value not in ("head", "every"):
+        raise InvalidError(
+            f"RAYWEB_GATEWAY_NODES={value!r} is not a choice. Suggestion: "
+            "RAYWEB_GATEWAY_NODES=head (the default) or RAYWEB_GATEWAY_NODES=every."
+        )
+    return value == "every"
 
 
 def gateway_running() -> bool:

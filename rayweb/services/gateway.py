@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from .actors import NAMESPACE, cluster_actor
+from .gateway_nodes import GatewayNodes
 from .gateway_sessions import GatewaySessions
-from .gateway_tasks import GatewayTasks
+from .gateway_tasks import GatewayTasks, reachable
 from .haproxy import HAProxyProcess, max_connections
 from .haproxy_config import (
     Route,
@@ -80,15 +81,23 @@ def state_dir() -> Path:
     return directory
 
 
-class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions):
+class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
     """The cluster's HAProxy and its route table (one detached async actor on the head);
-    also the hot-swap mailbox's methods (``HotSwapMethods``), its loops (``GatewayTasks``)
-    and sticky sessions (``GatewaySessions``)."""
+    also the hot-swap mailbox's methods (``HotSwapMethods``), its loops (``GatewayTasks``),
+    sticky sessions (``GatewaySessions``) and the other nodes' gateways (``GatewayNodes``)."""
 
     def __init__(
-        self, host: str, port: int, serve_host: str, serve_port: int, request_log: bool = True
+        self,
+        host: str,
+        port: int,
+        serve_host: str,
+        serve_port: int,
+        request_log: bool = True,
+        every_node: bool = False,
     ) -> None:
         self.bind = (host, port)
+        self.every_node = every_node  # an HAProxy on every node (followers.py)
+        self.followers: dict[str, Any] = {}
         self.serve = (serve_host, serve_port)
         self.trusted = parse_trusted(os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
         self.routes: dict[str, Route] = {}
@@ -155,6 +164,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions):
                 loop.create_task(self._read_requests()),
                 loop.create_task(self._watch_tokens()),
                 loop.create_task(self._watch_sessions()),
+                loop.create_task(self._watch_nodes()),
             ]
 
     def _served(self) -> dict[str, Route]:
@@ -273,7 +283,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions):
         upstream = None
         if direct is not None:
             host_, port_, maxconn_ = direct["upstream"]
-            if await _reachable(str(host_), int(port_)):
+            if await reachable(str(host_), int(port_)):
                 upstream = (str(host_), int(port_), max(1, int(maxconn_)))
             rules = direct_from(direct)
             changed = route.direct != rules
@@ -383,10 +393,13 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions):
                 self.live.reloaded(table, self.haproxy.master_pid)
                 self.sessions.live = sessions
             self.applied = current
+            self._push()
 
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for follower in self.followers.values():
+            follower.stop.remote()
         if self._request_reader is not None:
             self._request_reader.close()
         self.haproxy.stop()
@@ -403,10 +416,16 @@ def find_gateway() -> Any | None:
 
 
 def start_gateway(
-    host: str, port: int, serve_host: str, serve_port: int, request_log: bool = True
+    host: str,
+    port: int,
+    serve_host: str,
+    serve_port: int,
+    request_log: bool = True,
+    every_node: bool = False,
 ) -> Any:
     """Start the cluster's gateway on the head node (or return the running one);
-    ``request_log``: HAProxy's line per request, for Serve's request metrics."""
+    ``request_log``: HAProxy's line per request, for Serve's request metrics;
+    ``every_node``: an HAProxy on every node too (``followers.py``)."""
     # Each dev replica keeps one long poll open here (hot swap).
     return cluster_actor(
         GatewayActor,
@@ -416,22 +435,10 @@ def start_gateway(
         serve_host,
         serve_port,
         request_log,
+        every_node,
         max_concurrency=1000,
         # Ray restarts a dead gateway actor (it adopts the running HAProxy) and retries the
         # calls it was running: register, deregister and the hot-swap long poll are idempotent.
         max_restarts=-1,
         max_task_retries=-1,
     )
-
-
-async def _reachable(host: str, port: int) -> bool:
-    """Whether this node reaches ``host:port`` (a server bound to 127.0.0.1 on another node
-    does not)."""
-    try:
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..exception import InvalidError, NotFoundError
@@ -28,6 +29,8 @@ class GatewaySessions:
     live: LiveServers
     sessions: SessionTable
     _lock: asyncio.Lock
+
+    _push: Callable[..., None]  # GatewayNodes: the table to the other nodes' gateways
 
     def _served(self) -> dict[str, Route]:
         raise NotImplementedError
@@ -82,6 +85,7 @@ class GatewaySessions:
             self.sessions.write(wanted)
             try:
                 await loop.run_in_executor(None, self._send_sessions, wanted)
+                self._push()
             except (RuntimeError, OSError):
                 logger.warning(
                     "gateway: updating the sessions map failed; reloading", exc_info=True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ class GatewayTasks:
     dir: Path
     applied: int
     _lock: asyncio.Lock
+
+    _push: Callable[..., None]  # GatewayNodes: the table to the other nodes' gateways
 
     async def _apply(self) -> None:
         raise NotImplementedError
@@ -144,6 +147,7 @@ class GatewayTasks:
         async with self._lock:
             try:
                 await loop.run_in_executor(None, self._send_map, added, removed)
+                self._push()
             except (RuntimeError, OSError):
                 logger.warning("gateway: updating the token map failed; reloading", exc_info=True)
                 config, table = self._render(), snapshot(self._served())
@@ -155,3 +159,16 @@ class GatewayTasks:
             reply = self.haproxy.runtime(command).strip()
             if reply and not (command.startswith("del") and reply == "Key not found."):
                 raise RuntimeError(f"HAProxy refused {command.split()[:2]}: {reply}")
+
+
+async def reachable(host: str, port: int) -> bool:
+    """Whether this node reaches ``host:port`` (a server bound to 127.0.0.1 on another node
+    does not)."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
