@@ -176,6 +176,13 @@ def deploy(
     state_size: Annotated[
         str, typer.Option(help="With --kuberay: the storage of the head's Dict/Queue claim.")
     ] = "1Gi",
+    gateway_nodes: Annotated[
+        str,
+        typer.Option(
+            help="With --kuberay: 'head' (one gateway, on the head) or 'every' (one on every "
+            "node; every pod then serves in the serve Service)."
+        ),
+    ] = "head",
 ) -> None:
     """Deploy an app onto a running Ray cluster and exit; it keeps serving (`modal deploy`).
 
@@ -187,6 +194,7 @@ def deploy(
             "volume_size": volume_size,
             "storage_class": storage_class,
             "state_size": state_size,
+            "gateway_nodes": gateway_nodes,
         }
         _render_kuberay(app_ref, module, output=output, name=name, image=image, storage=storage)
         return

@@ -71,6 +71,7 @@ def render_manifests(
     volume_size: str = DEFAULT_VOLUME_SIZE,
     state_size: str = DEFAULT_STATE_SIZE,
     storage_class: str | None = None,
+    gateway_nodes: str = "head",
 ) -> list[dict[str, Any]]:
     """Every object ``app`` needs on Kubernetes, ready for YAML: a ``PersistentVolumeClaim``
     per named volume it mounts (``storage_class`` applies to these, which must be
@@ -84,6 +85,7 @@ def render_manifests(
         image=image,
         ray_version=ray_version,
         max_workers=max_workers,
+        gateway_nodes=gateway_nodes,
     )
     claims = [
         _claim(claim, "ReadWriteMany", volume_size, storage_class, volume=volume)
@@ -102,9 +104,17 @@ def render_rayservice(
     image: str | None = None,
     ray_version: str | None = None,
     max_workers: int = 10,
+    gateway_nodes: str = "head",
 ) -> dict[str, Any]:
     """The RayService manifest (a dict ready for YAML) for ``app``, defined in ``module``;
-    the claims its pods mount are in ``render_manifests``."""
+    the claims its pods mount are in ``render_manifests``. ``gateway_nodes``: ``head`` (one
+    gateway) or ``every`` (one on every node too: each worker's HAProxy listens on the serve
+    port, passes KubeRay's readiness check there and joins the serve Service)."""
+    if gateway_nodes not in ("head", "every"):
+        raise InvalidError(
+            f"gateway_nodes={gateway_nodes!r} is not a choice. Suggestion: --gateway-nodes head "
+            "(the default) or --gateway-nodes every."
+        )
     if ray_version is None:
         import ray
 
@@ -114,7 +124,13 @@ def render_rayservice(
     # web, then called with .remote(); each a Serve application of its own (class pools
     # need a pooled build in rayweb.entry, not done yet)
     endpoints = compile_app(app, pool=False) + compile_functions(app, pool=False)
-    gateway = {"host": "0.0.0.0", "port": SERVE_PORT, "serve_port": SERVE_PROXY_PORT}
+    gateway: dict[str, Any] = {
+        "host": "0.0.0.0",
+        "port": SERVE_PORT,
+        "serve_port": SERVE_PROXY_PORT,
+    }
+    if gateway_nodes == "every":
+        gateway["every_node"] = True
     service = k8s_name(name or app.name or "rayweb")
     pods = _Pods(image, _named_secrets(app), _volumes(app), _state_claim(service))
 

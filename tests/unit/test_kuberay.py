@@ -304,3 +304,25 @@ def test_cli_storage_options(tmp_path: Path):
         "storageClassName": "nfs",
     }
     assert state["spec"]["resources"]["requests"]["storage"] == "2Gi"
+
+
+def test_the_gateway_runs_on_the_heads_serve_port_or_on_every_node():
+    app = load_app(str(EXAMPLES / "fastapi_endpoint.py"))
+    manifest = render_rayservice(app, module="fastapi_endpoint", ray_version="2.60.0")
+    config = _check(manifest)
+    assert config["proxy_location"] == "HeadOnly"
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 8001}  # behind HAProxy
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    ports = {p["name"]: p["containerPort"] for p in head["containers"][0]["ports"]}
+    for application in config["applications"]:
+        assert application["args"]["gateway"] == {
+            "host": "0.0.0.0",
+            "port": ports["serve"],
+            "serve_port": 8001,
+        }
+    every = render_rayservice(
+        app, module="fastapi_endpoint", ray_version="2.60.0", gateway_nodes="every"
+    )
+    assert all(a["args"]["gateway"]["every_node"] for a in _check(every)["applications"])
+    with pytest.raises(InvalidError, match="--gateway-nodes every"):
+        render_rayservice(app, module="fastapi_endpoint", ray_version="2.60.0", gateway_nodes="all")
