@@ -27,11 +27,12 @@ def build(args: dict[str, Any]) -> Any:
     from ._compat import install_modal_alias
     from .app import App
     from .compiler import build_application, compile_endpoint, compile_function
+    from .compiler.functions import compile_functions
     from .exception import NotFoundError
+    from .spec import FunctionPayload
 
     install_modal_alias()
-    if args.get("gateway"):
-        ensure_gateway(dict(args["gateway"]))
+    gateway = ensure_gateway(dict(args["gateway"])) if args.get("gateway") else None
     module_name, _, variable = str(args["app"]).partition(":")
     app = getattr(importlib.import_module(module_name), variable or "app")
     if not isinstance(app, App):
@@ -46,7 +47,10 @@ def build(args: dict[str, Any]) -> Any:
             raise NotFoundError(
                 f"App {app.name!r} has no function or class {args['tag']!r}: {sorted(targets)}"
             )
-        endpoint = compile_function(targets[args["tag"]], dev=dev)
+        if args.get("pool"):  # a class with web methods in its pool, as compile_functions has it
+            endpoint = next(ep for ep in compile_functions(app, dev=dev) if ep.tag == args["tag"])
+        else:
+            endpoint = compile_function(targets[args["tag"]], dev=dev)
     else:
         by_tag = {f.tag: f for f in app.web_endpoints}
         if args["tag"] not in by_tag:
@@ -54,11 +58,28 @@ def build(args: dict[str, Any]) -> Any:
                 f"App {app.name!r} has no web endpoint {args['tag']!r}: {sorted(by_tag)}"
             )
         endpoint = compile_endpoint(by_tag[args["tag"]], dev=dev)
-    payload = dataclasses.replace(endpoint.payload, secrets=())  # from the pod's environment
-    return build_application(dataclasses.replace(endpoint, payload=payload))
+    payload = _without_secrets(endpoint.payload)  # they come from the pod's environment
+    endpoint = dataclasses.replace(endpoint, payload=payload)
+    if gateway is not None:
+        # Its URLs hold at the gateway before a replica exists (admission; a pool's labels
+        # wake the pool), as `rayweb deploy` declares them.
+        import ray
+
+        pools = [endpoint.name] if isinstance(payload, FunctionPayload) else []
+        ray.get(gateway.declare.remote(endpoint.gateway_routes(), pools))
+    return build_application(endpoint)
 
 
-def ensure_gateway(spec: dict[str, Any]) -> None:
+def _without_secrets(payload: Any) -> Any:
+    routes = getattr(payload, "routes", ())
+    if routes:  # a pool's web methods are replicas' payloads too
+        payload = dataclasses.replace(
+            payload, routes=tuple(dataclasses.replace(r, secrets=()) for r in routes)
+        )
+    return dataclasses.replace(payload, secrets=())
+
+
+def ensure_gateway(spec: dict[str, Any]) -> Any:
     """Start the cluster's gateway (or find it running) and wait until HAProxy listens; an
     error here fails the application's deploy, where KubeRay shows it."""
     import ray
@@ -74,3 +95,4 @@ def ensure_gateway(spec: dict[str, Any]) -> None:
         bool(spec.get("every_node", False)),
     )
     ray.get(gateway.address.remote())
+    return gateway

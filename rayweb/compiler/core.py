@@ -104,6 +104,31 @@ class CompiledEndpoint:
             return [(self.tag, self.name, self.payload)]
         return [(route.code.tag, route.label, route) for route in self.payload.routes]
 
+    def gateway_routes(self) -> list[dict[str, Any]]:
+        """What the gateway is told of each URL before any replica exists
+        (``GatewayActor.declare``): path, body limit, admission (rate limit, proxy auth),
+        sticky sessions, and the application that serves it (a class's pool, for its web
+        methods)."""
+        out = []
+        for _tag, label, payload in self.web_routes:
+            limits = payload.limits
+            out.append(
+                {
+                    "app": label,
+                    "prefix": f"/{label}",
+                    "max_body": limits.max_request_body,
+                    "body_timeout": limits.body_timeout,
+                    "admission": {
+                        "auth_headers": payload.auth_headers,
+                        "rate_limit": limits.rate_limit,
+                        "rate_limit_burst_s": limits.rate_limit_burst_s,
+                    },
+                    "serve_app": None if label == self.name else self.name,
+                    "sessioned": payload.web.sessioned,
+                }
+            )
+        return out
+
 
 def app_label(spec: EndpointSpec, *, dev: bool) -> str:
     """The served label: ``rayweb serve`` adds ``-dev`` like ``modal serve``."""

@@ -121,9 +121,9 @@ def render_rayservice(
         ray_version = str(ray.__version__)
     image = image or (app.image.base_image if app.image and app.image.base_image else None)
     image = image or DEFAULT_IMAGE.format(version=ray_version)
-    # web, then called with .remote(); each a Serve application of its own (class pools
-    # need a pooled build in rayweb.entry, not done yet)
-    endpoints = compile_app(app, pool=False) + compile_functions(app, pool=False)
+    # web, then called with .remote(); a class's web methods share its pool (the gateway
+    # runs here too), so they are in its application (`pool: true`)
+    endpoints = compile_app(app) + compile_functions(app)
     gateway: dict[str, Any] = {
         "host": "0.0.0.0",
         "port": SERVE_PORT,
@@ -152,8 +152,7 @@ def render_rayservice(
                 "name": ep.name,
                 "route_prefix": ep.route_prefix,
                 "import_path": "rayweb.entry:build",
-                "args": {"app": f"{module}:{variable}", "tag": ep.tag, "gateway": dict(gateway)}
-                | ({"function": True} if ep.route_prefix is None else {}),
+                "args": _build_args(ep, f"{module}:{variable}", gateway),
                 "deployments": [deployment],
             }
         )
@@ -200,6 +199,16 @@ def render_rayservice(
             },
         },
     }
+
+
+def _build_args(ep: Any, app_ref: str, gateway: dict[str, Any]) -> dict[str, Any]:
+    """``rayweb.entry:build``'s arguments for one application."""
+    args: dict[str, Any] = {"app": app_ref, "tag": ep.tag, "gateway": dict(gateway)}
+    if ep.route_prefix is None:  # called with .remote()
+        args["function"] = True
+        if ep.web_routes:  # and a class whose web methods share its pool
+            args["pool"] = True
+    return args
 
 
 SERVE_CONFIG_NOTE = f"""\

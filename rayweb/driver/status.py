@@ -214,25 +214,7 @@ def declare_routes(endpoints: list[CompiledEndpoint]) -> None:
     auth) before any replica exists, so an oversized upload, a flood or a request without
     credentials to a scaled-to-zero endpoint is refused there, without waking it. The web
     methods of a class's pool are declared with the pool's application (woken for them)."""
-    routes = []
-    for ep in endpoints:
-        for _tag, label, payload in ep.web_routes:
-            limits = payload.limits
-            routes.append(
-                {
-                    "app": label,
-                    "prefix": f"/{label}",
-                    "max_body": limits.max_request_body,
-                    "body_timeout": limits.body_timeout,
-                    "admission": {
-                        "auth_headers": payload.auth_headers,
-                        "rate_limit": limits.rate_limit,
-                        "rate_limit_burst_s": limits.rate_limit_burst_s,
-                    },
-                    "serve_app": None if label == ep.name else ep.name,
-                    "sessioned": payload.web.sessioned,
-                }
-            )
+    routes = [route for ep in endpoints for route in ep.gateway_routes()]
     pools = [ep.name for ep in endpoints if isinstance(ep.payload, FunctionPayload)]
     _on_gateway("declare", routes, pools)  # one call, one HAProxy reload for the whole deploy
 

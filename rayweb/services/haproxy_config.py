@@ -276,6 +276,13 @@ def render_config(
             " if rayweb_trusted { req.hdr_ip(x-forwarded-for,-1) -m found }"
         )
     lines.append(f"    http-request set-header {KEY_HEADER} {key}")
+    # Serve's health path, answered by the data path itself: KubeRay's check puts a node in
+    # the serve Service when it answers. (Serve's proxy would say 503 "Route table is not
+    # populated yet" for an app whose every URL is a class pool's: those have no Serve route.)
+    lines.append(
+        "    http-request return status 200 content-type text/plain string success"
+        " if { path /-/healthz }"
+    )
     if request_log is not None:
         lines += [
             "    option dontlognull",

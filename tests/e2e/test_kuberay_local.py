@@ -4,7 +4,8 @@ one worker started with the ``rayStartParams`` and environment its pod templates
 ``serveConfigV2`` submitted through the dashboard's Serve REST API as KubeRay submits it,
 then traffic on the head's ``serve`` port: KubeRay's head check (``GET /-/healthz``), an
 endpoint whose replica runs on the worker, reached through the gateway's direct path, and
-Serve's own proxy only on loopback behind it."""
+Serve's own proxy only on loopback behind it; for a class, its web method is served by the
+class's pool (one application), as under `rayweb serve`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import ray
 import yaml
 
@@ -32,9 +34,26 @@ def _env(container: dict, paths: dict[str, str]) -> dict[str, str]:
     return {name: paths.get(value, value) for name, value in env.items()}
 
 
-def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatch):
-    app = load_app(str(EXAMPLES / "fastapi_endpoint.py"))
-    manifest = render_rayservice(app, module="fastapi_endpoint", ray_version=ray.__version__)
+CASES = {
+    # example: (path, the answer's check, the gateway route its replica registers)
+    "fastapi_endpoint": (
+        "/api-service-search?query=k8s&limit=1",
+        lambda body: body == {"query": "k8s", "results": ["k8s-0"]},
+        "api-service-search",
+    ),
+    "class_pool": (
+        "/class-pool-model-predict?x=3",
+        lambda body: body["y"] == 30 and body["loads"] == 1,
+        "class-pool-model-predict",
+    ),
+}
+
+
+@pytest.mark.parametrize("example", sorted(CASES))
+def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatch, example):
+    path, check, route = CASES[example]
+    app = load_app(str(EXAMPLES / f"{example}.py"))
+    manifest = render_rayservice(app, module=example, ray_version=ray.__version__)
     cluster_spec = manifest["spec"]["rayClusterConfig"]
     head, worker = cluster_spec["headGroupSpec"], cluster_spec["workerGroupSpecs"][0]
     config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
@@ -78,22 +97,25 @@ def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatc
         answer = None
         while time.monotonic() < deadline:
             try:
-                answer = httpx.get(f"{url}/api-service-search?query=k8s&limit=1", timeout=10)
+                answer = httpx.get(f"{url}{path}", timeout=10)
                 if answer.status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(1)
         assert answer is not None and answer.status_code == 200, answer and answer.text
-        assert answer.json() == {"query": "k8s", "results": ["k8s-0"]}
-        # KubeRay's check that puts the head in the serve Service
+        assert check(answer.json()), answer.text
+        # KubeRay's check that puts the head in the serve Service (answered by HAProxy: an
+        # app whose URLs are all a class pool's has no Serve route, and Serve's proxy says 503)
         health = httpx.get(f"{url}/-/healthz", timeout=10)
         assert (health.status_code, health.text) == (200, "success")
         # the replica (on the worker: the head has no CPU) registered its own port with the
         # gateway, so requests take the direct path, not Serve's proxy
         table = _gateway_table(cluster.address)
-        servers = table["api-service-search"]["servers"]
-        assert servers, table
+        assert table[route]["servers"], table
+        if example == "class_pool":  # the web method is served by its class's application
+            assert table[route]["serve_app"] == "rayweb-fn-class-pool-model"
+            assert route not in {a["name"] for a in config["applications"]}
     finally:
         local_cluster.down(name)
 

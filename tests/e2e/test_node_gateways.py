@@ -1,8 +1,8 @@
 """A gateway on every node (``RAYWEB_GATEWAY_NODES=every``) on two Ray nodes on this machine
 (`rayweb cluster up --workers 1`): the worker node runs an HAProxy of its own (on a port of
 its own: both nodes have 127.0.0.1), requests entering there reach the replicas on both
-nodes, paths it does not route go through the head (Serve's proxy answers KubeRay's
-``/-/healthz``), and a new endpoint reaches it without a restart."""
+nodes, it answers KubeRay's ``/-/healthz``, paths it does not route go on through the head to
+Serve's proxy, and a new endpoint reaches it without a restart."""
 
 from __future__ import annotations
 
@@ -113,9 +113,12 @@ def test_a_gateway_on_every_node_reaches_every_replica(tmp_path):
         node_url = f"http://127.0.0.1:{node_port}"
         # entering at the worker node: replicas on both nodes answer
         assert set(_both_nodes(f"{node_url}/everynode-where-dev", 60)) == {True, False}
-        # a path it does not route goes on to the head (Serve's proxy answers the check)
+        # KubeRay's check, answered on every node; a path no route has goes on to the head's
+        # HAProxy, then Serve's proxy (on the head's loopback), which says it has no such route
         health = httpx.get(f"{node_url}/-/healthz", timeout=10)
         assert (health.status_code, health.text) == (200, "success")
+        unknown = httpx.get(f"{node_url}/no-such-endpoint", timeout=10)
+        assert unknown.status_code == 404 and "no-such-endpoint" in unknown.text
         # a new endpoint (a save under `rayweb serve`) reaches the node's gateway too
         script.write_text(APP + LATER)
         deadline = time.monotonic() + 120

@@ -35,6 +35,7 @@ SAMPLES = {
     "gpu_app": "resources.py::gpu_app",
     "backend_functions": "backend_functions.py",
     "uploads": "uploads.py",
+    "class_pool": "class_pool.py",
 }
 
 
