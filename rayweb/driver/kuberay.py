@@ -1,13 +1,14 @@
 """Render a KubeRay ``RayService`` for an app (a pure function of the app and options).
 
-- ``serveConfigV2``: one Serve application per endpoint, built on the cluster by
-  ``rayweb.entry:build`` from the app's module (which must be importable in the
-  image), with the compiler's deployment options. The first build starts rayweb's gateway
-  on the head (``args.gateway``): its HAProxy owns the head container's ``serve`` port (8000,
-  what KubeRay's serve Service targets and its head check ``GET /-/healthz`` reaches, through
-  HAProxy, on Serve's proxy), Serve's proxy listens behind it on 127.0.0.1:8001 of the head
-  only (``proxy_location: HeadOnly``, so worker pods stay out of the serve Service), and
-  replicas register their own ports with it: the gateway connects to them pod to pod.
+- ``serveConfigV2``: one Serve application per endpoint (a class's web methods: in its
+  pool's), built on the cluster by ``rayweb.entry:build`` from the app's module (which must
+  be importable in the image), with the compiler's deployment options. The first build
+  starts rayweb's gateway on the head (``args.gateway``): its HAProxy owns the head
+  container's ``serve`` port (8000, what KubeRay's serve Service targets; it answers the head
+  check ``GET /-/healthz`` itself), Serve's proxy listens behind it on 127.0.0.1:8001 of the
+  head only (``proxy_location: HeadOnly``, so worker pods stay out of the serve Service unless
+  ``gateway_nodes="every"`` gives each its own gateway), and replicas register their own
+  ports with it: the gateway connects to them pod to pod.
 - ``rayClusterConfig``: ``rayVersion`` = the installed Ray, in-tree autoscaling on, token
   auth on (Ray's default), a head group that runs no replicas (``num-cpus: "0"``), a CPU
   worker group and one GPU worker group per accelerator type the app asks for, each with
