@@ -125,6 +125,13 @@ class GatewayFollower:
         except Exception:
             logger.warning("a node gateway's requests are not recorded in Serve's metrics")
 
+    async def runtime(self, commands: list[str]) -> list[str]:
+        """Read-only runtime API answers of this node's HAProxy (the head reads its session
+        tables: ``show table ss<i>``)."""
+        assert all(c.startswith("show ") for c in commands)
+        loop = asyncio.get_running_loop()
+        return [await loop.run_in_executor(None, self.haproxy.runtime, c) for c in commands]
+
     def request_stats(self) -> dict[str, dict[str, float]]:
         return self.requests.stats()
 

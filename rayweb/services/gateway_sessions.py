@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ class GatewaySessions:
     haproxy: HAProxyProcess
     live: LiveServers
     sessions: SessionTable
+    followers: dict[str, Any]  # GatewayNodes: the other nodes' gateways
     _lock: asyncio.Lock
 
     _push: Callable[..., None]  # GatewayNodes: the table to the other nodes' gateways
@@ -113,11 +115,19 @@ class GatewaySessions:
             try:
                 served = self._served()
                 now = time.monotonic()
-                for backend, name in backend_names(served).items():
-                    if served[name].sessioned:
-                        command = f"show table ss{backend[1:]}"
-                        table = await loop.run_in_executor(None, self.haproxy.runtime, command)
-                        self.sessions.observe(table, now)
+                tables = [
+                    f"show table ss{backend[1:]}"
+                    for backend, name in backend_names(served).items()
+                    if served[name].sessioned
+                ]
+                for command in tables:
+                    table = await loop.run_in_executor(None, self.haproxy.runtime, command)
+                    self.sessions.observe(table, now)
+                # requests that entered at other nodes' gateways count too
+                for node, follower in list(self.followers.items()):
+                    with contextlib.suppress(Exception):
+                        for table in await follower.runtime.remote(tables):
+                            self.sessions.observe(table, now, source=node)
                 replicas = {name: set(r.servers) for name, r in self.routes.items()}
                 ended = self.sessions.expire(now, replicas)
                 if ended:

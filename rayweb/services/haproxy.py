@@ -172,9 +172,17 @@ class HAProxyProcess:
         return self._command(b"@1 show stat;quit\n", timeout).decode(errors="replace")
 
     def _command(self, command: bytes, timeout: float) -> bytes:
+        deadline = time.monotonic() + min(timeout, 2.0)
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(timeout)
-            sock.connect(str(self.sock))
+            while True:  # a master starting (or started again by its keeper) binds it soon
+                try:
+                    sock.connect(str(self.sock))
+                    break
+                except (ConnectionRefusedError, FileNotFoundError):
+                    if time.monotonic() > deadline or not self.keeper_alive():
+                        raise
+                    time.sleep(0.02)
             sock.sendall(command)
             reply = b""
             while chunk := sock.recv(65536):

@@ -22,7 +22,7 @@ import random
 import re
 import secrets
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +44,7 @@ class Session:
     session_id: str
     idle_timeout: float
     last_active: float
-    requests: int = 0  # HAProxy's count at the last look
+    requests: dict[str, int] = field(default_factory=dict)  # each gateway's count, last look
 
 
 class SessionTable:
@@ -77,16 +77,17 @@ class SessionTable:
         del self.sessions[key]
         return True
 
-    def observe(self, table: str, now: float) -> None:
-        """``show table ss<i>``: a session with a request in flight, or with requests since
-        the last look, was active now."""
+    def observe(self, table: str, now: float, source: str = "head") -> None:
+        """``show table ss<i>`` of one gateway (``source``: the head's, or a node's): a
+        session with a request in flight there, or with requests since the last look, was
+        active now."""
         for key, in_flight, count in _ENTRY.findall(table):
             session = self.sessions.get(key)
             if session is None:
                 continue
-            if int(in_flight) > 0 or int(count) != session.requests:
+            if int(in_flight) > 0 or int(count) != session.requests.get(source):
                 session.last_active = now
-            session.requests = int(count)
+            session.requests[source] = int(count)
 
     def expire(self, now: float, replicas: dict[str, set[str]]) -> list[str]:
         """End the sessions idle longer than their ``idle_timeout`` and those whose container
