@@ -24,6 +24,9 @@ CLIENT_HEADER = "x-rayweb-client"  # the client address HAProxy saw
 # The gateway's holder already ran proxy auth and the rate limit (HAProxy strips any copy a
 # client sends; a replica honours it only next to the gateway key).
 ADMITTED_HEADER = "x-rayweb-admitted"
+# The request came to its endpoint's own origin (`<label>.<domain>`): the gateway added the
+# route prefix for routing, and the replica takes it away again (root_path "").
+ORIGIN_HEADER = "x-rayweb-origin"
 
 # --- the custom autoscaling metric of requests on a replica's own port ----------------------
 DIRECT_ONGOING = "rayweb_direct_ongoing"

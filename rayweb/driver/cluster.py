@@ -136,7 +136,15 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
     serve_port = free_port() if use_gateway and not running else port
     # The gateway's worker process starts while Serve starts (it only needs the port).
     gateway = (
-        start_gateway(host, port, "127.0.0.1", serve_port, request_metrics(), gateway_nodes())
+        start_gateway(
+            host,
+            port,
+            "127.0.0.1",
+            serve_port,
+            request_metrics(),
+            gateway_nodes(),
+            gateway_domain(),
+        )
         if use_gateway and not running
         else None
     )
@@ -178,6 +186,15 @@ def gateway_nodes() -> bool:
             "RAYWEB_GATEWAY_NODES=head (the default) or RAYWEB_GATEWAY_NODES=every."
         )
     return value == "every"
+
+
+def gateway_domain() -> str | None:
+    """``RAYWEB_DOMAIN``: each endpoint also answers at the root of its own origin,
+    ``http://<label>.<domain>:<port>/`` (default ``localhost``: browsers and curl resolve
+    ``*.localhost`` to loopback, RFC 6761); empty: path prefixes only. Read when the
+    gateway starts."""
+    value = os.environ.get("RAYWEB_DOMAIN", "localhost").strip().strip(".").lower()
+    return value or None
 
 
 def gateway_running() -> bool:

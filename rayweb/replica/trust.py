@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hmac
 
-from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER
+from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER, ORIGIN_HEADER
 from .types import ASGIApp, Receive, Scope, Send
 
 _KEY = KEY_HEADER.encode()
 _CLIENT = CLIENT_HEADER.encode()
 _ADMITTED = ADMITTED_HEADER.encode()
+_ORIGIN = ORIGIN_HEADER.encode()
 # Set in the scope of a request the gateway's holder already admitted (proxy auth and rate
 # limit done there), so the replica does not check it again.
 ADMITTED_SCOPE = "rayweb.admitted"
@@ -35,7 +36,7 @@ class GatewayTrust:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        key = client = admitted = None
+        key = client = admitted = origin = None
         headers = []
         for name, value in scope.get("headers", ()):
             if name == _KEY:
@@ -44,20 +45,36 @@ class GatewayTrust:
                 client = value
             elif name == _ADMITTED:
                 admitted = value
+            elif name == _ORIGIN:
+                origin = value
             else:
                 headers.append((name, value))
         trusted = bool(self.key and key is not None and hmac.compare_digest(key, self.key))
         if not trusted and self.require:
             await _refuse(scope, receive, send)
             return
-        if key is not None or client is not None or admitted is not None:
+        if key is not None or client is not None or admitted is not None or origin is not None:
             scope = dict(scope)
             scope["headers"] = headers
             if trusted and client:
                 scope["client"] = (client.decode("latin-1"), 0)
             if trusted and admitted is not None:
                 scope[ADMITTED_SCOPE] = True
+            if trusted and origin is not None:
+                _at_origin(scope)
         await self.app(scope, receive, send)
+
+
+def _at_origin(scope: Scope) -> None:
+    """A request to the endpoint's own origin: the gateway prefixed its path to route it;
+    the app sees it at ``/`` again (``root_path`` empty), as on Modal."""
+    root = scope.get("root_path", "") or ""
+    if root and scope.get("path", "").startswith(root):
+        scope["path"] = scope["path"][len(root) :] or "/"
+        raw = scope.get("raw_path")
+        if raw and raw.startswith(root.encode()):
+            scope["raw_path"] = raw[len(root) :] or b"/"
+    scope["root_path"] = ""
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:

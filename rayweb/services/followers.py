@@ -40,7 +40,9 @@ FOLLOWER_PREFIX = "rayweb-gateway-node-"
 class GatewayFollower:
     """One node's HAProxy, following the head's gateway (a detached async actor)."""
 
-    def __init__(self, host: str, port: int, head: tuple[str, int], key: str) -> None:
+    def __init__(
+        self, host: str, port: int, head: tuple[str, int], key: str, domain: str | None
+    ) -> None:
         import ray
 
         self.node_ip = str(ray.util.get_node_ip_address())
@@ -52,6 +54,7 @@ class GatewayFollower:
         )
         self.head = head
         self.key = key
+        self.domain = domain
         self.trusted = parse_trusted(os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
         self.dir = _node_dir()
         self.tokens_map = self.dir / "tokens.map"
@@ -89,6 +92,7 @@ class GatewayFollower:
             request_log=self.reader.address,
             tokens_map=str(self.tokens_map),
             sessions_map=str(self.sessions_map),
+            domain=self.domain,
         )
 
     def address(self) -> tuple[str, int]:
@@ -165,7 +169,9 @@ def _write_map(path: Path, entries: dict[str, str]) -> bool:
     return True
 
 
-def start_follower(node_id: str, host: str, port: int, head: tuple[str, int], key: str) -> Any:
+def start_follower(
+    node_id: str, host: str, port: int, head: tuple[str, int], key: str, domain: str | None
+) -> Any:
     """The follower of node ``node_id`` (created on that node, or the running one)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -178,6 +184,7 @@ def start_follower(node_id: str, host: str, port: int, head: tuple[str, int], ke
         port,
         head,
         key,
+        domain,
         head=False,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         max_concurrency=100,

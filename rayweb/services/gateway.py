@@ -94,8 +94,10 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
         serve_port: int,
         request_log: bool = True,
         every_node: bool = False,
+        domain: str | None = "localhost",
     ) -> None:
         self.bind = (host, port)
+        self.domain = domain  # each endpoint also at http://<label>.<domain>:<port>/
         self.every_node = every_node  # an HAProxy on every node (followers.py)
         self.followers: dict[str, Any] = {}
         self.serve = (serve_host, serve_port)
@@ -179,6 +181,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
             routes=self._served(),
             tokens_map=str(self.tokens.path),
             sessions_map=str(self.sessions.path),
+            domain=self.domain,
             trusted=self.trusted,
             maxconn=max_connections(),
             holder=self.holder.address,
@@ -422,10 +425,12 @@ def start_gateway(
     serve_port: int,
     request_log: bool = True,
     every_node: bool = False,
+    domain: str | None = "localhost",
 ) -> Any:
     """Start the cluster's gateway on the head node (or return the running one);
     ``request_log``: HAProxy's line per request, for Serve's request metrics;
-    ``every_node``: an HAProxy on every node too (``followers.py``)."""
+    ``every_node``: an HAProxy on every node too (``followers.py``); ``domain``: each
+    endpoint also at the root of ``<label>.<domain>`` (None: path prefixes only)."""
     # Each dev replica keeps one long poll open here (hot swap).
     return cluster_actor(
         GatewayActor,
@@ -436,6 +441,7 @@ def start_gateway(
         serve_port,
         request_log,
         every_node,
+        domain,
         max_concurrency=1000,
         # Ray restarts a dead gateway actor (it adopts the running HAProxy) and retries the
         # calls it was running: register, deregister and the hot-swap long poll are idempotent.

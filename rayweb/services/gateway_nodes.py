@@ -22,6 +22,7 @@ class GatewayNodes:
     """``RAYWEB_GATEWAY_NODES=every``: one HAProxy per node, the head's table on each."""
 
     every_node: bool
+    domain: str | None
     bind: tuple[str, int]
     key: str
     tokens: TokenMap
@@ -60,7 +61,8 @@ class GatewayNodes:
                     if node not in alive:
                         del self.followers[node]
                 for node in sorted(alive - self.followers.keys()):
-                    follower = start_follower(node, *self.bind, self._head_address(), self.key)
+                    head = self._head_address()
+                    follower = start_follower(node, *self.bind, head, self.key, self.domain)
                     await follower.address.remote()  # listening
                     self.followers[node] = follower
                     self._push({node: follower})

@@ -35,11 +35,12 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER
+from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER, ORIGIN_HEADER
 from .haproxy_direct import (
     Direct,
     direct_rules,
     ms,
+    origin_rules,
     rate_table,
     session_front,
     session_rules,
@@ -235,12 +236,14 @@ def render_config(
     request_log: str | None = None,
     tokens_map: str | None = None,
     sessions_map: str | None = None,
+    domain: str | None = None,
 ) -> str:
     """The HAProxy configuration for this cluster's routes (pure; tested without Ray).
     ``request_log``: the loopback UDP address (host:port) HAProxy sends a line per request
     to (``requestlog.py``); ``tokens_map``: the token digests' map file (``tokenmap.py``),
     which direct routes with proxy auth check credentials against; ``sessions_map``: the
-    live sticky sessions' map file (``sessions.py``), for sessioned routes."""
+    live sticky sessions' map file (``sessions.py``), for sessioned routes; ``domain``: each
+    route also answers at the root of its own origin, ``<label>.<domain>``."""
     lines = [
         "global",
         f"    maxconn {maxconn}",
@@ -276,6 +279,7 @@ def render_config(
             " if rayweb_trusted { req.hdr_ip(x-forwarded-for,-1) -m found }"
         )
     lines.append(f"    http-request set-header {KEY_HEADER} {key}")
+    lines.append(f"    http-request del-header {ORIGIN_HEADER}")
     # Serve's health path, answered by the data path itself: KubeRay's check puts a node in
     # the serve Service when it answers. (Serve's proxy would say 503 "Route table is not
     # populated yet" for an app whose every URL is a class pool's: those have no Serve route.)
@@ -297,6 +301,8 @@ def render_config(
             # On the percent-decoded path, as Serve's proxy matches: `/%61pp` is `/app`.
             lines.append(f"    acl r{index} path,url_dec -m str {route.prefix}")
             lines.append(f"    acl r{index} path,url_dec -m beg {route.prefix}/")
+    if domain:
+        lines += origin_rules([route.prefix for _name, route in live], domain)
     for index, (_name, route) in enumerate(live):
         if route.sessioned:
             assert sessions_map is not None

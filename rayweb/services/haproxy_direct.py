@@ -1,6 +1,7 @@
 """The direct hop's HAProxy rules (``haproxy_config.py``'s module docstring says when a
 route has one): what the replica's chain does on the other path, done in HAProxy; and the
-rules of sticky sessions (``@rayweb.sessioned()``, ``sessions.py``)."""
+rules of sticky sessions (``@rayweb.sessioned()``, ``sessions.py``) and of each endpoint's own
+origin (``<label>.<domain>``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER
+from ..common import ADMITTED_HEADER, CLIENT_HEADER, KEY_HEADER, ORIGIN_HEADER
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def _forward(prefix: str, direct: Direct | None) -> list[str]:
         f"    http-request del-header {KEY_HEADER}",
         f"    http-request del-header {CLIENT_HEADER}",
         f"    http-request del-header {ADMITTED_HEADER}",
+        f"    http-request del-header {ORIGIN_HEADER}",
         "    option forwardfor",
         "    http-request set-header X-Forwarded-Proto http",
         "    http-request set-header X-Forwarded-Host %[req.hdr(host)]"
@@ -110,12 +112,15 @@ def _forward(prefix: str, direct: Direct | None) -> list[str]:
     if prefix != "/":
         prefix = prefix.rstrip("/")
         quoted = re.escape(prefix)
+        # At its own origin (`_origins`) the prefix is the gateway's alone: no header for
+        # it, and the server's redirects stay as they are.
+        prefixed = "unless { var(txn.rw_origin) -m found }"
         lines += [
-            f"    http-request set-header X-Forwarded-Prefix {prefix}",
+            f"    http-request set-header X-Forwarded-Prefix {prefix} {prefixed}",
             f"    http-request replace-path ^{quoted}/?(.*) /\\1",
             # A redirect to the server's own `/path` means `/<label>/path` to the client.
             f"    http-response replace-header Location ^(?!{quoted}(/|$))(/([^/].*)?)$ "
-            f"{prefix}\\2",
+            f"{prefix}\\2 {prefixed}",
         ]
     return lines
 
@@ -198,3 +203,30 @@ def rate_table(index: int, name: str, direct: Direct) -> list[str]:
         f"    stick-table type string len 64 size 100k expire {ms(2 * burst)}ms "
         f"store gpc0_rate({ms(burst)}ms)",
     ]
+
+
+def origin_rules(prefixes: list[str], domain: str) -> list[str]:
+    """Each endpoint at the root of its own origin, ``http://<label>.<domain>:<port>/...``:
+    the path gets the route's prefix here (so every rule below routes it as usual) and
+    ``x-rayweb-origin``, which tells the replica (or the direct hop's rules) to serve it at
+    ``/`` again: its links, forms and redirects stay root-relative, as on Modal."""
+    lines = []
+    for index, prefix in enumerate(prefixes):  # route r<index>'s prefix
+        if prefix == "/":
+            continue
+        host = f"{prefix.strip('/')}.{domain}".lower()
+        acl = f"o{index}"
+        lines += [
+            f"    acl {acl} req.hdr(host),field(1,:),lower -m str {host}",
+            f"    http-request set-header {ORIGIN_HEADER} 1 if {acl}",
+            f"    http-request set-var(txn.rw_origin) str(1) if {acl}",
+            f"    http-request set-path {prefix}%[path] if {acl}",
+        ]
+    labels = ", ".join(sorted(p.strip("/") for p in prefixes if p != "/")[:20])
+    detail = f"No endpoint is served at this host. Endpoints here: {labels or 'none'}."
+    lines.append(
+        "    http-request return status 404 content-type application/json string "
+        f'\'{{"detail": "{detail}"}}\' if {{ req.hdr(host),field(1,:),lower -m end .{domain} }}'
+        " !{ var(txn.rw_origin) -m found }"
+    )
+    return lines
