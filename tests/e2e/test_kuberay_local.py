@@ -9,10 +9,7 @@ class's pool (one application), as under `rayweb serve`."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +23,7 @@ from rayweb.driver import local_cluster
 from rayweb.driver.import_refs import load_app
 from rayweb.driver.kuberay import STORE_DIR, VOLUME_ROOT, render_rayservice
 from tests.conftest import EXAMPLES
+from tests.e2e.clusters import gateway_call
 from tests.e2e.test_cli import _free_port
 
 
@@ -111,7 +109,7 @@ def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatc
         assert (health.status_code, health.text) == (200, "success")
         # the replica (on the worker: the head has no CPU) registered its own port with the
         # gateway, so requests take the direct path, not Serve's proxy
-        table = _gateway_table(cluster.address)
+        table = gateway_call(cluster.address, "table")
         assert table[route]["servers"], table
         if example == "class_pool":  # the web method is served by its class's application
             assert table[route]["serve_app"] == "rayweb-fn-class-pool-model"
@@ -127,18 +125,3 @@ def _ray_token() -> dict[str, str]:
     if token is None and path.exists():
         token = path.read_text().strip()
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _gateway_table(address: str) -> dict:
-    code = (
-        "import json, ray\n"
-        f"ray.init(address={address!r}, logging_level='ERROR')\n"
-        "from rayweb.services.gateway import find_gateway\n"
-        "print(json.dumps(ray.get(find_gateway().table.remote())))\n"
-    )
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))

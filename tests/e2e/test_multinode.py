@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import textwrap
 import time
 import uuid
@@ -16,9 +15,10 @@ from collections import Counter
 import httpx
 import psutil
 
+from tests.e2e.clusters import start_serve, stop_serve_and_cluster
 from tests.e2e.steady import SteadyLoad
 from tests.e2e.test_cli import _free_port
-from tests.e2e.test_deploy import RAYWEB, _run
+from tests.e2e.test_deploy import _run
 
 APP = textwrap.dedent(
     """
@@ -66,13 +66,7 @@ def test_two_nodes_serve_through_the_gateway_and_survive_losing_the_worker(tmp_p
     up = _run("cluster", "up", "--name", name, "--num-cpus", "1", "--workers", "1", env=env)
     assert up.returncode == 0, up.stderr
     port = _free_port()
-    serve = subprocess.Popen(
-        [*RAYWEB, "serve", str(script), "--address", name, "--port", str(port), "--no-reload"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    serve = start_serve(script, name, port, env, "--no-reload")
     try:
         url = f"http://127.0.0.1:{port}/twonode-where-dev"
         deadline = time.monotonic() + 180
@@ -99,10 +93,4 @@ def test_two_nodes_serve_through_the_gateway_and_survive_losing_the_worker(tmp_p
         gaps = [b - a for a, b in zip([killed_at, *after], after, strict=False)]
         print(f"failed: {len(failures)}; longest gap after the kill: {max(gaps):.2f} s")
     finally:
-        serve.send_signal(signal.SIGINT)
-        try:
-            serve.wait(60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-        down = _run("cluster", "down", "--name", name, env=env, timeout=120)
-        assert down.returncode == 0, down.stderr
+        stop_serve_and_cluster(serve, name, env)

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -18,8 +15,9 @@ from collections import Counter
 
 import httpx
 
+from tests.e2e.clusters import gateway_call, start_serve, stop_serve_and_cluster
 from tests.e2e.test_cli import _free_port
-from tests.e2e.test_deploy import RAYWEB, _run
+from tests.e2e.test_deploy import _run
 
 APP = textwrap.dedent(
     """
@@ -52,21 +50,6 @@ def later() -> str:
 """
 
 
-def _node_gateways(address: str) -> dict:
-    code = (
-        "import json, ray\n"
-        f"ray.init(address={address!r}, logging_level='ERROR')\n"
-        "from rayweb.services.gateway import find_gateway\n"
-        "print(json.dumps(ray.get(find_gateway().node_gateways.remote())))\n"
-    )
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def _both_nodes(url: str, limit_s: float) -> Counter:
     deadline = time.monotonic() + limit_s
     seen: Counter = Counter()
@@ -92,20 +75,14 @@ def test_a_gateway_on_every_node_reaches_every_replica(tmp_path):
     assert up.returncode == 0, up.stderr
     address = json.loads((tmp_path / "clusters" / f"{name}.json").read_text())["address"]
     port = _free_port()
-    serve = subprocess.Popen(
-        [*RAYWEB, "serve", str(script), "--address", name, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    serve = start_serve(script, name, port, env)
     try:
         head_url = f"http://127.0.0.1:{port}/everynode-where-dev"
         assert set(_both_nodes(head_url, 180)) == {True, False}
         deadline = time.monotonic() + 60
         gateways: dict = {}
         while time.monotonic() < deadline and not gateways:
-            gateways = _node_gateways(address)
+            gateways = gateway_call(address, "node_gateways")
             time.sleep(1)
         assert len(gateways) == 1, gateways  # the worker node's
         host, node_port = next(iter(gateways.values()))
@@ -130,10 +107,4 @@ def test_a_gateway_on_every_node_reaches_every_replica(tmp_path):
             time.sleep(1)
         assert answer is not None and answer.json() == "new", answer and answer.text
     finally:
-        serve.send_signal(signal.SIGINT)
-        try:
-            serve.wait(60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-        down = _run("cluster", "down", "--name", name, env=env, timeout=120)
-        assert down.returncode == 0, down.stderr
+        stop_serve_and_cluster(serve, name, env)

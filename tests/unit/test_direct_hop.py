@@ -79,7 +79,7 @@ def test_a_route_is_direct_only_while_every_server_is_reached_and_tokens_are_kno
     # proxy auth needs every active token in the map: else the replica checks
     assert served({"app": route}, tokens_ready=False)["app"].direct is None
     # one replica whose server the gateway cannot reach: the whole route stays on replicas
-    route.servers["replica-x"] = Server("10.0.0.9", 2, 4, None)
+    route.servers["replica-x"] = Server("192.0.2.9", 2, 4, None)  # TEST-NET-1: never contacted
     table = served({"app": route}, tokens_ready=True)["app"]
     assert table.direct is None
     assert table.servers["replica-9001"] == Server("127.0.0.1", 1, 4)
