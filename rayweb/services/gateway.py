@@ -20,8 +20,8 @@ and its route table from ``state.json`` in the gateway's folder, so killing the 
 not interrupt the data path; the actor restarts a dead keeper. Each restart is one line in
 ``events.log``, which ``rayweb serve`` prints.
 
-The actor also carries the hot-swap mailbox of `rayweb serve` (``reloads.py``): one process
-for both, since every dev replica keeps one long poll open here.
+The actor's other parts are mixins: hot swap's mailbox (``reloads.py``: every dev replica
+keeps one long poll open here), loops, sessions, other nodes' gateways (``gateway_*.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import logging
 import os
 import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,8 @@ def state_dir() -> Path:
 
 
 class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
-    """The cluster's HAProxy and its route table (one detached async actor on the head);
-    also the hot-swap mailbox's methods (``HotSwapMethods``), its loops (``GatewayTasks``),
-    sticky sessions (``GatewaySessions``) and the other nodes' gateways (``GatewayNodes``)."""
+    """The cluster's HAProxy and its route table (one detached async actor on the head),
+    with its mixins (the module docstring)."""
 
     def __init__(
         self,
@@ -125,6 +125,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
             # A restarted actor: HAProxy kept serving; take over its key and its table.
             self.key = state["key"]
             self.routes.update(routes_from_json(state["routes"]))
+            self.sessions.restore(state.get("sessions", {}), time.monotonic(), self._served())
             self.reloads.generations.update(state.get("generations", {}))
             self.haproxy = adopted
             self.haproxy.reload(self._render())
@@ -150,6 +151,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
             "key": self.key,
             "routes": routes_to_json(self.routes),
             "generations": self.reloads.generations,
+            "sessions": self.sessions.to_json(),
         }
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(state))
@@ -278,9 +280,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
         direct: dict[str, Any] | None = None,
         sessioned: bool = False,
     ) -> str:
-        """A replica's own port. ``direct`` (an ``@app.server``'s): its server's ``upstream``
-        [host, port, maxconn] and the ``Direct`` rules HAProxy applies there; the route takes
-        the direct hop while each of its servers' ports answers here (``served``)."""
+        """A replica's own port; ``direct``: an ``@app.server``'s port and ``Direct`` rules."""
         self._start_tasks()
         route = self.routes.setdefault(app, Route(prefix))
         upstream = None

@@ -40,6 +40,9 @@ class GatewaySessions:
     def _render(self) -> str:
         raise NotImplementedError
 
+    def _save_state(self) -> None:
+        raise NotImplementedError
+
     async def start_session(self, route: str, idle_timeout: float) -> tuple[str, str]:
         """A new session of the sessioned Server at ``route``: (session id, token). With no
         container yet, one is started first (as a request would start it)."""
@@ -83,6 +86,7 @@ class GatewaySessions:
         fails)."""
         loop = asyncio.get_running_loop()
         async with self._lock:
+            self._save_state()  # a restarted gateway keeps its sessions
             wanted = self.sessions.wanted(self._served())
             self.sessions.write(wanted)
             try:

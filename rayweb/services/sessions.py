@@ -24,7 +24,7 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .haproxy_config import Route
@@ -126,6 +126,21 @@ class SessionTable:
         tmp.write_text("".join(f"{key} {value}\n" for key, value in sorted(wanted.items())))
         os.chmod(tmp, 0o600)
         tmp.replace(self.path)
+
+    def to_json(self) -> dict[str, list[Any]]:
+        """The live sessions for the gateway's ``state.json`` (digests only, no token)."""
+        return {
+            key: [s.route, s.replica, s.session_id, s.idle_timeout]
+            for key, s in self.sessions.items()
+        }
+
+    def restore(self, data: dict[str, list[Any]], now: float, served: dict[str, Route]) -> None:
+        """A restarted gateway's sessions (idle from ``now`` on), in the map file before its
+        HAProxy reloads."""
+        for key, (route, replica, session_id, idle_timeout) in data.items():
+            self.sessions[key] = Session(route, replica, session_id, float(idle_timeout), now)
+        self.live = self.wanted(served)
+        self.write(self.live)
 
     def pinned(self) -> dict[str, int]:
         """Per route, how many of its containers hold a session (not to be scaled away)."""

@@ -125,3 +125,21 @@ def test_sessions_work_on_the_replicas_path_too(served, monkeypatch):
                 "/x",
             )
         assert client.get(url + "/x").status_code == 401
+
+
+def test_sessions_survive_a_restart_of_the_gateway_actor(rooms):
+    import ray
+
+    from rayweb.services.gateway import find_gateway
+
+    urls, room = rooms
+    session = room.sessions.start(idle_timeout=300)
+    with httpx.Client() as client:
+        home = _get(client, urls["Room"], session.token).json()["container"]
+        gateway = find_gateway()
+        pid = ray.get(gateway.pid.remote())
+        os.kill(pid, signal.SIGKILL)  # Ray restarts it; it adopts HAProxy and its state
+        _until(lambda: ray.get(gateway.pid.remote()) != pid, 60, "the gateway restarted")
+        after = _get(client, urls["Room"], session.token).json()
+        assert (after["session"], after["container"]) == (session.session_id, home)
+        assert session.session_id in str(_live_sessions())
