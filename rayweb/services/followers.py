@@ -30,6 +30,7 @@ from ..common import free_port
 from .haproxy import HAProxyProcess, max_connections
 from .haproxy_config import Route, parse_trusted, render_config, routes_from_json
 from .liveservers import LiveServers, snapshot
+from .maps import write_map
 from .requestlog import Reader, RequestLog, serve_metrics
 
 logger = logging.getLogger("rayweb.gateway")
@@ -60,7 +61,7 @@ class GatewayFollower:
         self.tokens_map = self.dir / "tokens.map"
         self.sessions_map = self.dir / "sessions.map"
         for path in (self.tokens_map, self.sessions_map):
-            _write_map(path, {})
+            write_map(path, {})
         self.routes: dict[str, Route] = {}
         self.requests = RequestLog(None, self._owner)
         self.reader = Reader(self.requests)
@@ -108,7 +109,7 @@ class GatewayFollower:
             self._metrics_task = asyncio.get_running_loop().create_task(self._metrics())
         async with self._lock:
             self.routes = routes_from_json(json.loads(table))
-            maps_changed = _write_map(self.tokens_map, tokens) | _write_map(
+            maps_changed = write_map(self.tokens_map, tokens) | write_map(
                 self.sessions_map, sessions
             )
             config, shape = self._render(), snapshot(self.routes)
@@ -152,21 +153,6 @@ def _node_dir() -> Path:
     directory = session / "rayweb-gateway-node"
     directory.mkdir(mode=0o700, exist_ok=True)
     return directory
-
-
-def _write_map(path: Path, entries: dict[str, str]) -> bool:
-    """Write a map file; whether it changed (a reload then gives HAProxy the new file)."""
-    text = "".join(f"{key} {value}\n" for key, value in sorted(entries.items()))
-    try:
-        if path.read_text() == text:
-            return False
-    except OSError:
-        pass
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
-    return True
 
 
 def start_follower(

@@ -15,6 +15,7 @@ from ..exception import InvalidError, NotFoundError
 from .haproxy import HAProxyProcess
 from .haproxy_config import Route, backend_names
 from .liveservers import LiveServers, snapshot
+from .maps import send_commands
 from .sessions import SessionTable
 
 logger = logging.getLogger("rayweb.gateway")
@@ -102,10 +103,7 @@ class GatewaySessions:
                 self.sessions.live = wanted
 
     def _send_sessions(self, wanted: dict[str, str]) -> None:
-        for command in self.sessions.commands(wanted):
-            reply = self.haproxy.runtime(command).strip()
-            if reply and not (command.startswith("del") and reply == "Key not found."):
-                raise RuntimeError(f"HAProxy refused {command.split()[:2]}: {reply}")
+        send_commands(self.haproxy.runtime, self.sessions.commands(wanted))
         self.sessions.live = wanted
 
     async def _watch_sessions(self) -> None:

@@ -16,6 +16,7 @@ from .haproxy import HAProxyProcess
 from .haproxy_config import Route, backend_names, in_flight_per_backend, queued_per_backend
 from .keeper import event
 from .liveservers import LiveServers, snapshot
+from .maps import send_commands
 from .sessions import SessionTable
 from .tokenmap import TokenMap
 
@@ -155,10 +156,7 @@ class GatewayTasks:
                 self.live.reloaded(table, self.haproxy.master_pid)
 
     def _send_map(self, added: dict[str, str], removed: set[str]) -> None:
-        for command in self.tokens.commands(added, removed):
-            reply = self.haproxy.runtime(command).strip()
-            if reply and not (command.startswith("del") and reply == "Key not found."):
-                raise RuntimeError(f"HAProxy refused {command.split()[:2]}: {reply}")
+        send_commands(self.haproxy.runtime, self.tokens.commands(added, removed))
 
 
 async def reachable(host: str, port: int) -> bool:

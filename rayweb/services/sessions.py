@@ -17,7 +17,6 @@ reads each session's requests from the stick table ``ss<i>`` (``show table``).
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
 import secrets
@@ -25,6 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .maps import write_map
 
 if TYPE_CHECKING:
     from .haproxy_config import Route
@@ -122,10 +123,7 @@ class SessionTable:
 
     def write(self, wanted: dict[str, str]) -> None:
         """The map file (what a reloaded or restarted HAProxy reads)."""
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{key} {value}\n" for key, value in sorted(wanted.items())))
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.path)
+        write_map(self.path, wanted)
 
     def to_json(self) -> dict[str, list[Any]]:
         """The live sessions for the gateway's ``state.json`` (digests only, no token)."""

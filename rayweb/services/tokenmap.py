@@ -11,10 +11,11 @@ before digests were kept), the map is incomplete and such routes stay on the rep
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from .maps import write_map
 
 MAP_FILE = "tokens.map"
 
@@ -59,7 +60,4 @@ class TokenMap:
         ]
 
     def _write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{d} {k}\n" for d, k in sorted(self.digests.items())))
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.path)
+        write_map(self.path, self.digests)

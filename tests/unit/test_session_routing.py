@@ -14,6 +14,7 @@ import pytest
 
 from rayweb.services.haproxy import HAProxyProcess
 from rayweb.services.haproxy_config import Direct, Route, Server, render_config, served
+from rayweb.services.maps import send_commands
 from rayweb.services.sessions import SessionTable
 from rayweb.services.tokenmap import TokenMap
 from tests.unit.test_direct_hop import _Server
@@ -51,19 +52,17 @@ def sessioned(tmp_path):
 def _sync(table: SessionTable, proc: HAProxyProcess, routes: dict[str, Route]) -> None:
     wanted = table.wanted(routes)
     table.write(wanted)
-    for command in table.commands(wanted):
-        assert proc.runtime(command).strip() in ("", "Key not found.")
+    send_commands(proc.runtime, table.commands(wanted))
     table.live = wanted
 
 
 def test_a_sessions_requests_reach_its_container_however_the_token_comes(sessioned):
-    url, table, proc, routes, upstreams = sessioned
+    url, table, proc, routes, _upstreams = sessioned
     now = time.monotonic()
     started = [table.start("srv", sorted(routes["srv"].servers), 60, now) for _ in range(4)]
     homes = {sid: s.replica for s in table.sessions.values() for sid in [s.session_id]}
     assert sorted(homes.values()) == ["replica-a", "replica-a", "replica-b", "replica-b"]
     _sync(table, proc, routes)
-    ports = {name: up.port for name, up in upstreams.items()}
     with httpx.Client() as client:
         assert client.get(url + "/x").status_code == 401  # no session, no request
         wrong = client.get(url + "/x", headers={"Modal-Authorization": "Bearer st-nope"})
@@ -94,7 +93,6 @@ def test_a_sessions_requests_reach_its_container_however_the_token_comes(session
             == 401
         )
         assert proc.master_pid == master
-    assert ports  # both containers served sessions (checked through the homes above)
 
 
 def test_idle_sessions_end_and_their_containers_stay_while_they_live(sessioned):
