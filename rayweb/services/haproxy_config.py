@@ -16,14 +16,17 @@ and requests without the header, go to the least busy replica. The tables live i
 worker, so replicas come and go through the runtime API (``add server``/``del server``), not
 reloads; each replica's server name is a hash of its actor name, the same in the file.
 
+Every route's answers stay under its prefix (``within_prefix``): a root-relative redirect and
+a cookie's ``Path`` are put under ``/<label>``, except at the route's own origin.
+
 The direct hop (``@app.server``): a route whose replicas registered their server's own port,
 which the gateway reaches, is served at those ports, with no Python between HAProxy and the
 user's server. HAProxy then does what the replica's chain does on the other path (``Direct``):
 proxy auth against a map of SHA-256 digests of the cluster's tokens (``tokenmap.py``), the
 rate limit per client in a stick table, ``max_concurrency`` as a 429 when every server has its
 connections in flight, the request timeout as the server timeout (an idle timeout: streams
-that keep sending live on), the prefix stripped and ``X-Forwarded-*`` set, a ``Location: /x``
-answer sent back as ``/<label>/x``, and the gateway's own headers removed. While no server is
+that keep sending live on), the prefix stripped and ``X-Forwarded-*`` set, and the gateway's
+own headers removed. While no server is
 up the route's requests go to a second backend whose only server is the holder, which wakes
 the endpoint and relays to a replica's own port, where the chain runs.
 """
@@ -45,6 +48,7 @@ from .haproxy_direct import (
     session_front,
     session_rules,
     session_table,
+    within_prefix,
 )
 from .requestlog import LOG_FORMAT, ROUTE_VAR
 
@@ -345,8 +349,8 @@ def render_config(
 
 def _admission(name: str, route: Route, log: bool) -> list[str]:
     """A route's first rules in each of its backends: its name for the request log, the
-    body limit and the wait for slow bodies."""
-    lines = []
+    body limit and the wait for slow bodies; its answers kept within its prefix."""
+    lines = within_prefix(route.prefix)
     if log:  # the request log's name for the route, first
         lines.append(f"    http-request set-var({ROUTE_VAR}) str({name})")
     if route.max_body is not None:

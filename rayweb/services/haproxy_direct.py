@@ -111,18 +111,37 @@ def _forward(prefix: str, direct: Direct | None) -> list[str]:
     ]
     if prefix != "/":
         prefix = prefix.rstrip("/")
-        quoted = re.escape(prefix)
-        # At its own origin (`_origins`) the prefix is the gateway's alone: no header for
-        # it, and the server's redirects stay as they are.
-        prefixed = "unless { var(txn.rw_origin) -m found }"
+        # At its own origin (`origin_rules`) the prefix is the gateway's alone: no header.
         lines += [
-            f"    http-request set-header X-Forwarded-Prefix {prefix} {prefixed}",
-            f"    http-request replace-path ^{quoted}/?(.*) /\\1",
-            # A redirect to the server's own `/path` means `/<label>/path` to the client.
-            f"    http-response replace-header Location ^(?!{quoted}(/|$))(/([^/].*)?)$ "
-            f"{prefix}\\2 {prefixed}",
+            f"    http-request set-header X-Forwarded-Prefix {prefix} {AT_PATH}",
+            f"    http-request replace-path ^{re.escape(prefix)}/?(.*) /\\1",
         ]
     return lines
+
+
+# A request to the route's path form, not to its own origin (``origin_rules``).
+AT_PATH = "unless { var(txn.rw_origin) -m found }"
+
+
+def within_prefix(prefix: str) -> list[str]:
+    """Every backend of a route under a path prefix keeps its answers within the prefix: a
+    redirect to a root-relative ``/x`` (what an app at its own origin sends) goes to
+    ``/<label>/x``, and a cookie for ``Path=/x`` is set for ``/<label>/x`` (``Path=/``: the
+    prefix). At the route's own origin both stay as the app sent them. (Single-quoted: HAProxy
+    keeps the backslashes.)"""
+    if prefix == "/":
+        return []
+    prefix = prefix.rstrip("/")
+    quoted, label = re.escape(prefix), re.escape(prefix.lstrip("/"))
+    path_attr = "(?i)^(.*;[ \\t]*path=)"
+    return [
+        f"    http-response replace-header Location '^(?!{quoted}(/|$))(/([^/].*)?)$' "
+        f"'{prefix}\\2' {AT_PATH}",
+        f"    http-response replace-header Set-Cookie '{path_attr}/([ \\t]*(;.*)?)$' "
+        f"'\\1{prefix}\\2' {AT_PATH}",
+        f"    http-response replace-header Set-Cookie "
+        f"'{path_attr}(/(?!{label}(/|;|[ \\t]|$))[^;]*)(.*)$' '\\1{prefix}\\2\\4' {AT_PATH}",
+    ]
 
 
 # -- sticky sessions (``@rayweb.sessioned()``: ``sessions.py``) ------------------------------

@@ -128,6 +128,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/go"):
             self.send_response(302)
             self.send_header("location", "/login")
+            self.send_header("set-cookie", "seen=1; Path=/; HttpOnly")
             self.send_header("content-length", "0")
             self.end_headers()
             return
@@ -166,6 +167,7 @@ def test_the_server_sees_the_same_request_on_either_path(served, monkeypatch, ho
     assert not [h for h in headers if h.startswith("x-rayweb")]  # the gateway's own headers
     redirect = httpx.get(url + "/go")
     assert (redirect.status_code, redirect.headers["location"]) == (302, f"/{label}/login")
+    assert redirect.headers["set-cookie"] == f"seen=1; Path=/{label}; HttpOnly"  # not the host's
 
 
 def test_a_dead_server_fails_fast_and_its_container_is_replaced(servers):
