@@ -93,6 +93,7 @@ def ensure_gateway(spec: dict[str, Any]) -> Any:
         int(spec["serve_port"]),
         bool(spec.get("request_metrics", True)),
         bool(spec.get("every_node", False)),
+        spec.get("domain", "localhost"),
     )
     ray.get(gateway.address.remote())
     return gateway

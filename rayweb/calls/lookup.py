@@ -17,9 +17,10 @@ from typing import Any
 
 from ..callforms import CallTarget, check_generator
 from ..classes import Cls
-from ..common import DEV_ENV, url_host
+from ..common import DEV_ENV
 from ..exception import ExecutionError, InvalidError, NotFoundError
 from ..spec import function_app_name
+from ..urls import Reach
 
 COROUTINE_FORMS = (
     "remote",
@@ -147,8 +148,7 @@ def web_url(app_name: str, name: str, label: str) -> str:
             f"{name} runs at /{found} on this cluster's Serve HTTP proxy; rayweb's gateway is not "
             "running here (RAYWEB_DATA_PATH=serve), so its host and port are not known."
         )
-    host, port, _, _ = ray.get(gateway.address.remote())
-    return f"http://{url_host(host)}:{port}/{found}"
+    return Reach(*ray.get(gateway.reach.remote())).url(found)
 
 
 def server_session(action: str, route: str, arg: Any) -> Any:

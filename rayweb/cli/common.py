@@ -25,10 +25,26 @@ ClusterOption = Annotated[
     str,
     typer.Option("--address", help="A rayweb cluster name (see `rayweb cluster up`) or host:port."),
 ]
+DomainOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Each endpoint also at the root of http://<label>.<domain>:<port>/ (default "
+        "localhost; '' for the path form only). One per cluster: it changes a running gateway's."
+    ),
+]
 AddressOption = Annotated[
     str | None,
     typer.Option(help="The cluster to use (default: this machine's store, used by its clusters)."),
 ]
+
+
+def use_domain(domain: str | None) -> None:
+    """``--domain``: checked here, then read where the gateway starts (``RAYWEB_DOMAIN``)."""
+    from ..urls import DOMAIN_ENV, check_domain
+
+    if domain is not None:
+        check_domain(domain)
+        os.environ[DOMAIN_ENV] = domain
 
 
 def stderr() -> Console:

@@ -14,7 +14,15 @@ import typer
 from rich.console import Console
 
 from ..driver.output import print_urls, wide_console
-from .common import AppRefArgument, ModuleOption, Stopper, interrupt, user_errors
+from .common import (
+    AppRefArgument,
+    DomainOption,
+    ModuleOption,
+    Stopper,
+    interrupt,
+    use_domain,
+    user_errors,
+)
 from .root import cli
 
 if TYPE_CHECKING:
@@ -39,6 +47,7 @@ def serve(
     reload: Annotated[
         bool, typer.Option("--reload/--no-reload", help="Redeploy what changed on save.")
     ] = True,
+    domain: DomainOption = None,
 ) -> None:
     """Serve an app's web endpoints in the foreground, with -dev URLs, until Ctrl-C.
 
@@ -52,6 +61,8 @@ def serve(
     def say(message: str) -> None:
         err.print(message, markup=False, highlight=False)
 
+    with user_errors(err, "reading the options"):
+        use_domain(domain)
     session = DevSession.from_ref(
         app_ref,
         is_module=module,
@@ -111,7 +122,8 @@ def _serve_loop(
         watching.wait(10)
     notices = GatewayNotices()
     notices.poll()  # the baseline, before "Serving.": a restart after it is printed
-    print_urls(session.handle.urls, console=wide_console())
+    handle = session.handle
+    print_urls(handle.labels, handle.reach, console=wide_console())
     err.print(
         "[green]Serving.[/green] "
         + ("Watching for changes. " if reload else "")
@@ -183,6 +195,18 @@ def deploy(
             "node; every pod then serves in the serve Service)."
         ),
     ] = "head",
+    domain: DomainOption = None,
+    ingress_class: Annotated[
+        str | None,
+        typer.Option(help="With --kuberay --domain: the class of the domain's Ingress."),
+    ] = None,
+    http_route: Annotated[
+        str | None,
+        typer.Option(
+            help="With --kuberay --domain: an HTTPRoute on this Gateway ([NAMESPACE/]NAME) "
+            "instead of an Ingress."
+        ),
+    ] = None,
 ) -> None:
     """Deploy an app onto a running Ray cluster and exit; it keeps serving (`modal deploy`).
 
@@ -195,6 +219,9 @@ def deploy(
             "storage_class": storage_class,
             "state_size": state_size,
             "gateway_nodes": gateway_nodes,
+            "domain": domain,
+            "ingress_class": ingress_class,
+            "http_route": http_route,
         }
         _render_kuberay(app_ref, module, output=output, name=name, image=image, storage=storage)
         return
@@ -203,6 +230,8 @@ def deploy(
 
     err = Console(stderr=True, soft_wrap=True)
     signal.signal(signal.SIGTERM, interrupt)
+    with user_errors(err, "reading the options"):
+        use_domain(domain)
     with user_errors(err, "loading the app"):
         app = load_app(app_ref, is_module=module)
         if name:
@@ -216,7 +245,7 @@ def deploy(
             deploy_timeout=deploy_timeout,
             progress=lambda msg: status.update(msg),
         )
-    print_urls(deployed.urls, title=f"rayweb app {deployed.app_name!r} deployed")
+    print_urls(deployed.labels, deployed.reach, title=f"rayweb app {deployed.app_name!r} deployed")
     if deployed.working_dir:
         err.print(f"Code shipped as {deployed.working_dir}", highlight=False)
     if deployed.excluded:

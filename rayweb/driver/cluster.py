@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..common import free_port, url_host, use_ray_token
+from ..common import free_port, use_ray_token
+from ..urls import DOMAIN_ENV, Reach, check_domain
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -129,6 +130,8 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
         import ray
 
         gw_host, gw_port, _, _ = ray.get(gateway.address.remote())
+        if DOMAIN_ENV in os.environ:  # `--domain` (or the variable) named one: it holds now
+            ray.get(gateway.set_domain.remote(gateway_domain()))
         return gw_host, gw_port
     running = _serve_running()
     if _state.started_ray and not running:
@@ -189,12 +192,11 @@ def gateway_nodes() -> bool:
 
 
 def gateway_domain() -> str | None:
-    """``RAYWEB_DOMAIN``: each endpoint also answers at the root of its own origin,
-    ``http://<label>.<domain>:<port>/`` (default ``localhost``: browsers and curl resolve
-    ``*.localhost`` to loopback, RFC 6761); empty: path prefixes only. Read when the
-    gateway starts."""
-    value = os.environ.get("RAYWEB_DOMAIN", "localhost").strip().strip(".").lower()
-    return value or None
+    """``RAYWEB_DOMAIN`` (``--domain``): each endpoint also answers at the root of its own
+    origin, ``http://<label>.<domain>:<port>/`` (default ``localhost``: browsers and curl
+    resolve ``*.localhost`` to loopback, RFC 6761); empty: path prefixes only. Read when the
+    gateway starts; set, it changes a running gateway's (one domain per cluster)."""
+    return check_domain(os.environ.get(DOMAIN_ENV, "localhost"), DOMAIN_ENV + "=")
 
 
 def gateway_running() -> bool:
@@ -205,18 +207,28 @@ def gateway_running() -> bool:
     return find_gateway() is not None
 
 
-def public_base_url() -> str:
-    """Where clients reach this cluster's endpoints: the gateway, else Serve's proxy."""
+def origins_domain() -> str | None:
+    """The domain of the endpoints' own origins on this cluster's gateway (None: none)."""
+    import ray
+
+    from ..services.gateway import find_gateway
+
+    gateway = find_gateway()
+    return ray.get(gateway.reach.remote())[2] if gateway is not None else None
+
+
+def public_reach() -> Reach | None:
+    """Where clients reach this cluster's endpoints: the gateway (and its origins' domain),
+    else Serve's proxy (None: neither is known here)."""
     import ray
 
     from ..services.gateway import find_gateway
 
     gateway = find_gateway()
     if gateway is not None:
-        host, port, _, _ = ray.get(gateway.address.remote())
-        return f"http://{url_host(host)}:{port}"
+        return Reach(*ray.get(gateway.reach.remote()))
     proxy = _serve_proxy_address()
-    return f"http://{url_host(proxy[0])}:{proxy[1]}" if proxy else ""
+    return Reach(*proxy) if proxy else None
 
 
 def _serve_proxy_address() -> tuple[str, int] | None:

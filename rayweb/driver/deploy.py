@@ -17,11 +17,12 @@ from .. import compiler
 from ..compiler import CompiledEndpoint, compile_app, compile_functions, ship
 from ..exception import DeploymentError, InvalidError
 from ..services.registry import deploy_registry
+from ..urls import Reach
 from . import cluster
 from .output import Progress
 from .secrets import prepare_secrets
 from .shipping import ship_plan
-from .status import delete_apps, deploy, endpoint_urls, one_line, wait_for_routes
+from .status import delete_apps, deploy, endpoint_labels, one_line, wait_for_routes
 from .volumes import prepare_volumes
 
 if TYPE_CHECKING:
@@ -33,10 +34,15 @@ class Deployed:
     """The result of ``deploy_app``: what runs now, and where."""
 
     app_name: str
-    urls: dict[str, str]
+    labels: dict[str, str]  # each endpoint's label, by tag
+    reach: Reach  # where they are reached (``rayweb/urls.py``)
     removed: list[str]
     working_dir: str | None
     excluded: list[str] = dataclasses.field(default_factory=list)  # files not shipped
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {tag: self.reach.url(label) for tag, label in self.labels.items()}
 
 
 def deploy_connected(app: App) -> Deployed:
@@ -120,10 +126,9 @@ def deploy_app(
     removed = removed_endpoints(shipped, previous)
     delete_apps(removed)
     ray.get(registry.put.remote(app.name, {ep.name: ep for ep in shipped}))
-    base = f"http://{cluster.url_host(http_host)}:{http_port}"
-    wait_for_routes(base, shipped, timeout=max(10.0, limit))
-    urls = endpoint_urls(base, shipped)
-    return Deployed(app.name, urls, removed, working_dir, excluded)
+    reach = Reach(http_host, http_port, cluster.origins_domain())
+    wait_for_routes(reach.base, shipped, timeout=max(10.0, limit))
+    return Deployed(app.name, endpoint_labels(shipped), reach, removed, working_dir, excluded)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from ..exception import DeploymentError, Error
 from .import_refs import AppRef, find_app, import_module_of, parse_app_ref
 from .output import print_urls
 from .serve import record_served, serve
-from .status import delete_apps, deploy, endpoint_urls
+from .status import delete_apps, deploy, endpoint_labels
 from .volumes import prepare_volumes
 
 Say = Callable[[str], None]
@@ -116,7 +116,7 @@ class DevSession:
         delete_apps(plan.removed, wait_s=10)
         handle.endpoints, handle.functions = endpoints, functions
         handle.app = app
-        handle.urls = endpoint_urls(handle.base_url, everything)
+        handle.labels = endpoint_labels(everything)
         for function in app.web_endpoints:
             function._hydrate(handle.urls.get(function.tag))
         record_served(app, True)
@@ -124,7 +124,7 @@ class DevSession:
         self.compiled = {ep.name: ep for ep in everything}
         self.say(f"[reload] done in {time.monotonic() - start:.2f}s")
         if plan.removed or plan.added:
-            print_urls(handle.urls)
+            print_urls(handle.labels, handle.reach)
         return True
 
 

@@ -40,7 +40,9 @@ from typing import Any
 from ..app import App
 from ..compiler import compile_app, compile_functions, endpoint_spec
 from ..exception import InvalidError
+from ..urls import check_domain
 from ..volstore import ROOT_ENV
+from .kuberay_hosts import host_rules
 
 DEFAULT_IMAGE = "rayproject/ray:{version}-py311"
 SERVE_PORT = 8000  # the head container's `serve` port: the gateway's HAProxy
@@ -73,11 +75,21 @@ def render_manifests(
     state_size: str = DEFAULT_STATE_SIZE,
     storage_class: str | None = None,
     gateway_nodes: str = "head",
+    domain: str | None = None,
+    ingress_class: str | None = None,
+    http_route: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every object ``app`` needs on Kubernetes, ready for YAML: a ``PersistentVolumeClaim``
     per named volume it mounts (``storage_class`` applies to these, which must be
-    ``ReadWriteMany``), the head's claim for Dicts and Queues, then the RayService."""
+    ``ReadWriteMany``), the head's claim for Dicts and Queues, the RayService, and with a
+    ``domain`` the Ingress or HTTPRoute of each endpoint's own origin (``kuberay_hosts.py``)."""
     volume_size, state_size = _quantity(volume_size), _quantity(state_size)
+    domain = check_domain(domain) if domain is not None else None
+    if domain is None and (ingress_class is not None or http_route is not None):
+        raise InvalidError(
+            "--ingress-class and --http-route route a domain's hosts. Suggestion: add "
+            "--domain apps.example.com (with a wildcard DNS record for it)."
+        )
     service = render_rayservice(
         app,
         module=module,
@@ -87,13 +99,20 @@ def render_manifests(
         ray_version=ray_version,
         max_workers=max_workers,
         gateway_nodes=gateway_nodes,
+        domain=domain,
     )
     claims = [
         _claim(claim, "ReadWriteMany", volume_size, storage_class, volume=volume)
         for volume, claim, _paths in _volumes(app)
     ]
     state = _claim(_state_claim(service["metadata"]["name"]), "ReadWriteOnce", state_size)
-    return [*claims, state, service]
+    hosts = []
+    if domain is not None:
+        name = service["metadata"]["name"]
+        hosts = [
+            host_rules(name, domain, SERVE_PORT, ingress_class=ingress_class, http_route=http_route)
+        ]
+    return [*claims, state, service, *hosts]
 
 
 def render_rayservice(
@@ -106,6 +125,7 @@ def render_rayservice(
     ray_version: str | None = None,
     max_workers: int = 10,
     gateway_nodes: str = "head",
+    domain: str | None = None,
 ) -> dict[str, Any]:
     """The RayService manifest (a dict ready for YAML) for ``app``, defined in ``module``;
     the claims its pods mount are in ``render_manifests``. ``gateway_nodes``: ``head`` (one
@@ -132,6 +152,8 @@ def render_rayservice(
     }
     if gateway_nodes == "every":
         gateway["every_node"] = True
+    if domain is not None:  # else the gateway's default, `localhost` (a port-forward's)
+        gateway["domain"] = domain
     service = k8s_name(name or app.name or "rayweb")
     pods = _Pods(image, _named_secrets(app), _volumes(app), _state_claim(service))
 

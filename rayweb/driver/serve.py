@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from .. import compiler
 from ..common import is_remote
 from ..compiler import CompiledEndpoint, compile_app, compile_functions
+from ..urls import Reach
 from . import cluster
-from .output import Progress, print_urls
+from .output import Progress, print_urls, url_table_html
 from .secrets import prepare_secrets
-from .status import delete_apps, deploy, endpoint_urls, wait_for_routes
+from .status import delete_apps, deploy, endpoint_labels, wait_for_routes
 from .volumes import prepare_volumes
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class ServeHandle:
-    """A served app: ``urls`` maps each endpoint's tag (``"search"``, ``"Model.web"``) to its URL.
+    """A served app: ``urls`` maps each endpoint's tag (``"search"``, ``"Model.web"``) to its URL
+    (its own origin or its path form: ``rayweb/urls.py``), ``labels`` to its label.
 
     ``stop()`` deletes the endpoints (and the embedded Ray, once no other handle uses it);
     ``with rayweb.serve(app) as handle:`` stops on exit.
@@ -34,8 +36,8 @@ class ServeHandle:
 
     app: App | None
     endpoints: list[CompiledEndpoint] = field(default_factory=list)
-    urls: dict[str, str] = field(default_factory=dict)
-    base_url: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    reach: Reach | None = None  # where the endpoints are reached
     holds_embedded: bool = False
     stopped: bool = False
     functions: list[CompiledEndpoint] = field(default_factory=list)  # called with .remote()
@@ -47,15 +49,19 @@ class ServeHandle:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def urls(self) -> dict[str, str]:
+        reach = self.reach
+        return {tag: reach.url(label) for tag, label in self.labels.items()} if reach else {}
+
     def __repr__(self) -> str:
         return f"ServeHandle(urls={self.urls!r})"
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{tag}</td><td><a href='{url}'>{url}</a></td></tr>"
-            for tag, url in self.urls.items()
-        )
-        return f"<table><tr><th>endpoint</th><th>URL</th></tr>{rows}</table>"
+        """The notebook's table: each URL, and the other form beside it."""
+        if self.reach is None:
+            return "<table></table>"
+        return url_table_html(self.labels, self.reach)
 
     def stop(self) -> None:
         """Delete this app's endpoints; stop the embedded Ray when no other handle uses it."""
@@ -111,7 +117,8 @@ def serve(
             functions = compile_functions(app, dev=dev, pool=pool)
         say("Storing secrets")
         prepare_secrets(app)
-        base = f"http://{cluster.url_host(http_host)}:{http_port}"
+        reach = Reach(http_host, http_port, cluster.origins_domain())
+        base = reach.base
         limit = deploy_timeout if deploy_timeout is not None else compiler.deploy_timeout(endpoints)
         say(f"Deploying {sum(len(ep.web_routes) for ep in endpoints + functions)} endpoint(s)")
         deploy(endpoints + functions, timeout=limit, progress=say)
@@ -121,15 +128,15 @@ def serve(
         if holds:
             cluster.release()
         raise
-    urls = endpoint_urls(base, endpoints + functions)
-    for function in app.web_endpoints:
-        function._hydrate(urls.get(function.tag))
-    record_served(app, dev)
+    labels = endpoint_labels(endpoints + functions)
     handle = ServeHandle(
-        app, endpoints, urls, base, holds_embedded=holds, functions=functions, pool=pool
+        app, endpoints, labels, reach, holds_embedded=holds, functions=functions, pool=pool
     )
+    for function in app.web_endpoints:
+        function._hydrate(handle.urls.get(function.tag))
+    record_served(app, dev)
     if not quiet:
-        print_urls(handle.urls)
+        print_urls(labels, reach)
     return handle
 
 

@@ -219,9 +219,10 @@ def declare_routes(endpoints: list[CompiledEndpoint]) -> None:
     _on_gateway("declare", routes, pools)  # one call, one HAProxy reload for the whole deploy
 
 
-def endpoint_urls(base: str, endpoints: list[CompiledEndpoint]) -> dict[str, str]:
-    """Each web endpoint's (and pooled web method's) URL, by tag."""
-    return {tag: f"{base}/{label}" for ep in endpoints for tag, label, _ in ep.web_routes}
+def endpoint_labels(endpoints: list[CompiledEndpoint]) -> dict[str, str]:
+    """The label each web endpoint (and pooled web method) is served as, by tag; its URLs
+    are ``Reach.url(label)`` (``rayweb/urls.py``)."""
+    return {tag: label for ep in endpoints for tag, label, _ in ep.web_routes}
 
 
 def _on_gateway(method: str, *args: object) -> Any:
@@ -281,7 +282,7 @@ def list_endpoints() -> list[EndpointStatus]:
     from ray import serve
 
     status = serve.status()
-    base = cluster.public_base_url()
+    reach = cluster.public_reach()
     pooled = _pooled_labels()
     traffic = {name: _traffic(s) for name, s in (_on_gateway("request_stats") or {}).items()}
     rows = []
@@ -295,13 +296,13 @@ def list_endpoints() -> list[EndpointStatus]:
         app_state = str(app.status).split(".")[-1]
         labels = sorted(label for label, pool in pooled.items() if pool == name)
         # a function's app has no route: it is called with .remote()
-        url = f"{base}/{name}"
+        url = reach.url(name) if reach else f"/{name}"
         if name.startswith(FUNCTION_APP_PREFIX):
             url = "(.remote() and the web methods below)" if labels else "(.remote() only)"
         message, seen = app.message or "", traffic.get(name, "")
         rows.append(EndpointStatus(name, app_state, url, replicas, message, seen))
         for label in labels:
-            url = f"{base}/{label}"
+            url = reach.url(label) if reach else f"/{label}"
             rows.append(
                 EndpointStatus(
                     label, app_state, url, replicas, f"in {name}", traffic.get(label, "")

@@ -102,9 +102,16 @@ class GatewayFollower:
     def haproxy_pid(self) -> int | None:
         return self.haproxy.master_pid
 
-    async def apply(self, table: str, tokens: dict[str, str], sessions: dict[str, str]) -> None:
-        """The head's served table (``routes_to_json``, as JSON), token digests and session
-        map: HAProxy serves them from now on (servers alone change in place)."""
+    async def apply(
+        self,
+        table: str,
+        tokens: dict[str, str],
+        sessions: dict[str, str],
+        domain: str | None = None,
+    ) -> None:
+        """The head's served table (``routes_to_json``, as JSON), token digests, session
+        map and origins' domain: HAProxy serves them from now on (servers alone change in
+        place)."""
         if self._metrics_task is None:
             self._metrics_task = asyncio.get_running_loop().create_task(self._metrics())
         async with self._lock:
@@ -112,6 +119,8 @@ class GatewayFollower:
             maps_changed = write_map(self.tokens_map, tokens) | write_map(
                 self.sessions_map, sessions
             )
+            maps_changed |= domain != self.domain  # the frontend's rules: a reload
+            self.domain = domain
             config, shape = self._render(), snapshot(self.routes)
             loop = asyncio.get_running_loop()
             changed = False

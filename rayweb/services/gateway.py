@@ -21,7 +21,8 @@ not interrupt the data path; the actor restarts a dead keeper. Each restart is o
 ``events.log``, which ``rayweb serve`` prints.
 
 The actor's other parts are mixins: hot swap's mailbox (``reloads.py``: every dev replica
-keeps one long poll open here), loops, sessions, other nodes' gateways (``gateway_*.py``).
+keeps one long poll open here), loops, sessions, other nodes' gateways, inspection
+(``gateway_*.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .actors import NAMESPACE, cluster_actor
+from .gateway_inspect import GatewayInspect
 from .gateway_nodes import GatewayNodes
 from .gateway_sessions import GatewaySessions
 from .gateway_tasks import GatewayTasks, reachable
@@ -82,7 +84,7 @@ def state_dir() -> Path:
     return directory
 
 
-class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
+class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, GatewayInspect):
     """The cluster's HAProxy and its route table (one detached async actor on the head),
     with its mixins (the module docstring)."""
 
@@ -124,6 +126,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
         if adopted is not None and state is not None:
             # A restarted actor: HAProxy kept serving; take over its key and its table.
             self.key = state["key"]
+            self.domain = state.get("domain", self.domain)  # set_domain may have changed it
             self.routes.update(routes_from_json(state["routes"]))
             self.sessions.restore(state.get("sessions", {}), time.monotonic(), self._served())
             self.reloads.generations.update(state.get("generations", {}))
@@ -152,6 +155,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
             "routes": routes_to_json(self.routes),
             "generations": self.reloads.generations,
             "sessions": self.sessions.to_json(),
+            "domain": self.domain,
         }
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(state))
@@ -209,10 +213,6 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
             return "", ""
         return (route.serve_app, "function") if route.serve_app else (name, "")
 
-    def request_stats(self) -> dict[str, dict[str, float]]:
-        """Per route, over the last minute: requests per second, p50 and p99 in ms."""
-        return self.requests.stats()
-
     def _prefixes(self) -> dict[str, str]:
         """Each route's prefix (read by the holder's thread: one atomic copy)."""
         return {name: route.prefix for name, route in list(self.routes.items())}
@@ -220,52 +220,6 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes):
     async def address(self) -> tuple[str, int, str, int]:
         self._start_tasks()
         return (*self.bind, *self.serve)
-
-    def gateway_key(self) -> str:
-        return self.key
-
-    def haproxy_pid(self) -> int | None:
-        """The HAProxy master's pid (its workers are its children), for inspection and tests."""
-        return self.haproxy.master_pid
-
-    def keeper_pid(self) -> int | None:
-        return self.haproxy.keeper_pid
-
-    def pid(self) -> int:
-        """This actor's process (for fault tests)."""
-        return os.getpid()
-
-    async def events(self, offset: int = 0) -> tuple[int, list[str]]:
-        """Restarts since byte ``offset`` of the events log: (next offset, lines)."""
-        self._start_tasks()
-        try:
-            with open(self.dir / "events.log", "rb") as log:
-                log.seek(offset)
-                data = log.read()
-        except OSError:
-            return offset, []
-        complete = data[: data.rfind(b"\n") + 1]
-        lines = [line.split(" ", 1)[-1] for line in complete.decode(errors="replace").splitlines()]
-        return offset + len(complete), lines
-
-    def table(self) -> dict[str, dict[str, Any]]:
-        """What is routed where (for inspection and tests)."""
-        return {
-            name: {
-                "prefix": r.prefix,
-                "max_body": r.max_body,
-                "admission": vars(r.admission) if r.admission else None,
-                "servers": {k: vars(v) for k, v in r.servers.items()},
-                "serve_app": r.serve_app,
-                "direct": r.direct is not None,  # served at the user's server ports
-                "sessioned": r.sessioned,
-            }
-            for name, r in self._served().items()
-        }
-
-    def holder_stats(self) -> dict[str, int]:
-        """Requests the holder is keeping now, and connections it relayed (tests, inspection)."""
-        return {"held": self.holder.held, "relayed": self.holder.relayed}
 
     async def register(
         self,

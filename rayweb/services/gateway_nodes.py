@@ -80,7 +80,7 @@ class GatewayNodes:
         tokens = dict(self.tokens.digests)
         sessions = self.sessions.wanted(served)
         for follower in targets.values():
-            follower.apply.remote(table, tokens, sessions)
+            follower.apply.remote(table, tokens, sessions, self.domain)
 
     async def node_gateways(self) -> dict[str, tuple[str, int]]:
         """Each follower's address, by node id (for ``rayweb`` and tests)."""

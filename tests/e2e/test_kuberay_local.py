@@ -51,7 +51,9 @@ CASES = {
 def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatch, example):
     path, check, route = CASES[example]
     app = load_app(str(EXAMPLES / f"{example}.py"))
-    manifest = render_rayservice(app, module=example, ray_version=ray.__version__)
+    manifest = render_rayservice(
+        app, module=example, ray_version=ray.__version__, domain="apps.test"
+    )
     cluster_spec = manifest["spec"]["rayClusterConfig"]
     head, worker = cluster_spec["headGroupSpec"], cluster_spec["workerGroupSpecs"][0]
     config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
@@ -107,6 +109,14 @@ def test_the_rendered_rayservice_serves_through_the_gateway(tmp_path, monkeypatc
         # app whose URLs are all a class pool's has no Serve route, and Serve's proxy says 503)
         health = httpx.get(f"{url}/-/healthz", timeout=10)
         assert (health.status_code, health.text) == (200, "success")
+        # the Ingress' hosts: each endpoint at the root of its own origin under the domain
+        rest = path[len(route) + 1 :]
+        at_origin = httpx.get(
+            url + (rest if rest.startswith("/") else "/" + rest),
+            headers={"Host": f"{route}.apps.test"},
+            timeout=10,
+        )
+        assert at_origin.status_code == 200 and check(at_origin.json()), at_origin.text
         # the replica (on the worker: the head has no CPU) registered its own port with the
         # gateway, so requests take the direct path, not Serve's proxy
         table = gateway_call(cluster.address, "table")

@@ -3,6 +3,7 @@ web endpoints over HTTP and function calls from the notebook's cells."""
 
 from __future__ import annotations
 
+import json
 import socket
 
 import nbformat
@@ -32,5 +33,9 @@ def test_quickstart_notebook_runs(monkeypatch):
     assert "49 [0, 1, 4, 9, 16]" in outputs  # .remote() and .map() on the served app's functions
     assert "144 [3, 2, 1]" in outputs  # .spawn().get() and a generator's .remote_gen()
     serving = next(c for c in nb.cells if "rayweb.serve(app" in "".join(c.source))
-    urls = serving.outputs[-1]["data"]["text/plain"]
-    assert f"http://127.0.0.1:{port}/notebook-demo-hello" in urls
+    urls = serving.outputs[-1]["data"]["text/plain"]  # whichever form get_web_url() gives
+    path_form = f"http://127.0.0.1:{port}/notebook-demo-hello"
+    origin = f"http://notebook-demo-hello.localhost:{port}"
+    assert path_form in urls or origin in urls
+    table = json.dumps(serving.outputs[:-1])  # the printed URL table shows both forms
+    assert path_form in table and origin in table

@@ -132,3 +132,33 @@ def test_an_unknown_host_of_the_domain_names_the_endpoints(origins):
     detail = missing.json()["detail"]
     assert "No endpoint is served at this host" in detail
     assert origins["site"].rsplit("/", 1)[1] in detail
+
+
+def test_a_named_domain_changes_the_running_gateway_and_gives_origin_urls(served, monkeypatch):
+    import ray
+
+    from rayweb.services.gateway import find_gateway
+
+    monkeypatch.setenv("RAYWEB_DOMAIN", "Apps.Test.")  # as `rayweb serve --domain` sets it
+    app = rayweb.App("named-domain")
+
+    @app.function(serialized=True)
+    @rayweb.fastapi_endpoint()
+    def hello():
+        return "hi"
+
+    gateway = find_gateway()
+    try:
+        handle = served(app)
+        url = hello.get_web_url()
+        label = handle.labels["hello"]
+        # a domain the user named is trusted to resolve (wildcard DNS): the origin form
+        assert url == handle.urls["hello"] == f"http://{label}.apps.test:{TEST_PORT}"
+        with _at(f"{label}.apps.test:{TEST_PORT}") as client:
+            assert client.get("/").json() == "hi"
+        with _at(f"{label}.localhost:{TEST_PORT}") as client:  # the old domain is gone
+            assert client.get("/").status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{TEST_PORT}/{label}").json() == "hi"
+    finally:
+        ray.get(gateway.set_domain.remote("localhost"))
+    assert ray.get(gateway.reach.remote())[2] == "localhost"

@@ -327,3 +327,48 @@ def test_the_gateway_runs_on_the_heads_serve_port_or_on_every_node():
     assert all(a["args"]["gateway"]["every_node"] for a in _check(every)["applications"])
     with pytest.raises(InvalidError, match="--gateway-nodes every"):
         render_rayservice(app, module="fastapi_endpoint", ray_version="2.60.0", gateway_nodes="all")
+
+
+def test_a_domain_becomes_host_rules_for_the_serve_service(tmp_path: Path):
+    out = tmp_path / "out.yaml"
+    result = _render(str(EXAMPLES / "fastapi_endpoint.py"), "-o", str(out), "--domain", "Apps.Test")
+    assert result.returncode == 0
+    *documents, ingress = list(yaml.safe_load_all(out.read_text()))
+    _claims, service = _check_all(documents)
+    name = service["metadata"]["name"]
+    assert (ingress["apiVersion"], ingress["kind"]) == ("networking.k8s.io/v1", "Ingress")
+    backend = {"service": {"name": f"{name}-serve-svc", "port": {"number": 8000}}}
+    assert ingress["spec"]["rules"] == [
+        {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+        for host in ("*.apps.test", "apps.test")  # each endpoint's origin, and the path form
+    ]
+    for application in _check(service)["applications"]:  # the gateway routes on the host
+        assert application["args"]["gateway"]["domain"] == "apps.test"
+    app = load_app(str(EXAMPLES / "fastapi_endpoint.py"))
+    routed = render_manifests(
+        app, module="m", ray_version="2.60.0", domain="apps.test", http_route="infra/public"
+    )[-1]
+    assert (routed["kind"], routed["spec"]["hostnames"]) == (
+        "HTTPRoute",
+        ["*.apps.test", "apps.test"],
+    )
+    assert routed["spec"]["parentRefs"] == [{"name": "public", "namespace": "infra"}]
+    assert routed["spec"]["rules"] == [
+        {"backendRefs": [{"name": f"{name}-serve-svc", "port": 8000}]}
+    ]
+    classed = render_manifests(
+        app, module="m", ray_version="2.60.0", domain="a.test", ingress_class="nginx"
+    )
+    assert classed[-1]["spec"]["ingressClassName"] == "nginx"
+    # without a domain: no host rules, and the gateway keeps its default (a port-forward's)
+    plain = render_manifests(app, module="m", ray_version="2.60.0")
+    assert plain[-1]["kind"] == "RayService"
+    assert "domain" not in _check(plain[-1])["applications"][0]["args"]["gateway"]
+    for bad, fix in (
+        ({"domain": "https://apps.test"}, "is not a DNS name. Suggestion: --domain apps"),
+        ({"ingress_class": "nginx"}, "Suggestion: add --domain"),
+        ({"domain": "a.test", "http_route": "a/b/c"}, "--http-route NAMESPACE/NAME"),
+        ({"domain": "a.test", "http_route": "gw", "ingress_class": "x"}, "Suggestion: one of"),
+    ):
+        with pytest.raises(InvalidError, match=fix):
+            render_manifests(app, module="m", ray_version="2.60.0", **bad)

@@ -19,7 +19,7 @@ DECLARE = {
     "spec", "exception", "_compat", "objects", "dicts", "queues",
     "volume", "volfiles", "volstore", "volupload", "localfiles", "servers",
 }  # fmt: skip
-SHARED = {"common", "tokens"}
+SHARED = {"common", "tokens", "urls"}
 DRIVER = {"driver", "cli"}
 
 
