@@ -48,6 +48,7 @@ from .haproxy_direct import (
     session_front,
     session_rules,
     session_table,
+    unknown_origin,
     within_prefix,
 )
 from .requestlog import LOG_FORMAT, ROUTE_VAR
@@ -306,7 +307,7 @@ def render_config(
             lines.append(f"    acl r{index} path,url_dec -m str {route.prefix}")
             lines.append(f"    acl r{index} path,url_dec -m beg {route.prefix}/")
     if domain:
-        lines += origin_rules([route.prefix for _name, route in live], domain)
+        lines += origin_rules(domain)
     for index, (_name, route) in enumerate(live):
         if route.sessioned:
             assert sessions_map is not None
@@ -319,6 +320,8 @@ def render_config(
             lines.append(f"    use_backend h{index} if r{index}")
         else:
             lines.append(f"    use_backend b{index} if r{index}")
+    if domain:  # a host under the domain that names no route
+        lines.append("    use_backend unknown_origin if { var(txn.rw_origin) -m found }")
     lines.append("    default_backend serve")
     backup = f"server hold {_addr(*holder)}" if holder else f"server serve {_addr(*serve)}"
     for index, (name, route) in enumerate(live):
@@ -343,6 +346,10 @@ def render_config(
             lines += _admission(name, route, log)
             lines += session_rules(index, route.prefix, route.direct)
             lines += session_table(index, name)
+    if domain:
+        lines += unknown_origin(
+            [route.prefix.strip("/") for _name, route in live if route.prefix != "/"]
+        )
     lines += ["backend serve", f"    server serve {_addr(*serve)}", ""]
     return "\n".join(lines)
 

@@ -177,18 +177,32 @@ def session_front(index: int, sessions_map: str) -> list[str]:
 def session_rules(index: int, prefix: str, direct: Direct | None) -> list[str]:
     """Backend ``s<index>``: each request to the container its session lives in (the map's
     value is ``host|port|session id``); a browser that came with ``?modal_session_token=``
-    is sent back to the same URL without it, holding the token in a cookie."""
+    is sent back to the same URL without it, holding the token in a cookie (for the route's
+    prefix, or at its own origin for ``/`` and the URL without the prefix ``origin_rules``
+    put in front)."""
     path = prefix.rstrip("/") or "/"
-    cookie = f"{SESSION_COOKIE}=%[var(txn.rw_stok)]; Path={path}; HttpOnly; SameSite=Lax"
     lines = [
         # The rest of the query: HAProxy's second level of quotes keeps the parentheses of
         # these regexes inside their converters.
         f"    http-request set-var(txn.rw_rest) \"query,regsub('(^|&){SESSION_PARAM}=[^&]*',"
         "'',g),regsub('^&','',),regsub('^(.)','?\\\\1',)\"",
-        f'    http-request return status 303 hdr location "%[path]%[var(txn.rw_rest)]" '
-        f'hdr set-cookie "{cookie}" if {{ url_param({SESSION_PARAM}) -m found }}',
-        f"    http-request track-sc1 var(txn.rw_sdig) table ss{index}",
     ]
+    at_origin = "{ var(txn.rw_origin) -m found }"
+    redirects = [(path, "%[path]", "")]
+    if path != "/":
+        redirects = [
+            (path, "%[path]", f" !{at_origin}"),
+            # at its own origin: without the prefix `origin_rules` put in front (a label is
+            # [a-z0-9-]: nothing to escape)
+            ("/", f"%[path,regsub(^{path},)]", f" {at_origin}"),
+        ]
+    for cookie_path, location, condition in redirects:
+        cookie = f"{SESSION_COOKIE}=%[var(txn.rw_stok)]; Path={cookie_path}; HttpOnly; SameSite=Lax"
+        lines.append(
+            f'    http-request return status 303 hdr location "{location}%[var(txn.rw_rest)]" '
+            f'hdr set-cookie "{cookie}" if {{ url_param({SESSION_PARAM}) -m found }}{condition}'
+        )
+    lines.append(f"    http-request track-sc1 var(txn.rw_sdig) table ss{index}")
     if direct is not None:
         lines += _rate(index, direct)
     lines += [
@@ -224,28 +238,32 @@ def rate_table(index: int, name: str, direct: Direct) -> list[str]:
     ]
 
 
-def origin_rules(prefixes: list[str], domain: str) -> list[str]:
+def origin_rules(domain: str) -> list[str]:
     """Each endpoint at the root of its own origin, ``http://<label>.<domain>:<port>/...``:
-    the path gets the route's prefix here (so every rule below routes it as usual) and
+    the host's first name is the label, so the path gets ``/<label>`` in front here (one
+    match per request, however many routes: every rule below then routes it as usual) and
     ``x-rayweb-origin``, which tells the replica (or the direct hop's rules) to serve it at
-    ``/`` again: its links, forms and redirects stay root-relative, as on Modal."""
-    lines = []
-    for index, prefix in enumerate(prefixes):  # route r<index>'s prefix
-        if prefix == "/":
-            continue
-        host = f"{prefix.strip('/')}.{domain}".lower()
-        acl = f"o{index}"
-        lines += [
-            f"    acl {acl} req.hdr(host),field(1,:),lower -m str {host}",
-            f"    http-request set-header {ORIGIN_HEADER} 1 if {acl}",
-            f"    http-request set-var(txn.rw_origin) str(1) if {acl}",
-            f"    http-request set-path {prefix}%[path] if {acl}",
-        ]
-    labels = ", ".join(sorted(p.strip("/") for p in prefixes if p != "/")[:20])
-    detail = f"No endpoint is served at this host. Endpoints here: {labels or 'none'}."
-    lines.append(
+    ``/`` again: its links, forms and redirects stay root-relative, as on Modal. The label
+    is kept in ``txn.rw_origin`` (``AT_PATH``: the request came in the path form)."""
+    # `[.]`: a dot without the backslash HAProxy's parser would take (the domain is a DNS
+    # name: `urls.check_domain`)
+    pattern = "^[a-z0-9-]+[.]" + domain.replace(".", "[.]") + "$"
+    host = "req.hdr(host),field(1,:),lower"
+    return [
+        f"    acl rw_at_origin {host} -m reg {pattern}",
+        f"    http-request set-var(txn.rw_origin) {host},field(1,.) if rw_at_origin",
+        "    http-request set-path /%[var(txn.rw_origin)]%[path] if rw_at_origin",
+        f"    http-request set-header {ORIGIN_HEADER} 1 if rw_at_origin",
+    ]
+
+
+def unknown_origin(labels: list[str]) -> list[str]:
+    """The backend of a host under the domain whose label no route has: a 404 naming the
+    endpoints (up to 20)."""
+    named = ", ".join(sorted(labels)[:20])
+    detail = f"No endpoint is served at this host. Endpoints here: {named or 'none'}."
+    return [
+        "backend unknown_origin",
         "    http-request return status 404 content-type application/json string "
-        f'\'{{"detail": "{detail}"}}\' if {{ req.hdr(host),field(1,:),lower -m end .{domain} }}'
-        " !{ var(txn.rw_origin) -m found }"
-    )
-    return lines
+        f'\'{{"detail": "{detail}"}}\'',
+    ]

@@ -47,7 +47,7 @@ def origins(ray_cluster):
     def site():
         from urllib.parse import parse_qs
 
-        from fastapi import FastAPI, Request, Response
+        from fastapi import FastAPI, Request, Response, WebSocket
         from fastapi.responses import HTMLResponse, RedirectResponse
 
         web = FastAPI()
@@ -69,6 +69,15 @@ def origins(ray_cluster):
         @web.get("/static/app.css")
         def css():
             return Response("body {}", media_type="text/css")
+
+        @web.websocket("/ws")
+        async def ws(socket: WebSocket):
+            await socket.accept()
+            text = await socket.receive_text()
+            await socket.send_text(
+                f"{text} at {socket.url.path} under {socket.scope['root_path']!r}"
+            )
+            await socket.close()
 
         @web.get("/where")
         def where(request: Request):
@@ -112,6 +121,21 @@ def test_an_unmodified_app_works_at_the_root_of_its_origin(origins):
     path_form = httpx.get(origins["site"] + "/where").json()
     assert path_form["root_path"] == f"/{label}"
     assert path_form["url"] == origins["site"] + "/result"
+
+
+def test_a_websocket_at_the_root_of_its_origin(origins):
+    import socket
+
+    from websockets.sync.client import connect
+
+    label = origins["site"].rsplit("/", 1)[1]
+    sock = socket.create_connection(("127.0.0.1", TEST_PORT))  # what `<label>.localhost` is
+    with connect(f"ws://{label}.localhost:{TEST_PORT}/ws", sock=sock) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi at /ws under ''"
+    with connect(origins["site"].replace("http://", "ws://") + "/ws") as ws:  # the path form
+        ws.send("hi")
+        assert ws.recv(timeout=10) == f"hi at /{label}/ws under '/{label}'"
 
 
 def test_a_web_server_at_its_origin_keeps_its_own_redirects_and_links(origins):

@@ -38,6 +38,7 @@ def sessioned(tmp_path):
         routes=served(routes, tokens_ready=False),
         tokens_map=str(TokenMap(tmp_path).path),
         sessions_map=str(table.path),
+        domain="localhost",
     )
     proc = HAProxyProcess(tmp_path, config)
     try:
@@ -84,6 +85,16 @@ def test_a_sessions_requests_reach_its_container_however_the_token_comes(session
         assert cookie.startswith(f"modal_session={token}; Path=/srv; HttpOnly")
         again = client.get(url + "/page?a=1&b=2")  # httpx keeps the cookie
         assert again.json()["headers"]["x-modal-server-session-id"] == session_id
+    # the same at the Server's own origin: back to the URL as the browser had it, the
+    # cookie for the whole origin
+    with httpx.Client(base_url=url.removesuffix("/srv"), headers={"Host": "srv.localhost"}) as at:
+        first = at.get(f"/page?modal_session_token={token}")
+        assert (first.status_code, first.headers["location"]) == (303, "/page")
+        assert first.headers["set-cookie"].startswith(f"modal_session={token}; Path=/; HttpOnly")
+        again = at.get("/page")
+        assert again.json()["path"] == "/page"
+        assert again.json()["headers"]["x-modal-server-session-id"] == session_id
+    with httpx.Client() as client:
         # terminated: refused at once, no reload
         master = proc.master_pid
         assert table.terminate("srv", token)
