@@ -139,11 +139,13 @@ def haproxy_environment() -> dict[str, str]:
     }
 
 
-def wrk(url: str, connections: int, duration: int) -> dict[str, float]:
+def wrk(url: str, connections: int, duration: int, host: str | None = None) -> dict[str, float]:
+    """``host``: the request's ``Host`` header (an endpoint's own origin, at 127.0.0.1)."""
     threads = 1 if connections == 1 else 2
-    subprocess.run(["wrk", "-t1", "-c1", "-d2s", url], capture_output=True, check=True)  # warm-up
+    header = ["-H", f"Host: {host}"] if host else []
+    subprocess.run(["wrk", "-t1", "-c1", "-d2s", *header, url], capture_output=True, check=True)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", *header, url],
         capture_output=True,
         text=True,
         check=True,
@@ -267,15 +269,23 @@ def main() -> None:
         serve.run(deployment.bind(), name="raw", route_prefix="/raw")
         raw_url = f"http://127.0.0.1:{port}/raw/"
         wait_200(raw_url)
-        for _round in range(2):  # interleave, so drift hits both alike
-            for name, url in (("rayweb", handle.urls["hello"]), ("raw Ray Serve", raw_url)):
+        label = handle.labels["hello"]
+        cases = [
+            ("rayweb", handle.reach.path_url(label), None),
+            # the same endpoint at its own origin: the gateway matches the Host header
+            ("rayweb (own origin)", f"http://127.0.0.1:{port}/", f"{label}.localhost:{port}"),
+            ("raw Ray Serve", raw_url, None),
+        ]
+        for _round in range(2):  # interleave, so drift hits all alike
+            for name, url, host in cases:
                 for c in (1, 32):
-                    r = wrk(url, c, args.duration)
+                    r = wrk(url, c, args.duration, host)
                     best = results.setdefault(name, {}).get(c)
                     if best is None or r["rps"] > best["rps"]:
                         results[name][c] = r
         ws["rayweb"] = ws_round_trips(
-            handle.urls["ws"].replace("http://", "ws://") + "/ws", args.duration
+            handle.reach.path_url(handle.labels["ws"]).replace("http://", "ws://") + "/ws",
+            args.duration,
         )
         ws["raw Ray Serve"] = ws_round_trips(f"ws://127.0.0.1:{port}/raw/ws", args.duration)
         serve.delete("raw")
@@ -323,7 +333,8 @@ def write_results(
         "| server | clients | req/s | p50 ms | p99 ms | non-2xx | vs uvicorn | vs raw Serve |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("rayweb", "raw Ray Serve", "plain uvicorn"):
+    names = ("rayweb", "rayweb (own origin)", "raw Ray Serve", "plain uvicorn")
+    for name in (n for n in names if n in results):
         for c in (1, 32):
             r = results[name][c]
             lines.append(

@@ -245,12 +245,9 @@ def origin_rules(domain: str) -> list[str]:
     ``x-rayweb-origin``, which tells the replica (or the direct hop's rules) to serve it at
     ``/`` again: its links, forms and redirects stay root-relative, as on Modal. The label
     is kept in ``txn.rw_origin`` (``AT_PATH``: the request came in the path form)."""
-    # `[.]`: a dot without the backslash HAProxy's parser would take (the domain is a DNS
-    # name: `urls.check_domain`)
-    pattern = "^[a-z0-9-]+[.]" + domain.replace(".", "[.]") + "$"
     host = "req.hdr(host),field(1,:),lower"
     return [
-        f"    acl rw_at_origin {host} -m reg {pattern}",
+        f"    acl rw_at_origin {host} -m end .{domain}",
         f"    http-request set-var(txn.rw_origin) {host},field(1,.) if rw_at_origin",
         "    http-request set-path /%[var(txn.rw_origin)]%[path] if rw_at_origin",
         f"    http-request set-header {ORIGIN_HEADER} 1 if rw_at_origin",

@@ -76,7 +76,9 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
         assert "api-service-search-dev" in listed.stdout and "RUNNING" in listed.stdout, (
             listed.stderr[-2000:]
         )
-        assert f"http://127.0.0.1:{port}/api-service-search-dev" in listed.stdout
+        # the path form, or the origin where this machine resolves `*.localhost`
+        forms = (f"127.0.0.1:{port}/api-service-search-dev", f"search-dev.localhost:{port}")
+        assert any(form in listed.stdout for form in forms), listed.stdout
         stopped = subprocess.run(
             [*RAYWEB, "app", "stop", "api-service-echo-dev", "--address", name],
             capture_output=True,

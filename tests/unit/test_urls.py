@@ -90,3 +90,22 @@ def test_a_domain_is_a_dns_name_or_a_clear_error():
             check_domain(bad)
     with pytest.raises(InvalidError, match="RAYWEB_DOMAIN='x/y' is not a DNS name"):
         check_domain("x/y", "RAYWEB_DOMAIN=")
+
+
+@pytest.mark.parametrize("command", ["serve", "deploy"])
+def test_a_bad_domain_flag_stops_the_cli_before_anything_starts(command):
+    import subprocess
+    import sys
+
+    from tests.conftest import EXAMPLES, ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "rayweb.cli", command, str(EXAMPLES / "fastapi_endpoint.py")]
+        + ["--domain", "http://apps.test"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "'http://apps.test' is not a DNS name. Suggestion: --domain apps.example.com" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and "Starting Ray" not in result.stderr
