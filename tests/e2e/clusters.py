@@ -13,14 +13,14 @@ from typing import Any
 from tests.e2e.test_deploy import RAYWEB, _run
 
 
-def gateway_call(address: str, method: str) -> Any:
-    """``method()`` of the gateway of the cluster at ``address``, from a driver of its own
-    (with the machine's Ray token, as Ray 2.60 clusters want)."""
+def gateway_call(address: str, method: str, *args: Any) -> Any:
+    """``method(*args)`` of the gateway of the cluster at ``address``, from a driver of its
+    own (with the machine's Ray token, as Ray 2.60 clusters want)."""
     code = (
         "import json, ray\n"
         f"ray.init(address={address!r}, logging_level='ERROR')\n"
         "from rayweb.services.gateway import find_gateway\n"
-        f"print(json.dumps(ray.get(find_gateway().{method}.remote())))\n"
+        f"print(json.dumps(ray.get(find_gateway().{method}.remote(*{args!r}))))\n"
     )
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
     out = subprocess.run(

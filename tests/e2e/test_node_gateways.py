@@ -106,5 +106,15 @@ def test_a_gateway_on_every_node_reaches_every_replica(tmp_path):
                 break
             time.sleep(1)
         assert answer is not None and answer.json() == "new", answer and answer.text
+        # a new domain for the endpoints' own origins (`rayweb deploy --domain`) reaches it too
+        gateway_call(address, "set_domain", "apps.test")
+        deadline, answer = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            headers = {"Host": "everynode-later-dev.apps.test"}
+            answer = httpx.get(f"{node_url}/", headers=headers, timeout=10)
+            if answer.status_code == 200:
+                break
+            time.sleep(1)
+        assert answer is not None and answer.json() == "new", answer and answer.text
     finally:
         stop_serve_and_cluster(serve, name, env)
