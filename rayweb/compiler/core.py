@@ -253,7 +253,7 @@ def deployment_options(
         "initial_replicas": max(1, min_replicas),
         "max_replicas": max_replicas,
         "target_ongoing_requests": target,
-        "downscale_delay_s": float(scaling.scaledown_window or DEFAULT_SCALEDOWN_WINDOW),
+        **scaledown_timing(float(scaling.scaledown_window or DEFAULT_SCALEDOWN_WINDOW)),
         "upscale_delay_s": float(server.scaleup_window or 0) if server else 0.0,
     }
     # Always rayweb's policy: it also counts requests on the direct (gateway) path.
@@ -283,6 +283,23 @@ def deployment_options(
         options["health_check_period_s"] = 2.0
         options["health_check_timeout_s"] = 10.0
     return options
+
+
+def scaledown_timing(window: float) -> dict[str, float]:
+    """Modal's ``scaledown_window`` (how long a container stays idle before it stops) as Serve
+    times it: Serve averages ongoing requests over ``look_back_period_s`` and only once that
+    average says "fewer" does it count ``downscale_delay_s``, so the two add up to the window
+    (Serve's defaults alone, a 30 s look-back, made a 2 s window take ~43 s); replicas push
+    their figures four times per look-back (``metrics_interval_s``, 0.5-5 s; Serve's default
+    is 10 s), and the controller's view is on average half of that late, which the delay
+    leaves out (so a replica may stop up to half an interval, at most 2.5 s, early)."""
+    look_back = min(30.0, max(1.0, window / 2))
+    interval = min(5.0, max(0.5, look_back / 4))
+    return {
+        "look_back_period_s": look_back,
+        "downscale_delay_s": max(0.0, window - look_back - interval / 2),
+        "metrics_interval_s": interval,
+    }
 
 
 def max_inputs_of(spec: EndpointSpec) -> int:

@@ -85,7 +85,9 @@ def test_defaults_are_modal_like_and_fractional():
     assert scaling["min_replicas"] == 0  # scale to zero
     assert scaling["initial_replicas"] == 1  # but deploy starts one, so failures show
     assert scaling["target_ongoing_requests"] == 1
-    assert scaling["downscale_delay_s"] == 60
+    # Modal's 60 s scaledown window: Serve's look-back, its delay and its figures' lag
+    late = scaling["metrics_interval_s"] / 2
+    assert scaling["look_back_period_s"] + scaling["downscale_delay_s"] + late == 60
     assert opts["max_surge_percent"] == 100
 
 
@@ -103,7 +105,8 @@ def test_full_mapping():
         1,
     )
     assert scaling["target_ongoing_requests"] == 4
-    assert scaling["downscale_delay_s"] == 30
+    late = scaling["metrics_interval_s"] / 2
+    assert scaling["look_back_period_s"] + scaling["downscale_delay_s"] + late == 30
     assert scaling["policy"]["policy_kwargs"] == {"buffer": 1}
     values = {k: v for ref in spec.secrets for k, v in (ref.values or {}).items()}
     assert values == {"TOKEN": "t", "MODE": "x"}
@@ -191,3 +194,24 @@ def test_every_deployment_uses_raywebs_policy():
     assert policy["policy_function"] == "rayweb.services.autoscaling:BufferedPolicy"
     assert policy["policy_kwargs"] == {"buffer": 0}
     assert ep.payload.drain_s == ep.deployment_options["graceful_shutdown_timeout_s"] - 3
+
+
+def test_the_scaledown_window_is_the_idle_time_serve_waits():
+    """Serve averages over its look-back before it counts the delay, on figures half a push
+    interval late on average: the three make the window."""
+    from ray.serve.config import AutoscalingConfig
+
+    from rayweb.compiler.core import scaledown_timing
+
+    for window in (2, 10, 60, 300, 3600):
+        timing = scaledown_timing(float(window))
+        late = timing["metrics_interval_s"] / 2
+        assert timing["look_back_period_s"] + timing["downscale_delay_s"] + late == window
+        assert timing["metrics_interval_s"] < timing["look_back_period_s"] <= 30
+        assert late <= 2.5
+        AutoscalingConfig(min_replicas=0, max_replicas=1, **timing)  # Serve takes it
+    assert scaledown_timing(2.0) == {
+        "look_back_period_s": 1.0,
+        "downscale_delay_s": 0.75,
+        "metrics_interval_s": 0.5,
+    }
