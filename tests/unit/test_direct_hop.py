@@ -8,11 +8,13 @@ as 429, and the holder while no server is up."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -30,18 +32,27 @@ AUTH = {"Modal-Key": KEY, "Modal-Secret": SECRET}
 
 class _Server:
     """A user's server: answers with the path and headers it got; ``/slow`` takes 1.5 s;
-    ``/go?to=X`` redirects to X."""
+    ``.../go?to=X`` redirects to X; ``.../cookie?c=A&c=B`` sets one cookie per value."""
 
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def handle(self) -> None:
+                with contextlib.suppress(ConnectionResetError):  # HAProxy's health checks
+                    super().handle()
+
             def do_GET(self) -> None:  # noqa: N802
-                if self.path.startswith("/slow"):
+                url = urlsplit(self.path)
+                if url.path.startswith("/slow"):
                     time.sleep(1.5)
-                if self.path.startswith("/go?to="):
-                    self.send_response(302)
-                    self.send_header("location", self.path.split("=", 1)[1])
+                if url.path.endswith(("/go", "/cookie")):
+                    query = parse_qs(url.query)
+                    self.send_response(302 if url.path.endswith("/go") else 200)
+                    for value in query.get("to", []):
+                        self.send_header("location", value)
+                    for cookie in query.get("c", []):
+                        self.send_header("set-cookie", cookie)
                     self.send_header("content-length", "0")
                     self.end_headers()
                     return

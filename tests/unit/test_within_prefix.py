@@ -6,65 +6,22 @@ replica's route and on the direct hop alike; at the endpoint's own origin
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from rayweb.services.haproxy import HAProxyProcess
 from rayweb.services.haproxy_config import Direct, Route, Server, render_config, served
+from tests.unit.test_direct_hop import _Server
 from tests.unit.test_gateway import _free_port, _Upstream
-
-
-class _App:
-    """Answers ``/go?to=X`` with a redirect to X, ``/cookie?c=A&c=B`` with one Set-Cookie
-    header per value, anything else with its path and headers."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802
-                url = urlsplit(self.path)
-                query = parse_qs(url.query)
-                if url.path.endswith("/go"):
-                    self.send_response(302)
-                    self.send_header("location", query["to"][0])
-                elif url.path.endswith("/cookie"):
-                    self.send_response(200)
-                    for cookie in query["c"]:
-                        self.send_header("set-cookie", cookie)
-                else:
-                    body = json.dumps({"path": self.path, "headers": dict(self.headers)})
-                    self.send_response(200)
-                    self.send_header("content-length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body.encode())
-                    return
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     """HAProxy with ``/site`` (a replica's own port: the app sees the full path) and
     ``/srv`` (the direct hop: the prefix stripped); yields the gateway's URL."""
-    app, serve = _App(), _Upstream("serve")
+    app, serve = _Server(), _Upstream("serve")
     port = _free_port()
     routes = {
         "site": Route("/site", {"r1": Server("127.0.0.1", app.port, 8)}),
