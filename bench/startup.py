@@ -1,0 +1,157 @@
+"""Benchmark: where the cold start goes, and how long a scaled-to-zero endpoint takes to
+answer again.
+
+    python bench/startup.py [--runs 2] [--out bench/RESULTS.md]
+
+Each run is a new Python process (cold imports, as a notebook after a kernel restart) that
+serves ``examples/fastapi_endpoint.py`` on a new embedded Ray and marks the time of each
+phase: importing rayweb, loading the app, starting Ray, Serve's controller and proxy with
+rayweb's gateway, storing secrets, deploying (replica processes, user imports, ``@enter``),
+waiting for the routes, the first 200. Then, in the same process, two endpoints with
+``min_containers=0`` (one trivial, one whose ``@enter`` takes 1 s) are left to scale to zero
+and asked again: seconds from the request to its answer (the gateway holds it while the
+endpoint wakes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from run import append_results, free_port  # noqa: E402
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    start = time.monotonic()
+    marks = []
+
+    def mark(phase):
+        marks.append((phase, time.monotonic() - start))
+
+    import rayweb
+    mark("import rayweb")
+    from rayweb.driver import cluster
+    from rayweb.driver.import_refs import load_app
+    app = load_app("examples/fastapi_endpoint.py")
+    mark("load the app")
+    cluster.ensure_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
+    mark("start Ray")
+    names = {"Storing secrets": "Serve + gateway", "Deploying": "secrets",
+             "Waiting for the HTTP routes": "deploy (replicas ready)"}
+
+    def progress(message):
+        for prefix, phase in names.items():
+            if message.startswith(prefix):
+                mark(phase)
+
+    import httpx
+    port = int(sys.argv[1])
+    handle = rayweb.serve(app, port=port, quiet=True, progress=progress)
+    mark("routes")
+    while httpx.get(handle.urls["search"], params={"query": "x"}).status_code != 200:
+        time.sleep(0.01)
+    mark("first 200")
+
+    cold = rayweb.App("cold")
+
+    @cold.function(serialized=True, min_containers=0, scaledown_window=2)
+    @rayweb.fastapi_endpoint()
+    def trivial():
+        return "ok"
+
+    @cold.cls(serialized=True, min_containers=0, scaledown_window=2)
+    class Slow:
+        @rayweb.enter()
+        def load(self):
+            time.sleep(1.0)
+
+        @rayweb.fastapi_endpoint()
+        def web(self):
+            return "ok"
+
+    from ray import serve
+    woken = {}
+    served = rayweb.serve(cold, port=port, quiet=True)
+    for tag, label in served.labels.items():
+        app_name = "rayweb-fn-cold-slow" if tag.startswith("Slow") else label
+        times = []
+        for _ in range(2):
+            while True:  # no replica at all: the next request wakes the endpoint
+                status = serve.status().applications.get(app_name)
+                deployments = status.deployments.values() if status else []
+                if not sum(sum(d.replica_states.values()) for d in deployments):
+                    break
+                time.sleep(0.2)
+            began = time.monotonic()
+            assert httpx.get(served.urls[tag], timeout=120).status_code == 200
+            times.append(time.monotonic() - began)
+        woken[tag] = times
+    print("MARKS " + json.dumps({"marks": marks, "woken": woken}))
+    served.stop()
+    handle.stop()
+    cluster.stop_embedded()
+    """
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    runs = []
+    for _ in range(args.runs):
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(free_port())],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("MARKS ")), None)
+        if line is None:
+            sys.exit(out.stderr[-3000:])
+        runs.append(json.loads(line.removeprefix("MARKS ")))
+    phases = [phase for phase, _ in runs[0]["marks"]]
+    lines = [
+        f"## {datetime.date.today().isoformat()}: where the cold start goes (bench/startup.py)",
+        "",
+        "A new Python process serves `examples/fastapi_endpoint.py` (5 endpoints) on a new "
+        f"embedded Ray, {args.runs} runs, 2 cores; each phase's seconds (and the time since "
+        "the process started). Command: `python bench/startup.py`.",
+        "",
+        "| phase | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
+    for index, phase in enumerate(phases):
+        cells = []
+        for run in runs:
+            at = run["marks"][index][1]
+            took = at - (run["marks"][index - 1][1] if index else 0.0)
+            cells.append(f"{took:.2f} (at {at:.2f})")
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    woken = {tag: [t for run in runs for t in run["woken"][tag]] for tag in runs[0]["woken"]}
+    lines += [
+        "",
+        "Scale from zero (request to answer, the endpoint with no replica at all): "
+        + "; ".join(
+            f"{tag}: " + ", ".join(f"{t:.2f}" for t in times) + f" s (median "
+            f"{statistics.median(times):.2f})"
+            for tag, times in woken.items()
+        )
+        + ". (`Slow.web`'s `@enter` sleeps 1 s.)",
+        "",
+    ]
+    append_results(Path(args.out), lines)
+
+
+if __name__ == "__main__":
+    main()
