@@ -39,9 +39,12 @@ DEFAULT_MAX_CONTAINERS = 10  # each replica is a process: cap what one burst can
 DEFAULT_SCALEDOWN_WINDOW = 60  # seconds, Modal's default
 DEV_SUFFIX = "dev"
 BUFFER_POLICY = "rayweb.services.autoscaling:BufferedPolicy"
-# HAProxy sends each replica up to this many times its slots: extra requests wait in the
-# replica (counted, so the autoscaler sees them) rather than in HAProxy's queue (unseen).
-GATEWAY_QUEUE_FACTOR = 4
+# HAProxy sends each replica up to this many times its slots. One: a request beyond them
+# waits in HAProxy's queue (which the autoscaling policy reads) and goes to whichever replica
+# frees a slot first, a new one included, as Modal queues inputs for the function, not per
+# container. (It was 4, from before the queue was seen: requests then waited behind a busy
+# replica while the replicas started for them idled and, with scaledown_window kept, stopped.)
+GATEWAY_QUEUE_FACTOR = 1
 ACCELERATOR_SHARE = 0.001  # asks for "a node of this type" without using up the resource
 # @app.server without max_concurrency takes any number of requests (Modal: "unlimited"):
 # the server itself decides; this only bounds what one replica is sent at once.

@@ -17,7 +17,7 @@ from .. import compiler
 from ..compiler import CompiledEndpoint, compile_app, compile_functions, ship
 from ..exception import DeploymentError, InvalidError
 from ..services.registry import deploy_registry
-from ..urls import Reach
+from ..urls import Reach, url_form
 from . import cluster
 from .output import Progress
 from .secrets import prepare_secrets
@@ -84,6 +84,7 @@ def deploy_app(
         )
     # fail on bad specs before connecting; functions called with .remote() deploy too
     endpoints = compile_app(app) + compile_functions(app)
+    url_form()  # a bad RAYWEB_URL_FORM fails before anything is deployed
     prepare_volumes(app)
     roots = {ep.payload.code.sys_path for ep in endpoints if ep.payload.code.sys_path}
     if len(roots) > 1:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .. import compiler
 from ..common import is_remote
 from ..compiler import CompiledEndpoint, compile_app, compile_functions
-from ..urls import Reach
+from ..urls import Reach, url_form
 from . import cluster
 from .output import Progress, print_urls, url_table_html
 from .secrets import prepare_secrets
@@ -103,6 +103,7 @@ def serve(
         return ServeHandle(app=None, stopped=True)  # a replica importing a serving script
     say = progress or (lambda _msg: None)
     endpoints = compile_app(app, dev=dev)  # fail on bad specs before starting anything
+    url_form()  # and on a bad RAYWEB_URL_FORM, read once the endpoints run
     functions = compile_functions(app, dev=dev)
     prepare_volumes(app)
     say("Starting Ray" if address is None else f"Connecting to Ray at {address}")

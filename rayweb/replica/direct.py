@@ -30,9 +30,9 @@ class Counted:
 
     On a replica's own port one ``Counted`` without slots sits outermost: its count is what
     the replica reports to Serve's autoscaler and what the drain at shutdown waits for. The
-    gateway sends each replica more connections than it has slots (the compiler's
-    ``gateway_maxconn``), so requests that wait for a slot wait in the replica, where they
-    are counted, rather than in HAProxy's queue, which the autoscaler cannot see.
+    gateway sends each replica as many connections as it has slots (the compiler's
+    ``gateway_maxconn``); requests beyond them wait in HAProxy's queue, which the gateway
+    publishes to the autoscaling policy, and go to the first replica with a free slot.
     """
 
     def __init__(
