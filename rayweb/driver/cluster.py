@@ -60,6 +60,8 @@ def ensure_ray(
             kwargs["runtime_env"] = runtime_env  # uploaded now; Serve gives it to replicas
         ray.init(address=resolve_address(address), **kwargs)
         return False
+    from ..services.warmpool import system_config
+
     _state.launched = True  # from here on, what runs below this process is that Ray
     ray.init(
         # Loopback even when Ray was imported before the variable above was set.
@@ -68,6 +70,7 @@ def ensure_ray(
         num_gpus=num_gpus,
         object_store_memory=object_store_memory or DEFAULT_OBJECT_STORE_BYTES,
         include_dashboard=False,
+        _system_config=system_config(),
         **kwargs,
     )
     _state.started_ray = True

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..common import free_port
 from ..exception import InvalidError, NotFoundError
+from ..services.warmpool import system_config
 
 STATE_DIR = Path.home() / ".rayweb" / "clusters"
 
@@ -138,6 +139,7 @@ def up(
         f"--dashboard-agent-listen-port={free_port()}",
         f"--object-store-memory={object_store_mib * 1024 * 1024}", "--disable-usage-stats",
         f"--num-cpus={_cpus(head_cpus if head_cpus is not None else num_cpus)}",
+        f"--system-config={json.dumps(system_config())}",  # warm workers (warmpool.py)
     ]  # fmt: skip
     if num_gpus is not None:
         cmd.append(f"--num-gpus={num_gpus}")

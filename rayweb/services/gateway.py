@@ -173,6 +173,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
                 loop.create_task(self._watch_tokens()),
                 loop.create_task(self._watch_sessions()),
                 loop.create_task(self._watch_nodes()),
+                loop.create_task(self._keep_warm()),
             ]
 
     def _served(self) -> dict[str, Route]:

@@ -19,6 +19,7 @@ from .liveservers import LiveServers, snapshot
 from .maps import send_commands
 from .sessions import SessionTable
 from .tokenmap import TokenMap
+from .warmpool import WarmPool, warm_workers
 
 RECONCILE_S = 2.0
 
@@ -90,6 +91,17 @@ class GatewayTasks:
                     logger.warning("restarting the gateway's keeper failed", exc_info=True)
                     continue
             event(self.dir, "the gateway's keeper exited; HAProxy started again")
+
+    async def _keep_warm(self) -> None:
+        """Keep idle Ray workers started on this node for the next replica (``warmpool.py``)."""
+        import os
+
+        pool = WarmPool(warm_workers(), raylet_pid=os.getppid())
+        loop = asyncio.get_running_loop()
+        while not pool.off:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, pool.top_up)
+            await asyncio.sleep(1.0)
 
     async def _publish_queued(self) -> None:
         """Every second, what waits in HAProxy's queues per endpoint, for the autoscaling
