@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ def ensure_ray(
     # trusts loopback, so any local client could claim to be anyone. rayweb trusts nobody
     # unless RAYWEB_TRUSTED_PROXIES (or FORWARDED_ALLOW_IPS itself) names the proxies.
     os.environ.setdefault("FORWARDED_ALLOW_IPS", os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
+    imported_first = "ray" in sys.modules
     if address:
         use_ray_token()
     import ray
@@ -58,7 +60,10 @@ def ensure_ray(
 
         if runtime_env:
             kwargs["runtime_env"] = runtime_env  # uploaded now; Serve gives it to replicas
-        ray.init(address=resolve_address(address), **kwargs)
+        resolved = resolve_address(address)
+        if imported_first and (resolved or "").startswith(("127.0.0.1:", "localhost:")):
+            _loopback_even_if_imported_first(address)
+        ray.init(address=resolved, **kwargs)
         return False
     from ..services.warmpool import system_config
 
@@ -75,6 +80,27 @@ def ensure_ray(
     )
     _state.started_ray = True
     return True
+
+
+def _loopback_even_if_imported_first(address: str) -> None:
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER and RAY_AUTH_MODE once, when imported.
+    Imported before rayweb set them (``import ray`` first in a notebook), Ray turns a local
+    cluster's 127.0.0.1 into this machine's outward address, where nothing listens, and
+    retries for ever: apply the first variable to the Ray already imported. The second
+    cannot be applied afterwards: say so rather than fail deep inside Ray."""
+    from ray._private import ray_constants
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    if os.environ.get("RAY_AUTH_MODE") == "token" and not is_token_auth_enabled():
+        from ..exception import InvalidError
+
+        raise InvalidError(
+            f"rayweb: Ray was imported before rayweb, without the token auth of the local "
+            f"cluster {address!r}, and reads that setting only when imported. Suggestion: "
+            "import rayweb before ray (or set RAY_AUTH_MODE=token before Python starts)."
+        )
 
 
 def hold() -> bool:

@@ -34,6 +34,33 @@ def _tagged(temp_dir: str) -> list[int]:
     return pids
 
 
+IMPORTED_FIRST = """
+import sys, ray, rayweb
+from rayweb.driver import cluster
+try:
+    cluster.ensure_ray(sys.argv[1])
+except rayweb.exception.InvalidError as exc:
+    sys.exit(str(exc))
+print("CPUs", ray.cluster_resources()["CPU"])
+"""
+
+
+def _connect_with_ray_imported_first(name: str) -> None:
+    """A notebook that imported ray before rayweb: Ray has read its variables already. It
+    connects (loopback applied afterwards) when token auth was set before Python started,
+    and says what to do otherwise (instead of retrying at the machine's outward address)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAYWEB_CLUSTERS_DIR"] = os.environ["RAYWEB_CLUSTERS_DIR"]
+    run = [sys.executable, "-c", IMPORTED_FIRST, name]
+    ok = subprocess.run(
+        run, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=120
+    )
+    assert ok.returncode == 0 and "CPUs 2.0" in ok.stdout, ok.stderr[-2000:]
+    refused = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "Suggestion: import rayweb before ray" in refused.stderr
+
+
 def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
     monkeypatch.setenv("RAYWEB_CLUSTERS_DIR", str(tmp_path / "clusters"))
     name = f"t{uuid.uuid4().hex[:6]}"
@@ -79,6 +106,7 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
         # the path form, or the origin where this machine resolves `*.localhost`
         forms = (f"127.0.0.1:{port}/api-service-search-dev", f"search-dev.localhost:{port}")
         assert any(form in listed.stdout for form in forms), listed.stdout
+        _connect_with_ray_imported_first(name)
         stopped = subprocess.run(
             [*RAYWEB, "app", "stop", "api-service-echo-dev", "--address", name],
             capture_output=True,
