@@ -10,7 +10,9 @@ rayweb's gateway, storing secrets, deploying (replica processes, user imports, `
 waiting for the routes, the first 200. Then, in the same process, two endpoints with
 ``min_containers=0`` (one trivial, one whose ``@enter`` takes 1 s) are left to scale to zero
 and asked again: seconds from the request to its answer (the gateway holds it while the
-endpoint wakes).
+endpoint wakes). Last, a new process serves the same app onto a running local cluster
+(``rayweb cluster up``, where an earlier serve left Serve and the gateway running), as
+``rayweb serve`` does on a cluster kept warm: seconds to connect, to deploy, to the first 200.
 """
 
 from __future__ import annotations
@@ -105,6 +107,60 @@ CHILD = textwrap.dedent(
 )
 
 
+ONTO = textwrap.dedent(
+    """
+    import json, sys, time
+    start = time.monotonic()
+    import httpx, rayweb
+    from rayweb.driver.import_refs import load_app
+    app = load_app("examples/fastapi_endpoint.py")
+    marks = {}
+
+    def progress(message):
+        if message.startswith("Deploying"):
+            marks["connected"] = time.monotonic() - start
+
+    handle = rayweb.serve(app, address=sys.argv[1], port=int(sys.argv[2]), quiet=True,
+                          progress=progress)
+    marks["deployed"] = time.monotonic() - start
+    while httpx.get(handle.urls["search"], params={"query": "x"}).status_code != 200:
+        time.sleep(0.01)
+    marks["first 200"] = time.monotonic() - start
+    print("ONTO " + json.dumps(marks))
+    handle.stop()
+    """
+)
+
+
+def onto_running_cluster(runs: int) -> list[dict[str, float]]:
+    """Serve in a new process onto a running local cluster, ``runs`` times (after one
+    serve that starts Serve and the gateway there)."""
+    import os
+    import tempfile
+    import uuid
+
+    name = f"bench{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "RAYWEB_CLUSTERS_DIR": tempfile.mkdtemp(prefix="rayweb-bench-")}
+    rayweb = [sys.executable, "-m", "rayweb.cli", "cluster"]
+    up = subprocess.run([*rayweb, "up", "--name", name, "--num-cpus", "2"], env=env,
+                        capture_output=True, text=True, timeout=300)  # fmt: skip
+    if up.returncode != 0:
+        sys.exit(up.stderr[-3000:])
+    found = []
+    try:
+        for _ in range(runs + 1):
+            out = subprocess.run([sys.executable, "-c", ONTO, name, str(free_port())], cwd=ROOT,
+                                 env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("ONTO ")), None)
+            if line is None:
+                sys.exit(out.stderr[-3000:])
+            found.append(json.loads(line.removeprefix("ONTO ")))
+    finally:
+        subprocess.run([*rayweb, "down", "--name", name], env=env, capture_output=True,
+                       timeout=300)  # fmt: skip
+    return found[1:]  # the first one started Serve and the gateway
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=2)
@@ -148,6 +204,19 @@ def main() -> None:
             for tag, times in woken.items()
         )
         + ". (`Slow.web`'s `@enter` sleeps 1 s.)",
+        "",
+    ]
+    onto = onto_running_cluster(args.runs + 1)
+    lines += [
+        "Onto a running local cluster (`rayweb cluster up`; Serve and the gateway left "
+        "running by an earlier serve), a new process, seconds since it started: "
+        + "; ".join(
+            f"{mark} "
+            + ", ".join(f"{run[mark]:.2f}" for run in onto)
+            + f" (median {statistics.median(run[mark] for run in onto):.2f})"
+            for mark in ("connected", "deployed", "first 200")
+        )
+        + ".",
         "",
     ]
     append_results(Path(args.out), lines)

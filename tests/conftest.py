@@ -35,6 +35,13 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def clusters_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests never see the local clusters in ~/.rayweb/clusters: a `rayweb serve` without
+    --address would join a running `default` one."""
+    yield from _env_path("RAYWEB_CLUSTERS_DIR", tmp_path_factory.mktemp("rayweb-clusters"))
+
+
+@pytest.fixture(scope="session", autouse=True)
 def volume_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Volumes of tests live under tmp, never in ~/.rayweb/volumes; replicas get the
     driver's root in their payload."""

@@ -48,13 +48,24 @@ def serve(
         bool, typer.Option("--reload/--no-reload", help="Redeploy what changed on save.")
     ] = True,
     domain: DomainOption = None,
+    keep_warm: Annotated[
+        bool,
+        typer.Option(
+            "--keep-warm",
+            help="Start a local cluster that stays up for the next serve (rayweb cluster down "
+            "stops it) unless one runs.",
+        ),
+    ] = False,
 ) -> None:
     """Serve an app's web endpoints in the foreground, with -dev URLs, until Ctrl-C.
 
     Saving a file of the app redeploys the endpoints that changed; if the new code does
-    not load or start, the last good version keeps serving."""
+    not load or start, the last good version keeps serving. Without --address it runs on
+    the running local cluster (`rayweb cluster up`, or one kept warm) if there is one, else
+    on a new Ray of its own (`--address local`: always the latter)."""
     from ..driver.cluster import kill_embedded
     from ..driver.dev import DevSession
+    from ..driver.local_cluster import serve_address
 
     err = Console(stderr=True, soft_wrap=True)
 
@@ -63,6 +74,8 @@ def serve(
 
     with user_errors(err, "reading the options"):
         use_domain(domain)
+    with user_errors(err, "starting the local cluster"):
+        address = serve_address(address, keep_warm, say)
     session = DevSession.from_ref(
         app_ref,
         is_module=module,

@@ -32,6 +32,27 @@ class ClusterState:
 _state = ClusterState()
 
 
+LOCAL = "local"  # `--address local`: a new embedded Ray even when a local cluster runs
+CLUSTER_ENV = "RAYWEB_CLUSTER"  # which local cluster an address-less serve joins
+
+
+def pick_address(address: str | None) -> str | None:
+    """Where a command without ``--address`` runs: on the running local cluster
+    (``rayweb cluster up``, or one kept warm by ``rayweb serve --keep-warm``) named by
+    ``RAYWEB_CLUSTER`` (default ``default``), as ``ray.init()`` joins a running
+    ``ray start``; else on a new embedded Ray (None). ``local`` always means the latter."""
+    if address == LOCAL:
+        return None
+    if address:
+        return address
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return None  # this process runs (or joined) a Ray already: that one serves
+    from .local_cluster import DEFAULT_NAME, running
+
+    found = running(os.environ.get(CLUSTER_ENV) or DEFAULT_NAME)
+    return found.name if found is not None else None
+
+
 def ensure_ray(
     address: str | None = None,
     *,
@@ -48,6 +69,8 @@ def ensure_ray(
     # unless RAYWEB_TRUSTED_PROXIES (or FORWARDED_ALLOW_IPS itself) names the proxies.
     os.environ.setdefault("FORWARDED_ALLOW_IPS", os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
     imported_first = "ray" in sys.modules
+    if address == LOCAL:
+        address = None
     if address:
         use_ray_token()
     import ray

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..exception import InvalidError, NotFoundError
 from ..services.warmpool import system_config
 
 STATE_DIR = Path.home() / ".rayweb" / "clusters"
+DEFAULT_NAME = "default"
 
 
 @dataclass
@@ -237,6 +239,50 @@ def down(name: str = "default", *, grace_s: float = 10) -> int:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def running(name: str) -> LocalCluster | None:
+    """The local cluster ``name`` when it is up (its head's GCS port answers), else None."""
+    import socket
+
+    try:
+        found = load(name)
+    except (NotFoundError, InvalidError, OSError, ValueError, TypeError):
+        return None
+    host, _, port = found.address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+    except (OSError, ValueError):
+        return None
+    return found
+
+
+def serve_address(address: str | None, keep_warm: bool, say: Callable[[str], None]) -> str | None:
+    """Where ``rayweb serve`` runs: ``--address``, else the running local cluster
+    (``cluster.pick_address``), else with ``--keep-warm`` a local cluster started now and
+    left up for the next serve; None: a Ray of its own, stopped with the command."""
+    from .cluster import CLUSTER_ENV, LOCAL, pick_address
+
+    if keep_warm and address == LOCAL:
+        raise InvalidError(
+            "--keep-warm keeps a local cluster up, --address local starts a Ray that stops "
+            "with this command. Suggestion: drop one of them."
+        )
+    picked = pick_address(address)
+    if picked is None and keep_warm:
+        say("Starting a local cluster to keep warm")
+        started = up(os.environ.get(CLUSTER_ENV) or DEFAULT_NAME)
+        say(
+            f"Started the local cluster {started.name!r} at {started.address}; it stays up "
+            f"for the next `rayweb serve`. Stop it: rayweb cluster down --name {started.name}"
+        )
+        return started.name
+    if picked is not None and address is None:
+        say(
+            f"On the running local cluster {picked!r} (it stays up after this command; stop "
+            f"it: rayweb cluster down --name {picked}; `--address local`: a Ray of its own)."
+        )
+    return picked
 
 
 def resolve_address(address: str | None) -> str | None:

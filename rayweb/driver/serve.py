@@ -106,6 +106,7 @@ def serve(
     url_form()  # and on a bad RAYWEB_URL_FORM, read once the endpoints run
     functions = compile_functions(app, dev=dev)
     prepare_volumes(app)
+    address = cluster.pick_address(address)  # the running local cluster, if any
     say("Starting Ray" if address is None else f"Connecting to Ray at {address}")
     cluster.ensure_ray(address)
     holds = cluster.hold()

@@ -143,3 +143,57 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
     time.sleep(3)  # anything respawned by a dying raylet would show up by now
     assert not _tagged(cluster_id), "processes of the cluster survived `cluster down`"
     assert not (tmp_path / "clusters" / f"{name}.json").exists()
+
+
+def test_serve_keeps_a_local_cluster_warm_and_the_next_serve_joins_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYWEB_CLUSTERS_DIR", str(tmp_path / "clusters"))
+    name = f"w{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("RAYWEB_CLUSTER", name)  # the cluster an address-less serve joins
+    temp_dir = f"/tmp/rayweb-{name}-{os.getuid()}"
+    example = str(EXAMPLES / "fastapi_endpoint.py")
+    try:
+        port = _free_port()
+        first = _start(["serve", example, "--keep-warm", "--port", str(port), "--no-reload"])
+        lines = _wait_for_line(first, "Serving.", timeout=180)
+        assert any(f"Started the local cluster '{name}'" in line for line in lines), lines
+        url = f"http://127.0.0.1:{port}/api-service-search-dev?query=w&limit=1"
+        assert httpx.get(url, timeout=30).json() == {"query": "w", "results": ["w-0"]}
+        first.send_signal(2)
+        assert first.wait(90) == 0
+        assert _tagged(temp_dir), "the kept-warm cluster stopped with the serve that started it"
+        status = subprocess.run(
+            [*RAYWEB, "cluster", "status", "--name", name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "resources: CPU=" in status.stdout, status.stderr[-2000:]
+
+        # no flag, no address: the running cluster serves (no Ray of its own is started)
+        second = _start(["serve", example, "--port", str(port), "--no-reload"])
+        lines = _wait_for_line(second, "Serving.", timeout=180)
+        assert any(f"On the running local cluster '{name}'" in line for line in lines), lines
+        assert httpx.get(url, timeout=30).status_code == 200
+        assert not any(
+            "gcs_server" in " ".join(p.cmdline()) for p in psutil.Process(second.pid).children(True)
+        ), "the second serve started a Ray of its own"
+        second.send_signal(2)
+        assert second.wait(90) == 0
+
+        both = subprocess.run(
+            [*RAYWEB, "serve", example, "--keep-warm", "--address", "local"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert both.returncode == 1 and "Suggestion: drop one of them" in both.stderr
+    finally:
+        down = subprocess.run(
+            [*RAYWEB, "cluster", "down", "--name", name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert down.returncode == 0, down.stderr
+    time.sleep(3)
+    assert not _tagged(temp_dir), "processes of the kept-warm cluster survived `cluster down`"
