@@ -53,6 +53,17 @@ def pick_address(address: str | None) -> str | None:
     return found.name if found is not None else None
 
 
+def prepare_env() -> None:
+    """The variables Ray reads when it is imported: call before anything imports Ray (the
+    compiler does), so that a notebook's ``rayweb.serve(app)`` binds loopback only."""
+    # Ray then binds and advertises 127.0.0.1 only (not the machine's outward address).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Serve's proxy (uvicorn) trusts X-Forwarded-For from these addresses; uvicorn's default
+    # trusts loopback, so any local client could claim to be anyone. rayweb trusts nobody
+    # unless RAYWEB_TRUSTED_PROXIES (or FORWARDED_ALLOW_IPS itself) names the proxies.
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
+
+
 def ensure_ray(
     address: str | None = None,
     *,
@@ -62,12 +73,7 @@ def ensure_ray(
     runtime_env: dict[str, Any] | None = None,
 ) -> bool:
     """Connect to ``address``, or start an embedded loopback-only Ray. True if started here."""
-    # Must be set before Ray starts: Ray then binds and advertises 127.0.0.1 only.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    # Serve's proxy (uvicorn) trusts X-Forwarded-For from these addresses; uvicorn's default
-    # trusts loopback, so any local client could claim to be anyone. rayweb trusts nobody
-    # unless RAYWEB_TRUSTED_PROXIES (or FORWARDED_ALLOW_IPS itself) names the proxies.
-    os.environ.setdefault("FORWARDED_ALLOW_IPS", os.environ.get("RAYWEB_TRUSTED_PROXIES", ""))
+    prepare_env()
     imported_first = "ray" in sys.modules
     if address == LOCAL:
         address = None
@@ -90,6 +96,8 @@ def ensure_ray(
         return False
     from ..services.warmpool import system_config
 
+    if imported_first:
+        _apply_loopback()
     _state.launched = True  # from here on, what runs below this process is that Ray
     ray.init(
         # Loopback even when Ray was imported before the variable above was set.
@@ -105,17 +113,23 @@ def ensure_ray(
     return True
 
 
-def _loopback_even_if_imported_first(address: str) -> None:
-    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER and RAY_AUTH_MODE once, when imported.
-    Imported before rayweb set them (``import ray`` first in a notebook), Ray turns a local
-    cluster's 127.0.0.1 into this machine's outward address, where nothing listens, and
-    retries for ever: apply the first variable to the Ray already imported. The second
-    cannot be applied afterwards: say so rather than fail deep inside Ray."""
+def _apply_loopback() -> None:
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when imported: imported before
+    rayweb set it (``import ray`` first in a notebook), Ray takes this machine's outward
+    address for its node and for a local cluster's 127.0.0.1 (where it then retries for
+    ever). Apply the variable to the Ray already imported."""
     from ray._private import ray_constants
-    from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
     if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
         ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _loopback_even_if_imported_first(address: str) -> None:
+    """``_apply_loopback``, and Ray's token auth, which it reads when imported too and which
+    cannot be applied afterwards: say so rather than fail deep inside Ray."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    _apply_loopback()
     if os.environ.get("RAY_AUTH_MODE") == "token" and not is_token_auth_enabled():
         from ..exception import InvalidError
 

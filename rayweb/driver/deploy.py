@@ -82,6 +82,7 @@ def deploy_app(
         raise InvalidError(
             "A deployed app needs a name. Suggestion: rayweb.App('my-app'), or --name my-app."
         )
+    cluster.prepare_env()  # before the compiler imports Ray
     # fail on bad specs before connecting; functions called with .remote() deploy too
     endpoints = compile_app(app) + compile_functions(app)
     url_form()  # a bad RAYWEB_URL_FORM fails before anything is deployed

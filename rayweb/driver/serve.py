@@ -102,6 +102,7 @@ def serve(
     if is_remote():
         return ServeHandle(app=None, stopped=True)  # a replica importing a serving script
     say = progress or (lambda _msg: None)
+    cluster.prepare_env()  # before the compiler imports Ray
     endpoints = compile_app(app, dev=dev)  # fail on bad specs before starting anything
     url_form()  # and on a bad RAYWEB_URL_FORM, read once the endpoints run
     functions = compile_functions(app, dev=dev)
