@@ -14,7 +14,9 @@ replicas take tokens in small leases so most requests need no actor call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import math
 import time
 from typing import Any
@@ -24,7 +26,10 @@ from ..spec import Limits
 from .trust import ADMITTED_SCOPE
 from .types import ASGIApp, Message, Receive, Scope, Send
 
+logger = logging.getLogger("rayweb.limits")
+
 LEASE_S = 0.25  # a replica may use tokens it took for this long, then gives up the rest
+_NO_LEASE = (0, 0.0, math.inf)
 BODY_WINDOW = 16 * 1024  # a body must bring this much per ``Limits.body_timeout``
 
 
@@ -36,7 +41,9 @@ class LimitsMiddleware:
         self.limits = limits
         self.acquire = acquire
         self.lease_size = max(1, int((limits.rate_limit or 0) * 0.02))
-        self.leases: dict[str, tuple[int, float]] = {}  # client -> (tokens, expires)
+        # client -> (tokens, expires, paced): see _lease
+        self.leases: dict[str, tuple[int, float, float]] = {}
+        self.refills: dict[str, asyncio.Future[None]] = {}  # client -> lease renewed in flight
         self.lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,22 +66,61 @@ class LimitsMiddleware:
             return None  # no limit, or the gateway's holder took this request's token
         client = (scope.get("client") or ("unknown", 0))[0]
         now = time.monotonic()
-        tokens, expires = self.leases.get(client, (0, 0.0))
+        tokens, expires, paced = self.leases.get(client, _NO_LEASE)
         if tokens > 0 and now < expires:
-            self.leases[client] = (tokens - 1, expires)
+            # the last token, spent sooner than the rate allows: the next request waits
+            self.leases[client] = (
+                tokens - 1,
+                expires,
+                paced if tokens > 1 or now >= paced else math.inf,
+            )
             return None
+        if client not in self.refills and (tokens > 0 or now >= paced):
+            # The lease ran out of time, or of tokens no faster than the rate: the client
+            # keeps under its limit, so this request goes on at once and the lease is renewed
+            # meanwhile (the actor's round trip, ~3 ms, is not put before the first byte of
+            # a stream or a chat turn). The renewal takes this request's token too.
+            self.leases[client] = _NO_LEASE
+            self.refills[client] = asyncio.ensure_future(self._renew(client))
+            return None
+        pending = self.refills.get(client)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
         async with self.lock:
-            tokens, expires = self.leases.get(client, (0, 0.0))
+            tokens, expires, paced = self.leases.get(client, _NO_LEASE)
             if tokens > 0 and now < expires:
-                self.leases[client] = (tokens - 1, expires)
+                self.leases[client] = (tokens - 1, expires, paced)
                 return None
             taken, wait = await self.acquire(client, self.lease_size)
             if taken == 0:
+                self.leases[client] = _NO_LEASE  # refused: no request on credit until a lease
                 return max(wait, 0.001)
-            self.leases[client] = (taken - 1, time.monotonic() + LEASE_S)
+            self._lease(client, taken - 1)
             if len(self.leases) > 10_000:
                 self.leases = {k: v for k, v in self.leases.items() if v[1] > now}
             return None
+
+    def _lease(self, client: str, tokens: int) -> None:
+        """``tokens`` to use for ``LEASE_S``; spent sooner than the rate allows, the next
+        request waits for the shared bucket (``paced``: when running out stops counting)."""
+        now = time.monotonic()
+        rate = self.limits.rate_limit or math.inf
+        self.leases[client] = (tokens, now + LEASE_S, now + (tokens + 1) / rate)
+
+    async def _renew(self, client: str) -> None:
+        """A new lease for ``client``, one token more for the request already let through.
+        If the bucket is empty (the client spent it at other replicas), that one request is
+        the overshoot, at most one per replica per lease; the next one waits for the actor."""
+        assert self.acquire is not None
+        try:
+            taken, _ = await self.acquire(client, self.lease_size + 1)
+            if taken > 1:
+                self._lease(client, taken - 1)
+        except Exception:
+            logger.debug("renewing a rate-limit lease failed", exc_info=True)
+        finally:
+            self.refills.pop(client, None)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.limits.max_request_body
