@@ -35,7 +35,7 @@ MAX_INPUTS = 32
 APP_SOURCE = textwrap.dedent(
     """
     import rayweb
-    from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+    from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 
     # The limiter runs (its leases are part of the cost) but at a rate wrk never reaches.
     app = rayweb.App("bench", limits=rayweb.Limits(rate_limit=1e6))
@@ -53,6 +53,14 @@ APP_SOURCE = textwrap.dedent(
     # The same route as a plain FastAPI app (for raw Serve and for uvicorn), plus an echo.
     api = FastAPI()
     api.add_api_route("/", hello, methods=["GET"])
+
+
+    @api.post("/upload")
+    async def upload(request: Request) -> dict:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+        return {"bytes": total}
 
 
     @api.websocket("/ws")
@@ -107,6 +115,24 @@ def ws_round_trips(url: str, seconds: float) -> float:
             ws.recv()
             count += 1
     return count / (time.monotonic() - start)
+
+
+UPLOAD_MIB = 100
+
+
+def upload_seconds(url: str, runs: int = 5) -> float:
+    """Median seconds to POST ``UPLOAD_MIB`` MiB (one client, Content-Length known) and get
+    the app's answer."""
+    body = b"u" * (UPLOAD_MIB * 2**20)
+    times = []
+    with httpx.Client(timeout=120) as client:
+        client.post(url, content=body[: 2**20])  # warm-up (connection, first request)
+        for _ in range(runs):
+            start = time.monotonic()
+            r = client.post(url, content=body)
+            times.append(time.monotonic() - start)
+            assert r.json()["bytes"] == len(body), r.text
+    return statistics.median(times)
 
 
 DATA_PATHS = ("gateway", "serve", "serve-haproxy")
@@ -219,6 +245,7 @@ def main() -> None:
 
     results: dict[str, dict[int, dict[str, float]]] = {}
     ws: dict[str, float] = {}
+    uploads: dict[str, float] = {}
 
     # (c) plain uvicorn, one process
     port = free_port()
@@ -242,6 +269,7 @@ def main() -> None:
             c: wrk(f"http://127.0.0.1:{port}/", c, args.duration) for c in (1, 32)
         }
         ws["plain uvicorn"] = ws_round_trips(f"ws://127.0.0.1:{port}/ws", args.duration)
+        uploads["plain uvicorn"] = upload_seconds(f"http://127.0.0.1:{port}/upload")
     finally:
         uv.terminate()
         uv.wait(30)
@@ -288,6 +316,7 @@ def main() -> None:
             args.duration,
         )
         ws["raw Ray Serve"] = ws_round_trips(f"ws://127.0.0.1:{port}/raw/ws", args.duration)
+        uploads["rayweb"] = upload_seconds(handle.reach.path_url(handle.labels["ws"]) + "/upload")
         serve.delete("raw")
     finally:
         handle.stop()
@@ -296,7 +325,7 @@ def main() -> None:
         cluster.stop_embedded()
 
     startup = [] if args.skip_startup else measure_startup(args.startup_runs)
-    write_results(Path(args.out), results, startup, args.duration, args.data_path, ws)
+    write_results(Path(args.out), results, startup, args.duration, args.data_path, ws, uploads)
 
 
 def write_results(
@@ -306,6 +335,7 @@ def write_results(
     duration: int,
     data_path: str = "gateway",
     ws: dict[str, float] | None = None,
+    uploads: dict[str, float] | None = None,
 ) -> None:
     import ray
 
@@ -346,6 +376,13 @@ def write_results(
         lines += [
             "WebSocket echo, one client, 64-byte messages (round trips/s): "
             + ", ".join(f"{name} {rate:,.0f}" for name, rate in ws.items())
+            + ".",
+            "",
+        ]
+    if uploads:
+        lines += [
+            f"{UPLOAD_MIB} MiB upload, one client, median of 5 (seconds): "
+            + ", ".join(f"{name} {secs:.3f}" for name, secs in uploads.items())
             + ".",
             "",
         ]
