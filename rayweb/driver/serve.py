@@ -107,7 +107,13 @@ def serve(
     url_form()  # and on a bad RAYWEB_URL_FORM, read once the endpoints run
     functions = compile_functions(app, dev=dev)
     prepare_volumes(app)
-    address = cluster.pick_address(address)  # the running local cluster, if any
+    picked = cluster.pick_address(address)  # the running local cluster, if any
+    if picked is not None and address is None and not quiet:
+        print(
+            f"rayweb: on the running local cluster {picked!r} (`rayweb cluster down --name "
+            f"{picked}` stops it; address='local': a Ray of its own)."
+        )
+    address = picked
     say("Starting Ray" if address is None else f"Connecting to Ray at {address}")
     cluster.ensure_ray(address)
     holds = cluster.hold()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,6 @@ class GatewayTasks:
 
     async def _keep_warm(self) -> None:
         """Keep idle Ray workers started on this node for the next replica (``warmpool.py``)."""
-        import os
-
         pool = WarmPool(warm_workers(), raylet_pid=os.getppid())
         loop = asyncio.get_running_loop()
         while not pool.off:

@@ -17,6 +17,10 @@ from tests.e2e.test_cli import _free_port, _start, _wait_for, _wait_for_line
 RAYWEB = [sys.executable, "-m", "rayweb.cli"]
 
 
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RAYWEB, *args], capture_output=True, text=True, timeout=timeout)
+
+
 def _tagged(temp_dir: str) -> list[int]:
     """Processes of the cluster, found independently of rayweb's own bookkeeping: any
     process with a file open in, or running in, the cluster's temp dir."""
@@ -65,21 +69,11 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
     monkeypatch.setenv("RAYWEB_CLUSTERS_DIR", str(tmp_path / "clusters"))
     name = f"t{uuid.uuid4().hex[:6]}"
     cluster_id = f"/tmp/rayweb-{name}-{os.getuid()}"
-    up = subprocess.run(
-        [*RAYWEB, "cluster", "up", "--name", name, "--num-cpus", "2"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    up = _cli("cluster", "up", "--name", name, "--num-cpus", "2", timeout=240)
     try:
         assert up.returncode == 0, up.stderr
         assert "is up at 127.0.0.1:" in up.stdout
-        status = subprocess.run(
-            [*RAYWEB, "cluster", "status", "--name", name],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        status = _cli("cluster", "status", "--name", name)
         assert "resources: CPU=2" in status.stdout, status.stderr[-2000:]
 
         port = _free_port()
@@ -97,9 +91,7 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
         r = _wait_for(f"http://127.0.0.1:{port}/api-service-search-dev?query=k&limit=1", proc)
         assert r.json() == {"query": "k", "results": ["k-0"]}
         _wait_for_line(proc, "Serving.")
-        listed = subprocess.run(
-            [*RAYWEB, "app", "list", "--address", name], capture_output=True, text=True, timeout=120
-        )
+        listed = _cli("app", "list", "--address", name)
         assert "api-service-search-dev" in listed.stdout and "RUNNING" in listed.stdout, (
             listed.stderr[-2000:]
         )
@@ -107,38 +99,21 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
         forms = (f"127.0.0.1:{port}/api-service-search-dev", f"search-dev.localhost:{port}")
         assert any(form in listed.stdout for form in forms), listed.stdout
         _connect_with_ray_imported_first(name)
-        stopped = subprocess.run(
-            [*RAYWEB, "app", "stop", "api-service-echo-dev", "--address", name],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        stopped = _cli("app", "stop", "api-service-echo-dev", "--address", name)
         assert stopped.returncode == 0, stopped.stderr[-2000:]
         assert (
             httpx.post(f"http://127.0.0.1:{port}/api-service-echo-dev", json={}).status_code == 404
         )
-        missing = subprocess.run(
-            [*RAYWEB, "app", "stop", "nope", "--address", name],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        missing = _cli("app", "stop", "nope", "--address", name)
         assert missing.returncode == 1 and "No endpoint 'nope'" in missing.stderr
         proc.send_signal(2)
         assert proc.wait(90) == 0
         assert _tagged(cluster_id), "the cluster outlives the CLI that served on it"
 
-        again = subprocess.run(
-            [*RAYWEB, "cluster", "up", "--name", name], capture_output=True, text=True, timeout=60
-        )
+        again = _cli("cluster", "up", "--name", name, timeout=60)
         assert again.returncode == 1 and "already running" in again.stderr
     finally:
-        down = subprocess.run(
-            [*RAYWEB, "cluster", "down", "--name", name],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        down = _cli("cluster", "down", "--name", name)
     assert down.returncode == 0, down.stderr
     time.sleep(3)  # anything respawned by a dying raylet would show up by now
     assert not _tagged(cluster_id), "processes of the cluster survived `cluster down`"
@@ -161,12 +136,7 @@ def test_serve_keeps_a_local_cluster_warm_and_the_next_serve_joins_it(tmp_path, 
         first.send_signal(2)
         assert first.wait(90) == 0
         assert _tagged(temp_dir), "the kept-warm cluster stopped with the serve that started it"
-        status = subprocess.run(
-            [*RAYWEB, "cluster", "status", "--name", name],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        status = _cli("cluster", "status", "--name", name)
         assert "resources: CPU=" in status.stdout, status.stderr[-2000:]
 
         # no flag, no address: the running cluster serves (no Ray of its own is started)
@@ -180,20 +150,10 @@ def test_serve_keeps_a_local_cluster_warm_and_the_next_serve_joins_it(tmp_path, 
         second.send_signal(2)
         assert second.wait(90) == 0
 
-        both = subprocess.run(
-            [*RAYWEB, "serve", example, "--keep-warm", "--address", "local"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        both = _cli("serve", example, "--keep-warm", "--address", "local")
         assert both.returncode == 1 and "Suggestion: drop one of them" in both.stderr
     finally:
-        down = subprocess.run(
-            [*RAYWEB, "cluster", "down", "--name", name],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        down = _cli("cluster", "down", "--name", name)
     assert down.returncode == 0, down.stderr
     time.sleep(3)
     assert not _tagged(temp_dir), "processes of the kept-warm cluster survived `cluster down`"
