@@ -19,7 +19,8 @@ import json
 import logging
 import math
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from ..services.ratelimit import Acquire
 from ..spec import Limits
@@ -27,6 +28,7 @@ from .trust import ADMITTED_SCOPE
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("rayweb.limits")
+T = TypeVar("T")
 
 LEASE_S = 0.25  # a replica may use tokens it took for this long, then gives up the rest
 _NO_LEASE = (0, 0.0, math.inf)
@@ -155,7 +157,7 @@ class LimitsMiddleware:
                 # A slow body: each BODY_WINDOW bytes must arrive within body_timeout.
                 left = window_start + body_timeout - time.monotonic()
                 try:
-                    message = await asyncio.wait_for(receive(), max(0.0, left))
+                    message = await _within(receive(), max(0.0, left))
                 except asyncio.TimeoutError:
                     refused = (408, _too_slow(body_timeout))
                     return {"type": "http.disconnect"}
@@ -223,10 +225,22 @@ class RequestTimeout:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, send_tracked), self.seconds)
+            await _within(self.app(scope, receive, send_tracked), self.seconds)
         except asyncio.TimeoutError:
             if not started:
                 await _json(send, 504, {"detail": f"Request timed out after {self.seconds:g}s."})
+
+
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``asyncio.wait_for`` without its task per call where Python has ``asyncio.timeout``
+    (the request timeout wraps every request: the task cost ~17 of the chain's ~24 µs)."""
+    if _timeout is None:
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _timeout(seconds):
+        return await awaitable
 
 
 def _content_length(scope: Scope) -> int | None:
