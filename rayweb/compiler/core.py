@@ -288,19 +288,23 @@ def deployment_options(
     return options
 
 
+SCALEDOWN_LAG_INTERVALS = 1.5  # how late, in push intervals, a replica's last busy figure ages out
+
+
 def scaledown_timing(window: float) -> dict[str, float]:
     """Modal's ``scaledown_window`` (how long a container stays idle before it stops) as Serve
     times it: Serve averages ongoing requests over ``look_back_period_s`` and only once that
     average says "fewer" does it count ``downscale_delay_s``, so the two add up to the window
-    (Serve's defaults alone, a 30 s look-back, made a 2 s window take ~43 s); replicas push
-    their figures four times per look-back (``metrics_interval_s``, 0.5-5 s; Serve's default
-    is 10 s), and the controller's view is on average half of that late, which the delay
-    leaves out (so a replica may stop up to half an interval, at most 2.5 s, early)."""
+    (Serve's defaults alone, a 30 s look-back, made a 2 s window take ~43 s). Replicas record
+    their figures every ``metrics_interval_s`` (a quarter of the look-back, 0.5-2 s; Serve's
+    default is 10 s) and push them as often, so the last busy figure leaves the average up
+    to two intervals after the last request, 1.5 on average (measured with
+    ``bench/scaledown.py``): the delay leaves that out too."""
     look_back = min(30.0, max(1.0, window / 2))
-    interval = min(5.0, max(0.5, look_back / 4))
+    interval = min(2.0, max(0.5, look_back / 4))
     return {
         "look_back_period_s": look_back,
-        "downscale_delay_s": max(0.0, window - look_back - interval / 2),
+        "downscale_delay_s": max(0.0, window - look_back - SCALEDOWN_LAG_INTERVALS * interval),
         "metrics_interval_s": interval,
     }
 

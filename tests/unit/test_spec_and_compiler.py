@@ -12,6 +12,7 @@ from rayweb.compiler import (
     deployment_options,
     endpoint_spec,
 )
+from rayweb.compiler.core import SCALEDOWN_LAG_INTERVALS
 from rayweb.exception import InvalidError
 from rayweb.spec import GpuSpec, make_label, parse_gpu
 
@@ -86,7 +87,7 @@ def test_defaults_are_modal_like_and_fractional():
     assert scaling["initial_replicas"] == 1  # but deploy starts one, so failures show
     assert scaling["target_ongoing_requests"] == 1
     # Modal's 60 s scaledown window: Serve's look-back, its delay and its figures' lag
-    late = scaling["metrics_interval_s"] / 2
+    late = scaling["metrics_interval_s"] * SCALEDOWN_LAG_INTERVALS
     assert scaling["look_back_period_s"] + scaling["downscale_delay_s"] + late == 60
     assert opts["max_surge_percent"] == 100
 
@@ -105,7 +106,7 @@ def test_full_mapping():
         1,
     )
     assert scaling["target_ongoing_requests"] == 4
-    late = scaling["metrics_interval_s"] / 2
+    late = scaling["metrics_interval_s"] * SCALEDOWN_LAG_INTERVALS
     assert scaling["look_back_period_s"] + scaling["downscale_delay_s"] + late == 30
     assert scaling["policy"]["policy_kwargs"] == {"buffer": 1}
     values = {k: v for ref in spec.secrets for k, v in (ref.values or {}).items()}
@@ -197,21 +198,21 @@ def test_every_deployment_uses_raywebs_policy():
 
 
 def test_the_scaledown_window_is_the_idle_time_serve_waits():
-    """Serve averages over its look-back before it counts the delay, on figures half a push
-    interval late on average: the three make the window."""
+    """Serve averages over its look-back before it counts the delay, on figures that leave
+    the average 1.5 push intervals late on average: the three make the window."""
     from ray.serve.config import AutoscalingConfig
 
     from rayweb.compiler.core import scaledown_timing
 
     for window in (2, 10, 60, 300, 3600):
         timing = scaledown_timing(float(window))
-        late = timing["metrics_interval_s"] / 2
+        late = timing["metrics_interval_s"] * SCALEDOWN_LAG_INTERVALS
         assert timing["look_back_period_s"] + timing["downscale_delay_s"] + late == window
         assert timing["metrics_interval_s"] < timing["look_back_period_s"] <= 30
-        assert late <= 2.5
+        assert timing["metrics_interval_s"] <= 2  # the spread around the window: one interval
         AutoscalingConfig(min_replicas=0, max_replicas=1, **timing)  # Serve takes it
     assert scaledown_timing(2.0) == {
         "look_back_period_s": 1.0,
-        "downscale_delay_s": 0.75,
+        "downscale_delay_s": 0.25,
         "metrics_interval_s": 0.5,
     }
