@@ -165,10 +165,19 @@ def haproxy_environment() -> dict[str, str]:
     }
 
 
-def wrk(url: str, connections: int, duration: int, host: str | None = None) -> dict[str, float]:
-    """``host``: the request's ``Host`` header (an endpoint's own origin, at 127.0.0.1)."""
+def wrk(
+    url: str,
+    connections: int,
+    duration: int,
+    host: str | None = None,
+    headers: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """``host``: the request's ``Host`` header (an endpoint's own origin, at 127.0.0.1);
+    ``headers``: more, as ``"name: value"``."""
     threads = 1 if connections == 1 else 2
     header = ["-H", f"Host: {host}"] if host else []
+    for extra in headers:
+        header += ["-H", extra]
     subprocess.run(["wrk", "-t1", "-c1", "-d2s", *header, url], capture_output=True, check=True)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", *header, url],

@@ -1,0 +1,104 @@
+"""Benchmark: where the steady-state gap to plain uvicorn is, hop by hop.
+
+    python bench/hops.py [--duration 5] [--rounds 2] [--out bench/RESULTS.md]
+
+The trivial GET of ``bench/run.py`` (one replica, 32 inputs), measured with wrk at 1 and 32
+clients three ways, interleaved: through the gateway (HAProxy, then the replica's own
+port), straight to the replica's own port (the gateway's key header added, as HAProxy adds
+it: the replica's chain and its Ray worker process, without HAProxy), and plain uvicorn
+running the same FastAPI app. Best of the rounds per cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from run import APP_SOURCE, append_results, free_port, wait_200, wrk  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    work = HERE / "out"
+    work.mkdir(exist_ok=True)
+    (work / "bench_app.py").write_text(APP_SOURCE)
+    sys.path.insert(0, str(work))
+    import bench_app
+
+    import rayweb
+    from rayweb.driver import cluster
+
+    best: dict[tuple[str, int], float] = {}
+
+    def keep(name: str, clients: int, url: str, headers: tuple[str, ...] = ()) -> None:
+        rps = wrk(url, clients, args.duration, headers=headers)["rps"]
+        best[(name, clients)] = max(best.get((name, clients), 0.0), rps)
+
+    port = free_port()
+    handle = rayweb.serve(bench_app.app, port=port, quiet=True)
+    try:
+        import ray
+
+        from rayweb.services.gateway import find_gateway, state_dir
+
+        label = handle.labels["hello"]
+        url = handle.reach.path_url(label)
+        table = ray.get(find_gateway().table.remote())
+        server = next(iter(table[label]["servers"].values()))
+        key = json.loads((state_dir() / "state.json").read_text())["key"]
+        own_port = f"http://{server['host']}:{server['port']}{table[label]['prefix']}"
+        wait_200(url)
+        for _ in range(args.rounds):
+            for clients in (1, 32):
+                keep("through the gateway", clients, url)
+                keep("the replica's own port", clients, own_port, (f"x-rayweb-gateway-key: {key}",))
+    finally:
+        handle.stop()
+        cluster.stop_embedded()
+    uvicorn = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench_app:api", "--port", str(port)]
+        + ["--log-level", "warning", "--no-access-log"],
+        cwd=work,
+    )  # fmt: skip
+    try:
+        wait_200(f"http://127.0.0.1:{port}/")
+        for _ in range(args.rounds):
+            for clients in (1, 32):
+                keep("plain uvicorn", clients, f"http://127.0.0.1:{port}/")
+    finally:
+        uvicorn.terminate()
+        uvicorn.wait(30)
+
+    lines = [
+        f"## {datetime.date.today().isoformat()}: the steady-state gap hop by hop (bench/hops.py)",
+        "",
+        f"Trivial sync GET, wrk {args.duration}s per cell, best of {args.rounds} rounds, 2 cores "
+        "(wrk on the same cores). Command: `python bench/hops.py`.",
+        "",
+        "| path | clients | req/s | vs uvicorn | ms per request added over uvicorn (1 client) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("through the gateway", "the replica's own port", "plain uvicorn"):
+        for clients in (1, 32):
+            rps = best[(name, clients)]
+            base = best[("plain uvicorn", clients)]
+            added = f"{1000 / rps - 1000 / base:.3f}" if clients == 1 else ""
+            lines.append(f"| {name} | {clients} | {rps:.0f} | {rps / base:.2f}x | {added} |")
+    lines.append("")
+    append_results(Path(args.out), lines)
+
+
+if __name__ == "__main__":
+    main()
