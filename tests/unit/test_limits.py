@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -12,7 +13,6 @@ from starlette.websockets import WebSocketDisconnect
 
 from rayweb import Limits
 from rayweb.exception import InvalidError
-from rayweb.replica import limits as limits_module
 from rayweb.replica.chain import Chain
 from rayweb.replica.limits import LimitsMiddleware
 from rayweb.services.ratelimit import TokenBucket, local_limiter
@@ -95,48 +95,53 @@ def test_rate_limit_429_with_retry_after():
     assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
 
 
-def test_after_a_pause_a_request_does_not_wait_for_the_shared_limiter(monkeypatch):
-    """A lease that expired with tokens left (the client stays under its rate): the next
+def test_after_a_pause_a_request_does_not_wait_for_the_shared_limiter():
+    """A lease that expired with tokens left, or ran out no faster than the rate: the next
     request goes on at once and the lease is renewed meanwhile, with one token more for that
-    request; a client that used its lease up waits for the limiter."""
-    monkeypatch.setattr(limits_module, "LEASE_S", 0.05)
+    request; a client that used its lease up faster waits for the limiter."""
     bucket = local_limiter(200, 1)  # leases of 200 * 0.02 = 4 tokens
     asked: list[int] = []
+    gate = threading.Event()  # the far-away limiter answers only while this is set
 
     async def far_acquire(client: str, wanted: int) -> tuple[int, float]:
         asked.append(wanted)
-        await asyncio.sleep(0.3)  # a far-away limiter actor
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
         return await bucket(client, wanted)
 
     middleware = LimitsMiddleware(api, Limits(rate_limit=200, rate_limit_burst_s=1), far_acquire)
+
+    def renewed() -> None:
+        gate.set()
+        deadline = time.monotonic() + 10
+        while middleware.refills and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not middleware.refills
+
     with TestClient(middleware) as c:
-        assert c.get("/").status_code == 200  # no lease yet: waits for the limiter
-        assert asked == [4]
-        time.sleep(0.1)  # the lease (3 tokens left) expires
-        began = time.monotonic()
-        assert c.get("/").status_code == 200
-        assert time.monotonic() - began < 0.25, "the request waited for the limiter"
-        deadline = time.monotonic() + 5
-        while middleware.refills and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert asked == [4, 5]  # a new lease, and the token of the request let through
-        assert middleware.leases["testclient"][0] == 4
-        deadline = time.monotonic() + 5
-        while middleware.refills and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # used up, no faster than the rate: no wait either
-        middleware.leases["testclient"] = (0, time.monotonic() + 60, time.monotonic() - 1)
-        began = time.monotonic()
-        assert c.get("/").status_code == 200
-        assert time.monotonic() - began < 0.25, "a client within its rate waited"
-        while middleware.refills and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert asked == [4, 5, 5]
-        # used up faster than the rate allows
-        middleware.leases["testclient"] = (0, time.monotonic() + 60, time.monotonic() + 60)
-        began = time.monotonic()
-        assert c.get("/").status_code == 200
-        assert time.monotonic() - began >= 0.3 and asked == [4, 5, 5, 4]
+        gate.set()
+        assert c.get("/").status_code == 200  # no lease yet: it asked the limiter first
+        assert asked == [4] and middleware.leases["testclient"][0] == 3
+        now = time.monotonic()
+        for lease in ((3, now - 1, now + 60), (0, now + 60, now - 1)):  # expired; spent slowly
+            middleware.leases["testclient"] = lease
+            gate.clear()
+            assert c.get("/").status_code == 200  # answered while the limiter cannot answer
+            assert "testclient" in middleware.refills
+            renewed()
+            assert asked[-1] == 5  # a new lease, and the token of the request let through
+            assert middleware.leases["testclient"][0] == 4
+        # spent faster than the rate allows: this one waits for the limiter
+        middleware.leases["testclient"] = (0, now + 60, now + 60)
+        gate.clear()
+        result: list[int] = []
+        waiting = threading.Thread(target=lambda: result.append(c.get("/").status_code))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not result, "answered before the limiter did"
+        gate.set()
+        waiting.join(10)
+        assert result == [200] and asked == [4, 5, 5, 4]
 
 
 def test_rate_limit_can_be_turned_off():
