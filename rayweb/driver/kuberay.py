@@ -26,6 +26,8 @@
 - Dicts and Queues: the head mounts the claim ``rayweb-state-<service>`` (``ReadWriteOnce``,
   ``state_size``) at ``RAYWEB_STORE_DIR=/mnt/rayweb/store``, so the state survives a restart
   of the head pod. One claim per RayService: two clusters never share a store.
+- Warm workers: every pod sets ``RAY_preload_python_modules``, so each Ray worker imports
+  Serve's and rayweb's replica code before it waits for work (``services/warmpool.py``).
 - ``render_manifests`` gives the claims, then the RayService; ``to_yaml`` of that list is a
   multi-document YAML file.
 """
@@ -40,6 +42,7 @@ from typing import Any
 from ..app import App
 from ..compiler import compile_app, compile_functions, endpoint_spec
 from ..exception import InvalidError
+from ..services.warmpool import PRELOAD_ENV, PRELOAD_MODULES
 from ..urls import check_domain
 from ..volstore import ROOT_ENV
 from .kuberay_hosts import host_rules
@@ -308,7 +311,10 @@ class _Pods:
             ]
         if self.secrets:
             container["envFrom"] = [{"secretRef": {"name": k8s_name(s)}} for s in self.secrets]
-        env = [{"name": ROOT_ENV, "value": VOLUME_ROOT}]
+        env = [
+            {"name": ROOT_ENV, "value": VOLUME_ROOT},
+            {"name": PRELOAD_ENV, "value": ",".join(PRELOAD_MODULES)},  # warm workers
+        ]
         # the root is an emptyDir, so rayweb's mount record (.rayweb-mounts) is writable
         mounts = [{"name": "rayweb-volume-root", "mountPath": VOLUME_ROOT}]
         volumes: list[dict[str, Any]] = [{"name": "rayweb-volume-root", "emptyDir": {}}]

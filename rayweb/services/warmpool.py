@@ -42,6 +42,11 @@ KEEP_ALIVE_S = 600  # the raylet does not reap them as idle before this; the poo
 PRELOAD_MODULES = ["ray.serve._private.replica", "rayweb.replica.deployment"]
 
 
+# The same as a raylet reads it from its environment (comma-separated), for pods whose
+# `ray start` rayweb does not run (KubeRay: JSON in rayStartParams needs shell quoting).
+PRELOAD_ENV = "RAY_preload_python_modules"
+
+
 def system_config() -> dict[str, Any]:
     """Ray's system config for a Ray that rayweb starts (head node; other nodes get it from
     the head)."""

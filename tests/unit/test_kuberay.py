@@ -145,6 +145,12 @@ def test_gpu_endpoint_gets_a_gpu_worker_group():
     actor = serve_config["applications"][0]["deployments"][0]["ray_actor_options"]
     assert actor["num_gpus"] == 1 and actor["accelerator_type"] == "L40S"
     assert manifest["spec"]["rayClusterConfig"]["rayVersion"] == "2.60.0"
+    # every pod's raylet has its workers import the replica code before they wait for work
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+    for template in (head, gpu["template"]):
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        modules = env["RAY_preload_python_modules"].split(",")
+        assert "rayweb.replica.deployment" in modules and "ray.serve._private.replica" in modules
 
 
 def test_web_server_sidecar_resources_count_for_the_worker_group():
