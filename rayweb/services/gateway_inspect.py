@@ -28,6 +28,8 @@ class GatewayInspect:
     holder: Holder
     live: LiveServers
     requests: RequestLog
+    version: int
+    applied: int
     _lock: asyncio.Lock
 
     def _served(self) -> dict[str, Route]:
@@ -100,6 +102,11 @@ class GatewayInspect:
             }
             for name, r in self._served().items()
         }
+
+    def settled(self) -> bool:
+        """Whether HAProxy serves ``table()`` (no change of it still being applied: a replica
+        dropped from the table serves what HAProxy sends it until then)."""
+        return self.applied >= self.version
 
     def holder_stats(self) -> dict[str, int]:
         """Requests the holder is keeping now, and connections it relayed (tests, inspection)."""

@@ -74,8 +74,10 @@ def _wait_for_zero(*apps: str, timeout: float = 120) -> None:
     the gateway sends it until it deregisters)."""
 
     def warm() -> bool:
-        table = ray.get(find_gateway().table.remote())
-        return any(_running_replicas(a) or table[a]["servers"] for a in apps)
+        gateway = find_gateway()
+        table, settled = ray.get([gateway.table.remote(), gateway.settled.remote()])
+        # until HAProxy serves the table, a dropped replica still gets requests directly
+        return not settled or any(_running_replicas(a) or table[a]["servers"] for a in apps)
 
     deadline = time.monotonic() + timeout  # min_containers=0: the deploy's replica goes away
     while warm() and time.monotonic() < deadline:
