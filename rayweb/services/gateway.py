@@ -63,6 +63,7 @@ from .requestlog import Reader, RequestLog, serve_metrics
 from .sessions import SessionTable
 from .tokenmap import TokenMap
 from .waking import Waking
+from .warmpool import WarmPool, max_warm_workers, node_ip, warm_workers
 
 GATEWAY_NAME = "rayweb-gateway"
 
@@ -114,6 +115,9 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
         self.live = LiveServers()  # replicas change through the runtime API, not reloads
         self.tokens = TokenMap(self.dir)  # what direct routes check proxy auth against
         self.sessions = SessionTable(self.dir)  # @rayweb.sessioned() Servers' live sessions
+        # Idle Ray workers for the next replicas on this node (the raylet is the parent).
+        self.pool = WarmPool(warm_workers(), os.getppid(), max_warm_workers())
+        self.node_ip = node_ip()
         # HAProxy's line per request: Serve's request metrics, `rayweb app list`'s minute
         self.requests = RequestLog(None, self._owner)
         self._request_reader = Reader(self.requests) if request_log else None
@@ -255,6 +259,8 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
         changed |= self._set_limits(route, prefix, max_body, body_timeout)
         changed |= route.sessioned != sessioned
         route.sessioned = sessioned
+        if replica not in route.servers:
+            self._replica_started(host)
         if changed or route.servers.get(replica) != server:
             route.servers[replica] = server
             await self._apply()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from .liveservers import LiveServers, snapshot
 from .maps import send_commands
 from .sessions import SessionTable
 from .tokenmap import TokenMap
-from .warmpool import WarmPool, warm_workers
+from .warmpool import WarmPool
 
 RECONCILE_S = 2.0
 
@@ -38,6 +37,9 @@ class GatewayTasks:
     dir: Path
     applied: int
     _lock: asyncio.Lock
+
+    pool: WarmPool
+    node_ip: str
 
     _push: Callable[..., None]  # GatewayNodes: the table to the other nodes' gateways
 
@@ -95,12 +97,17 @@ class GatewayTasks:
 
     async def _keep_warm(self) -> None:
         """Keep idle Ray workers started on this node for the next replica (``warmpool.py``)."""
-        pool = WarmPool(warm_workers(), raylet_pid=os.getppid())
+        pool = self.pool
         loop = asyncio.get_running_loop()
         while not pool.off:
             with contextlib.suppress(Exception):
                 await loop.run_in_executor(None, pool.top_up)
             await asyncio.sleep(1.0)
+
+    def _replica_started(self, host: str) -> None:
+        """A new replica registered: the warm pool waits, and sizes itself to the burst."""
+        if host == self.node_ip:
+            self.pool.replica_started()
 
     async def _publish_queued(self) -> None:
         """Every second, what waits in HAProxy's queues per endpoint, for the autoscaling

@@ -6,11 +6,19 @@ worker's registration with the raylet, ~0.4 s of a 2-core machine before Serve's
 code runs at all. The raylet can start idle workers ahead of time (its ``PrestartWorkers``
 RPC, the one Ray uses for a job's first tasks): they hold no resources, are bound to no job
 until used, and the next actor or task placed on the node takes one instead of starting a
-process. ``WarmPool.top_up`` keeps ``RAYWEB_WARM_WORKERS`` (default 2, ``0``: off) of them
-idle: it counts the raylet's idle and starting workers (children of the raylet titled
-``ray::IDLE``, or still running ``default_worker.py``) and asks for the missing ones. A
-worker taken by a replica, or one that died, is replaced at the next round
-(``GatewayTasks._keep_warm``, every second).
+process. ``WarmPool.top_up`` keeps at least ``RAYWEB_WARM_WORKERS`` (default 2, ``0``: off)
+of them idle: it counts the raylet's idle and starting workers (children of the raylet titled
+``ray::IDLE``, or still running ``default_worker.py``) and asks for the missing ones
+(``GatewayTasks._keep_warm``, every second). A worker taken by a replica, or one that died,
+is replaced once no replica has started on the node for ``QUIET_S``: starting a worker costs
+~1 CPU-second, which a deploy that is still starting replicas needs more (on 2 cores a
+refill during a 5-endpoint deploy took a fifth of its CPU).
+
+The pool fits the apps: it keeps as many idle workers as the most replicas that started
+together on the node in the last hour (an app's deploy, a redeploy, a restart of
+``rayweb serve`` onto a kept-warm cluster), at most ``RAYWEB_WARM_WORKERS_MAX`` (default 8;
+each idle worker holds ~130 MiB). So the next start of that app finds a warm worker for
+each replica.
 
 On a Ray that rayweb starts (the embedded one, ``rayweb cluster up``), every worker also
 imports Serve's replica and rayweb's before it waits for work (``system_config``: Ray's
@@ -28,6 +36,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +47,12 @@ logger = logging.getLogger("rayweb.gateway")
 
 WARM_WORKERS_ENV = "RAYWEB_WARM_WORKERS"
 DEFAULT_WARM_WORKERS = 2
+MAX_WARM_WORKERS_ENV = "RAYWEB_WARM_WORKERS_MAX"
+DEFAULT_MAX_WARM_WORKERS = 8
 KEEP_ALIVE_S = 600  # the raylet does not reap them as idle before this; the pool renews them
+QUIET_S = 3.0  # no refill this long after a replica started or a pooled worker was taken
+BURST_GAP_S = 5.0  # replicas that start closer together than this are one burst (a deploy)
+BURST_MEMORY_S = 3600.0  # how long the pool keeps room for a burst
 # What each worker imports before its first task or actor (a replica's code, mostly Serve's).
 PRELOAD_MODULES = ["ray.serve._private.replica", "rayweb.replica.deployment"]
 
@@ -53,14 +68,34 @@ def system_config() -> dict[str, Any]:
     return {"preload_python_modules": PRELOAD_MODULES}
 
 
-def warm_workers() -> int:
-    """How many idle workers to keep (``RAYWEB_WARM_WORKERS``, read where Ray starts)."""
-    raw = os.environ.get(WARM_WORKERS_ENV, "").strip()
+def _count_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
     try:
-        return max(0, int(raw)) if raw else DEFAULT_WARM_WORKERS
+        return max(0, int(raw)) if raw else default
     except ValueError:
-        logger.warning("%s=%r is not a number: keeping %d", WARM_WORKERS_ENV, raw, 0)
+        logger.warning("%s=%r is not a number: keeping %d", name, raw, 0)
         return 0
+
+
+def warm_workers() -> int:
+    """How many idle workers to keep at least (``RAYWEB_WARM_WORKERS``, read where Ray
+    starts)."""
+    return _count_env(WARM_WORKERS_ENV, DEFAULT_WARM_WORKERS)
+
+
+def max_warm_workers() -> int:
+    """How many idle workers to keep at most (``RAYWEB_WARM_WORKERS_MAX``)."""
+    return _count_env(MAX_WARM_WORKERS_ENV, DEFAULT_MAX_WARM_WORKERS)
+
+
+def node_ip() -> str:
+    """This node's address as Ray knows it (the host replicas here register with)."""
+    try:
+        import ray
+
+        return str(ray.util.get_node_ip_address())
+    except Exception:
+        return ""
 
 
 def _title(pid: int) -> bytes:
@@ -81,14 +116,53 @@ def pooled_workers(raylet_pid: int) -> list[int]:
 
 
 class WarmPool:
-    """``size`` idle workers on the node of ``raylet_pid`` (this process's parent in an actor)."""
+    """At least ``size`` idle workers on the node of ``raylet_pid`` (this process's parent in
+    an actor), as many as the largest recent burst of replica starts, at most ``ceiling``."""
 
-    def __init__(self, size: int, raylet_pid: int) -> None:
+    def __init__(
+        self,
+        size: int,
+        raylet_pid: int,
+        ceiling: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.size = size
+        self.ceiling = max(size, DEFAULT_MAX_WARM_WORKERS if ceiling is None else ceiling)
         self.raylet_pid = raylet_pid
+        self.clock = clock
         self.stub: Any = None
         self.off = size <= 0
         self.started = 0  # workers asked for since the pool began
+        self.bursts: list[tuple[float, int]] = []  # (when the last replica started, how many)
+        self.quiet_until = 0.0
+        self.seen: int | None = None  # pooled workers at the last round
+
+    def replica_started(self) -> None:
+        """A replica started on this node (it registered with the gateway)."""
+        now = self.clock()
+        if self.bursts and now - self.bursts[-1][0] < BURST_GAP_S:
+            self.bursts[-1] = (now, self.bursts[-1][1] + 1)
+        else:
+            self.bursts.append((now, 1))
+        self.quiet_until = now + QUIET_S
+
+    def wanted(self) -> int:
+        """How many idle workers to keep now."""
+        now = self.clock()
+        self.bursts = [burst for burst in self.bursts if now - burst[0] < BURST_MEMORY_S]
+        largest = max((count for _, count in self.bursts), default=0)
+        return min(max(self.size, largest), self.ceiling)
+
+    def missing(self, pooled: int) -> int:
+        """How many workers to ask for when ``pooled`` are idle or starting: none while
+        replicas are starting (a worker was just taken, or a replica just started)."""
+        now = self.clock()
+        if self.seen is not None and pooled < self.seen:
+            self.quiet_until = max(self.quiet_until, now + QUIET_S)
+        self.seen = pooled
+        if self.off or now < self.quiet_until:
+            return 0
+        return max(0, self.wanted() - pooled)
 
     def _connect(self) -> Any:
         import ray
@@ -104,7 +178,7 @@ class WarmPool:
         """Ask the raylet for the workers missing from the pool; how many were asked for."""
         if self.off:
             return 0
-        missing = self.size - len(pooled_workers(self.raylet_pid))
+        missing = self.missing(len(pooled_workers(self.raylet_pid)))
         if missing <= 0:
             return 0
         try:
@@ -131,6 +205,7 @@ class WarmPool:
             logger.debug("asking for warm workers failed", exc_info=True)
             return 0
         self.started += missing
+        self.seen = (self.seen or 0) + missing  # they count from the next round on
         return missing
 
     def _turn_off(self, exc: BaseException) -> int:

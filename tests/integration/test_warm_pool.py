@@ -14,7 +14,9 @@ import pytest
 import ray
 
 import rayweb
+from rayweb.services.actors import cluster_actor
 from rayweb.services.gateway import find_gateway
+from rayweb.services.ratelimit import LIMITER_NAME, RateLimiterActor
 from rayweb.services.warmpool import DEFAULT_WARM_WORKERS, pooled_workers
 from tests.integration.test_cold_path import _wait_for_zero
 
@@ -57,6 +59,10 @@ def _full_pool(raylet: int, timeout: float = 60) -> list[int]:
 def test_a_woken_replica_starts_in_a_warm_preloaded_worker(served):
     handle = served(warm)
     _wait_for_zero("warmpool-where")
+    # The cluster's rate limiter starts at the first request to a sleeping endpoint (the
+    # holder's admission): in a fresh cluster it would take a pooled worker too.
+    limiter = cluster_actor(RateLimiterActor, LIMITER_NAME, max_concurrency=1000)
+    ray.get(limiter.acquire.remote("warmpool|test", 1, 1.0, 1.0))
     pool = _full_pool(_raylet())
     r = httpx.get(handle.urls["where"], timeout=60)
     assert r.status_code == 200, r.text
