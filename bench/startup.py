@@ -1,7 +1,7 @@
 """Benchmark: where the cold start goes, and how long a scaled-to-zero endpoint takes to
 answer again.
 
-    python bench/startup.py [--runs 2] [--out bench/RESULTS.md]
+    python bench/startup.py [--runs 2] [--gap 8] [--out bench/RESULTS.md]
 
 Each run is a new Python process (cold imports, as a notebook after a kernel restart) that
 serves ``examples/fastapi_endpoint.py`` on a new embedded Ray and marks the time of each
@@ -12,7 +12,8 @@ waiting for the routes, the first 200. Then, in the same process, two endpoints 
 and asked again: seconds from the request to its answer (the gateway holds it while the
 endpoint wakes). Last, a new process serves the same app onto a running local cluster
 (``rayweb cluster up``, where an earlier serve left Serve and the gateway running), as
-``rayweb serve`` does on a cluster kept warm: seconds to connect, to deploy, to the first 200.
+``rayweb serve`` does on a cluster kept warm: seconds to connect, to deploy, to the first 200,
+each serve ``--gap`` seconds after the previous one stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -132,9 +134,10 @@ ONTO = textwrap.dedent(
 )
 
 
-def onto_running_cluster(runs: int) -> list[dict[str, float]]:
+def onto_running_cluster(runs: int, gap: float) -> list[dict[str, float]]:
     """Serve in a new process onto a running local cluster, ``runs`` times (after one
-    serve that starts Serve and the gateway there)."""
+    serve that starts Serve and the gateway there), ``gap`` seconds after the previous
+    one stopped (a user restarting ``rayweb serve``; the warm pool refills meanwhile)."""
     import os
     import tempfile
     import uuid
@@ -148,7 +151,9 @@ def onto_running_cluster(runs: int) -> list[dict[str, float]]:
         sys.exit(up.stderr[-3000:])
     found = []
     try:
-        for _ in range(runs + 1):
+        for index in range(runs + 1):
+            if index:
+                time.sleep(gap)
             out = subprocess.run([sys.executable, "-c", ONTO, name, str(free_port())], cwd=ROOT,
                                  env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
             line = next((ln for ln in out.stdout.splitlines() if ln.startswith("ONTO ")), None)
@@ -164,6 +169,7 @@ def onto_running_cluster(runs: int) -> list[dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--gap", type=float, default=8.0, help="seconds between serves")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     runs = []
@@ -206,10 +212,11 @@ def main() -> None:
         + ". (`Slow.web`'s `@enter` sleeps 1 s.)",
         "",
     ]
-    onto = onto_running_cluster(args.runs + 1)
+    onto = onto_running_cluster(args.runs + 1, args.gap)
     lines += [
         "Onto a running local cluster (`rayweb cluster up`; Serve and the gateway left "
-        "running by an earlier serve), a new process, seconds since it started: "
+        f"running by an earlier serve), a new process {args.gap:g} s after the previous "
+        "one stopped, seconds since it started: "
         + "; ".join(
             f"{mark} "
             + ", ".join(f"{run[mark]:.2f}" for run in onto)

@@ -330,7 +330,10 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
         changed = False
         for route in self.routes.values():
             for replica in replicas:
-                changed |= route.servers.pop(replica, None) is not None
+                server = route.servers.pop(replica, None)
+                if server is not None:
+                    changed = True
+                    self._replica_stopped(server.host)
         return changed
 
     async def _apply(self) -> None:

@@ -105,9 +105,14 @@ class GatewayTasks:
             await asyncio.sleep(1.0)
 
     def _replica_started(self, host: str) -> None:
-        """A new replica registered: the warm pool waits, and sizes itself to the burst."""
+        """A new replica registered: the warm pool waits for its start to finish."""
         if host == self.node_ip:
             self.pool.replica_started()
+
+    def _replica_stopped(self, host: str) -> None:
+        """A replica left: the warm pool sizes itself to the burst (an app that stopped)."""
+        if host == self.node_ip:
+            self.pool.replica_stopped()
 
     async def _publish_queued(self) -> None:
         """Every second, what waits in HAProxy's queues per endpoint, for the autoscaling

@@ -9,16 +9,19 @@ until used, and the next actor or task placed on the node takes one instead of s
 process. ``WarmPool.top_up`` keeps at least ``RAYWEB_WARM_WORKERS`` (default 2, ``0``: off)
 of them idle: it counts the raylet's idle and starting workers (children of the raylet titled
 ``ray::IDLE``, or still running ``default_worker.py``) and asks for the missing ones
-(``GatewayTasks._keep_warm``, every second). A worker taken by a replica, or one that died,
-is replaced once no replica has started on the node for ``QUIET_S``: starting a worker costs
-~1 CPU-second, which a deploy that is still starting replicas needs more (on 2 cores a
-refill during a 5-endpoint deploy took a fifth of its CPU).
+(``GatewayTasks._keep_warm``, every second). The pool fills with spare CPU only: starting a
+worker costs ~1 CPU-second, which a deploy that is still starting replicas, or a replica
+waking from zero, needs more (on 2 cores a refill during a 5-endpoint deploy took a fifth of
+its CPU). So a worker taken by a replica, or one that died, is replaced once no replica has
+started on the node for ``QUIET_S`` and the node's CPUs were less than half busy in the last
+round; beyond the floor the pool grows by one worker per round.
 
-The pool fits the apps: it keeps as many idle workers as the most replicas that started
-together on the node in the last hour (an app's deploy, a redeploy, a restart of
-``rayweb serve`` onto a kept-warm cluster), at most ``RAYWEB_WARM_WORKERS_MAX`` (default 8;
-each idle worker holds ~130 MiB). So the next start of that app finds a warm worker for
-each replica.
+The pool fits the apps: when replicas stop together (an app stopped or was replaced: a
+restart of ``rayweb serve``, a redeploy), it grows to as many idle workers as stopped in the
+largest such burst of the last hour, at most ``RAYWEB_WARM_WORKERS_MAX`` (default 8; each idle
+worker holds ~130 MiB), using the CPU and memory those replicas gave back. So the next start
+of that app finds a warm worker for each replica, and a pool never grows while an app that
+just started still needs the CPU.
 
 On a Ray that rayweb starts (the embedded one, ``rayweb cluster up``), every worker also
 imports Serve's replica and rayweb's before it waits for work (``system_config``: Ray's
@@ -50,8 +53,9 @@ DEFAULT_WARM_WORKERS = 2
 MAX_WARM_WORKERS_ENV = "RAYWEB_WARM_WORKERS_MAX"
 DEFAULT_MAX_WARM_WORKERS = 8
 KEEP_ALIVE_S = 600  # the raylet does not reap them as idle before this; the pool renews them
-QUIET_S = 3.0  # no refill this long after a replica started or a pooled worker was taken
-BURST_GAP_S = 5.0  # replicas that start closer together than this are one burst (a deploy)
+QUIET_S = 1.0  # no refill this long after a replica started or a pooled worker was taken
+BUSY_MAX = 0.5  # no refill while the node's CPUs were busier than this in the last round
+BURST_GAP_S = 5.0  # replicas that stop closer together than this are one burst (an app)
 BURST_MEMORY_S = 3600.0  # how long the pool keeps room for a burst
 # What each worker imports before its first task or actor (a replica's code, mostly Serve's).
 PRELOAD_MODULES = ["ray.serve._private.replica", "rayweb.replica.deployment"]
@@ -115,9 +119,29 @@ def pooled_workers(raylet_pid: int) -> list[int]:
     return found
 
 
+class CpuMeter:
+    """How busy this node's CPUs were since the last call (``/proc/stat``; None elsewhere)."""
+
+    def __init__(self, path: str = "/proc/stat") -> None:
+        self.path = path
+        self.last: tuple[int, int] | None = None
+
+    def busy(self) -> float | None:
+        try:
+            with open(self.path, "rb") as stat:
+                fields = [int(x) for x in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle, total = fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields[:8])
+        last, self.last = self.last, (idle, total)
+        if last is None or total <= last[1]:
+            return None
+        return 1.0 - (idle - last[0]) / (total - last[1])
+
+
 class WarmPool:
     """At least ``size`` idle workers on the node of ``raylet_pid`` (this process's parent in
-    an actor), as many as the largest recent burst of replica starts, at most ``ceiling``."""
+    an actor), as many as the largest recent burst of replica stops, at most ``ceiling``."""
 
     def __init__(
         self,
@@ -133,18 +157,22 @@ class WarmPool:
         self.stub: Any = None
         self.off = size <= 0
         self.started = 0  # workers asked for since the pool began
-        self.bursts: list[tuple[float, int]] = []  # (when the last replica started, how many)
+        self.bursts: list[tuple[float, int]] = []  # (when the last replica stopped, how many)
         self.quiet_until = 0.0
         self.seen: int | None = None  # pooled workers at the last round
+        self.cpu = CpuMeter()
 
     def replica_started(self) -> None:
         """A replica started on this node (it registered with the gateway)."""
+        self.quiet_until = self.clock() + QUIET_S
+
+    def replica_stopped(self) -> None:
+        """A replica on this node left the gateway's table."""
         now = self.clock()
         if self.bursts and now - self.bursts[-1][0] < BURST_GAP_S:
             self.bursts[-1] = (now, self.bursts[-1][1] + 1)
         else:
             self.bursts.append((now, 1))
-        self.quiet_until = now + QUIET_S
 
     def wanted(self) -> int:
         """How many idle workers to keep now."""
@@ -153,16 +181,18 @@ class WarmPool:
         largest = max((count for _, count in self.bursts), default=0)
         return min(max(self.size, largest), self.ceiling)
 
-    def missing(self, pooled: int) -> int:
-        """How many workers to ask for when ``pooled`` are idle or starting: none while
-        replicas are starting (a worker was just taken, or a replica just started)."""
+    def missing(self, pooled: int, busy: float | None = None) -> int:
+        """How many workers to ask for when ``pooled`` are idle or starting and the node's
+        CPUs were ``busy`` (0-1; None: unknown) in the last round: none while replicas are
+        starting (a worker was just taken, or a replica just started) or the CPUs are busy;
+        up to the floor at once, beyond it one per round."""
         now = self.clock()
         if self.seen is not None and pooled < self.seen:
             self.quiet_until = max(self.quiet_until, now + QUIET_S)
         self.seen = pooled
-        if self.off or now < self.quiet_until:
+        if self.off or now < self.quiet_until or (busy is not None and busy > BUSY_MAX):
             return 0
-        return max(0, self.wanted() - pooled)
+        return max(min(self.wanted() - pooled, 1), self.size - pooled, 0)
 
     def _connect(self) -> Any:
         import ray
@@ -178,7 +208,7 @@ class WarmPool:
         """Ask the raylet for the workers missing from the pool; how many were asked for."""
         if self.off:
             return 0
-        missing = self.missing(len(pooled_workers(self.raylet_pid)))
+        missing = self.missing(len(pooled_workers(self.raylet_pid)), self.cpu.busy())
         if missing <= 0:
             return 0
         try:

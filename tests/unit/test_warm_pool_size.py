@@ -9,7 +9,9 @@ import pytest
 from rayweb.services.warmpool import (
     BURST_GAP_S,
     BURST_MEMORY_S,
+    BUSY_MAX,
     QUIET_S,
+    CpuMeter,
     WarmPool,
     max_warm_workers,
     warm_workers,
@@ -35,7 +37,7 @@ def test_an_empty_pool_fills_up_to_its_size_at_once():
     assert pool.missing(2) == 0
 
 
-def test_no_refill_while_replicas_start_then_room_for_the_whole_burst():
+def test_no_refill_while_replicas_start_and_room_for_an_app_once_it_stopped():
     pool, clock = _pool()
     assert pool.missing(2) == 0
     # a deploy of five endpoints: both pooled workers are taken, five replicas register
@@ -46,7 +48,23 @@ def test_no_refill_while_replicas_start_then_room_for_the_whole_burst():
     clock.now += QUIET_S - 0.1
     assert pool.missing(0) == 0
     clock.now += 0.2
-    assert pool.missing(0) == 5  # the next start of that app finds a worker per replica
+    assert pool.missing(0) == 2  # back to the floor: the app runs, the pool does not grow
+    assert pool.missing(2) == 0
+    for _ in range(5):  # the app stops (a restart of `rayweb serve` is likely next)
+        clock.now += 0.3
+        pool.replica_stopped()
+    # one more per round, for as long as the CPUs are not busy
+    assert pool.missing(2) == 1
+    assert pool.missing(3, busy=BUSY_MAX + 0.1) == 0
+    assert pool.missing(3, busy=BUSY_MAX - 0.1) == 1
+    assert pool.missing(4) == 1
+    assert pool.missing(5) == 0  # the next start of that app finds a worker per replica
+
+
+def test_a_busy_node_gets_no_refill_not_even_to_the_floor():
+    pool, _ = _pool()
+    assert pool.missing(0, busy=0.9) == 0
+    assert pool.missing(0, busy=0.1) == 2
 
 
 def test_a_taken_worker_defers_the_refill():
@@ -57,10 +75,10 @@ def test_a_taken_worker_defers_the_refill():
     assert pool.missing(1) == 1
 
 
-def test_starts_further_apart_than_a_burst_do_not_add_up():
+def test_stops_further_apart_than_a_burst_do_not_add_up():
     pool, clock = _pool()
-    for _ in range(4):
-        pool.replica_started()
+    for _ in range(4):  # an endpoint scaling to zero now and then
+        pool.replica_stopped()
         clock.now += BURST_GAP_S + 0.1
     assert pool.wanted() == 2  # four bursts of one
 
@@ -68,7 +86,7 @@ def test_starts_further_apart_than_a_burst_do_not_add_up():
 def test_the_pool_is_capped_and_shrinks_back_after_an_hour():
     pool, clock = _pool(ceiling=3)
     for _ in range(10):
-        pool.replica_started()
+        pool.replica_stopped()
     assert pool.wanted() == 3
     clock.now += BURST_MEMORY_S + 1
     assert pool.wanted() == 2
@@ -76,10 +94,20 @@ def test_the_pool_is_capped_and_shrinks_back_after_an_hour():
 
 def test_a_pool_that_is_off_asks_for_nothing():
     pool, clock = _pool(size=0)
-    pool.replica_started()
+    pool.replica_stopped()
     clock.now += QUIET_S + 1
     assert pool.off
     assert pool.missing(0) == 0
+
+
+def test_the_cpu_meter_reads_how_busy_the_cpus_were(tmp_path):
+    stat = tmp_path / "stat"
+    meter = CpuMeter(str(stat))
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3\n")
+    assert meter.busy() is None  # nothing to compare with yet
+    stat.write_text("cpu  250 0 150 1000 0 0 0 0 0 0\n")  # 200 busy of 400
+    assert meter.busy() == pytest.approx(0.5)
+    assert CpuMeter(str(tmp_path / "missing")).busy() is None
 
 
 @pytest.mark.parametrize(
