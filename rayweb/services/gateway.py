@@ -317,7 +317,8 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
             if (name in apps and route.serve_app is None) or route.serve_app in apps
         ]
         for name in gone:
-            del self.routes[name]
+            for server in self.routes.pop(name).servers.values():
+                self._replica_stopped(server.host)
         if gone:
             await self._apply()
 

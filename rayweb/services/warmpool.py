@@ -9,19 +9,17 @@ until used, and the next actor or task placed on the node takes one instead of s
 process. ``WarmPool.top_up`` keeps at least ``RAYWEB_WARM_WORKERS`` (default 2, ``0``: off)
 of them idle: it counts the raylet's idle and starting workers (children of the raylet titled
 ``ray::IDLE``, or still running ``default_worker.py``) and asks for the missing ones
-(``GatewayTasks._keep_warm``, every second). The pool fills with spare CPU only: starting a
-worker costs ~1 CPU-second, which a deploy that is still starting replicas, or a replica
-waking from zero, needs more (on 2 cores a refill during a 5-endpoint deploy took a fifth of
-its CPU). So a worker taken by a replica, or one that died, is replaced once no replica has
-started on the node for ``QUIET_S`` and the node's CPUs were less than half busy in the last
-round; beyond the floor the pool grows by one worker per round.
+(``GatewayTasks._keep_warm``, every second): a worker taken by a replica, or one that died,
+is replaced within a second, as the next replica to wake from zero needs it.
 
 The pool fits the apps: when replicas stop together (an app stopped or was replaced: a
 restart of ``rayweb serve``, a redeploy), it grows to as many idle workers as stopped in the
 largest such burst of the last hour, at most ``RAYWEB_WARM_WORKERS_MAX`` (default 8; each idle
-worker holds ~130 MiB), using the CPU and memory those replicas gave back. So the next start
-of that app finds a warm worker for each replica, and a pool never grows while an app that
-just started still needs the CPU.
+worker holds ~130 MiB). So the next start of that app finds a warm worker for each replica.
+It grows with spare CPU only, as starting a worker costs ~1 CPU-second that replicas which
+are starting need more (on 2 cores a refill during a 5-endpoint deploy took a fifth of its
+CPU): by one worker per round, not within ``QUIET_S`` of a replica's start or a pooled
+worker being taken, and not while the node's CPUs were over half busy in the last round.
 
 On a Ray that rayweb starts (the embedded one, ``rayweb cluster up``), every worker also
 imports Serve's replica and rayweb's before it waits for work (``system_config``: Ray's
@@ -183,16 +181,22 @@ class WarmPool:
 
     def missing(self, pooled: int, busy: float | None = None) -> int:
         """How many workers to ask for when ``pooled`` are idle or starting and the node's
-        CPUs were ``busy`` (0-1; None: unknown) in the last round: none while replicas are
-        starting (a worker was just taken, or a replica just started) or the CPUs are busy;
-        up to the floor at once, beyond it one per round."""
+        CPUs were ``busy`` (0-1; None: unknown) in the last round: up to the floor at once;
+        beyond it one per round, and only while no replica is starting (a worker was just
+        taken, or a replica just started) and the CPUs are not busy."""
         now = self.clock()
         if self.seen is not None and pooled < self.seen:
             self.quiet_until = max(self.quiet_until, now + QUIET_S)
-        self.seen = pooled
-        if self.off or now < self.quiet_until or (busy is not None and busy > BUSY_MAX):
+        if self.off:
             return 0
-        return max(min(self.wanted() - pooled, 1), self.size - pooled, 0)
+        if pooled < self.size:  # the floor: at once, as the next replica to wake needs it
+            asked = self.size - pooled
+        elif now < self.quiet_until or (busy is not None and busy > BUSY_MAX):
+            asked = 0
+        else:
+            asked = max(min(self.wanted() - pooled, 1), 0)
+        self.seen = pooled + asked  # those asked for count from the next round on
+        return asked
 
     def _connect(self) -> Any:
         import ray
@@ -235,7 +239,6 @@ class WarmPool:
             logger.debug("asking for warm workers failed", exc_info=True)
             return 0
         self.started += missing
-        self.seen = (self.seen or 0) + missing  # they count from the next round on
         return missing
 
     def _turn_off(self, exc: BaseException) -> int:

@@ -37,19 +37,15 @@ def test_an_empty_pool_fills_up_to_its_size_at_once():
     assert pool.missing(2) == 0
 
 
-def test_no_refill_while_replicas_start_and_room_for_an_app_once_it_stopped():
+def test_the_floor_refills_at_once_and_the_pool_grows_for_an_app_that_stopped():
     pool, clock = _pool()
     assert pool.missing(2) == 0
     # a deploy of five endpoints: both pooled workers are taken, five replicas register
     for _ in range(5):
         clock.now += 0.5
         pool.replica_started()
-    assert pool.missing(0) == 0  # the deploy still needs the CPU
-    clock.now += QUIET_S - 0.1
-    assert pool.missing(0) == 0
-    clock.now += 0.2
-    assert pool.missing(0) == 2  # back to the floor: the app runs, the pool does not grow
-    assert pool.missing(2) == 0
+    assert pool.missing(0) == 2  # the floor at once: the next replica to wake needs one
+    assert pool.missing(2) == 0  # and no more while the app runs
     for _ in range(5):  # the app stops (a restart of `rayweb serve` is likely next)
         clock.now += 0.3
         pool.replica_stopped()
@@ -61,18 +57,26 @@ def test_no_refill_while_replicas_start_and_room_for_an_app_once_it_stopped():
     assert pool.missing(5) == 0  # the next start of that app finds a worker per replica
 
 
-def test_a_busy_node_gets_no_refill_not_even_to_the_floor():
+def test_a_busy_node_gets_its_floor_but_no_more():
     pool, _ = _pool()
-    assert pool.missing(0, busy=0.9) == 0
-    assert pool.missing(0, busy=0.1) == 2
+    for _ in range(5):
+        pool.replica_stopped()
+    assert pool.missing(0, busy=0.9) == 2  # the next replica to wake needs one
+    assert pool.missing(2, busy=0.9) == 0
+    assert pool.missing(2, busy=0.1) == 1
 
 
-def test_a_taken_worker_defers_the_refill():
+def test_growth_waits_while_replicas_start():
     pool, clock = _pool()
-    assert pool.missing(2) == 0
-    assert pool.missing(1) == 0  # taken (or killed) just now
+    for _ in range(4):
+        pool.replica_stopped()
+    pool.replica_started()
+    assert pool.missing(2) == 0  # a replica is starting
     clock.now += QUIET_S + 0.1
-    assert pool.missing(1) == 1
+    assert pool.missing(2) == 1
+    assert pool.missing(2) == 0  # fewer than the 3 there should be: one was just taken
+    clock.now += QUIET_S + 0.1
+    assert pool.missing(2) == 1
 
 
 def test_stops_further_apart_than_a_burst_do_not_add_up():
