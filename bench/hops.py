@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import APP_SOURCE, append_results, free_port, wait_200, wrk  # noqa: E402
+from run import APP_SOURCE, append_results, free_port, plain_uvicorn, wait_200, wrk  # noqa: E402
 
 
 def main() -> None:
@@ -67,19 +66,10 @@ def main() -> None:
     finally:
         handle.stop()
         cluster.stop_embedded()
-    uvicorn = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench_app:api", "--port", str(port)]
-        + ["--log-level", "warning", "--no-access-log"],
-        cwd=work,
-    )  # fmt: skip
-    try:
-        wait_200(f"http://127.0.0.1:{port}/")
+    with plain_uvicorn("bench_app:api", work) as uv_url:
         for _ in range(args.rounds):
             for clients in (1, 32):
-                keep("plain uvicorn", clients, f"http://127.0.0.1:{port}/")
-    finally:
-        uvicorn.terminate()
-        uvicorn.wait(30)
+                keep("plain uvicorn", clients, uv_url)
 
     lines = [
         f"## {datetime.date.today().isoformat()}: the steady-state gap hop by hop (bench/hops.py)",

@@ -13,6 +13,7 @@ Needs ``wrk`` (Debian: ``apt-get install wrk``). Appends a dated section to the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -99,6 +101,23 @@ def wait_200(url: str, timeout: float = 180) -> float:
             pass
         time.sleep(0.05)
     raise TimeoutError(url)
+
+
+@contextlib.contextmanager
+def plain_uvicorn(app: str, cwd: Path, port: int | None = None, workers: int = 1) -> Iterator[str]:
+    """``uvicorn app`` (``module:attribute``, in ``cwd``) without its access log, as the
+    benchmarks compare with; yields its URL once ``/`` answers 200."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"]
+    args += ["--no-access-log"] + (["--workers", str(workers)] if workers > 1 else [])
+    proc = subprocess.Popen(args, cwd=cwd)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_200(url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def ws_round_trips(url: str, seconds: float) -> float:
@@ -257,31 +276,10 @@ def main() -> None:
     uploads: dict[str, float] = {}
 
     # (c) plain uvicorn, one process
-    port = free_port()
-    uv = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench_app:api",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=work,
-    )
-    try:
-        wait_200(f"http://127.0.0.1:{port}/")
-        results["plain uvicorn"] = {
-            c: wrk(f"http://127.0.0.1:{port}/", c, args.duration) for c in (1, 32)
-        }
-        ws["plain uvicorn"] = ws_round_trips(f"ws://127.0.0.1:{port}/ws", args.duration)
-        uploads["plain uvicorn"] = upload_seconds(f"http://127.0.0.1:{port}/upload")
-    finally:
-        uv.terminate()
-        uv.wait(30)
+    with plain_uvicorn("bench_app:api", work) as url:
+        results["plain uvicorn"] = {c: wrk(url, c, args.duration) for c in (1, 32)}
+        ws["plain uvicorn"] = ws_round_trips(f"ws{url.removeprefix('http')}ws", args.duration)
+        uploads["plain uvicorn"] = upload_seconds(f"{url}upload")
 
     # (a) rayweb and (b) raw Serve, on one embedded Ray and one Serve proxy
     import bench_app

@@ -17,7 +17,6 @@ import argparse
 import datetime
 import socket
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -27,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import append_results, free_port, wait_200  # noqa: E402
+from run import append_results, free_port, plain_uvicorn, wait_200  # noqa: E402
 
 APP_SOURCE = textwrap.dedent(
     """
@@ -142,17 +141,8 @@ def main() -> None:
     results = {}
 
     port = free_port()
-    uvicorn = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench_streams:api", "--port", str(port)]
-        + ["--log-level", "warning", "--no-access-log"],
-        cwd=work,
-    )  # fmt: skip
-    try:
-        wait_200(f"http://127.0.0.1:{port}/")
+    with plain_uvicorn("bench_streams:api", work, port):
         results["plain uvicorn"] = measure("127.0.0.1", port, "", args.runs)
-    finally:
-        uvicorn.terminate()
-        uvicorn.wait(30)
 
     import bench_streams
 

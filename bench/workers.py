@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import APP_SOURCE, append_results, free_port, wait_200, wrk  # noqa: E402
+from run import APP_SOURCE, append_results, free_port, plain_uvicorn, wait_200, wrk  # noqa: E402
 
 CLIENTS = (32, 64)
 
@@ -53,31 +52,19 @@ def main() -> None:
         if got["rps"] > best.get((name, clients), {"rps": 0.0})["rps"]:
             best[(name, clients)] = got
 
-    port = free_port()
     rayweb_name = f"rayweb, {n} replicas"
     uvicorn_name = f"uvicorn --workers {n}"
-    handle = rayweb.serve(bench_workers_app.app, port=port, quiet=True)
-    uvicorn = None
+    handle = rayweb.serve(bench_workers_app.app, port=free_port(), quiet=True)
     try:
         url = handle.urls["hello"]
         wait_200(url)
-        uv_port = free_port()
-        uvicorn = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench_workers_app:api", "--port", str(uv_port)]
-            + ["--workers", str(n), "--log-level", "warning", "--no-access-log"],
-            cwd=work,
-        )  # fmt: skip
-        uv_url = f"http://127.0.0.1:{uv_port}/"
-        wait_200(uv_url)
-        # Both run at once, idle in turn: the same machine state (Ray's own processes up).
-        for _ in range(args.rounds):
-            for clients in CLIENTS:
-                keep(rayweb_name, clients, url)
-                keep(uvicorn_name, clients, uv_url)
+        with plain_uvicorn("bench_workers_app:api", work, workers=n) as uv_url:
+            # Both run at once, idle in turn: the same machine state (Ray's own processes up).
+            for _ in range(args.rounds):
+                for clients in CLIENTS:
+                    keep(rayweb_name, clients, url)
+                    keep(uvicorn_name, clients, uv_url)
     finally:
-        if uvicorn is not None:
-            uvicorn.terminate()
-            uvicorn.wait(30)
         handle.stop()
         cluster.stop_embedded()
 
