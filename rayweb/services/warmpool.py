@@ -50,11 +50,13 @@ WARM_WORKERS_ENV = "RAYWEB_WARM_WORKERS"
 DEFAULT_WARM_WORKERS = 2
 MAX_WARM_WORKERS_ENV = "RAYWEB_WARM_WORKERS_MAX"
 DEFAULT_MAX_WARM_WORKERS = 8
-KEEP_ALIVE_S = 600  # the raylet does not reap them as idle before this; the pool renews them
 QUIET_S = 1.0  # no refill this long after a replica started or a pooled worker was taken
 BUSY_MAX = 0.5  # no refill while the node's CPUs were busier than this in the last round
 BURST_GAP_S = 5.0  # replicas that stop closer together than this are one burst (an app)
 BURST_MEMORY_S = 3600.0  # how long the pool keeps room for a burst
+# The raylet does not reap them as idle before this (the pool renews them); after it, the ones
+# beyond what the pool still wants are reaped once the node has more idle workers than CPUs.
+KEEP_ALIVE_S = int(BURST_MEMORY_S)
 # What each worker imports before its first task or actor (a replica's code, mostly Serve's).
 PRELOAD_MODULES = ["ray.serve._private.replica", "rayweb.replica.deployment"]
 
