@@ -11,11 +11,12 @@ import httpx
 import psutil
 import pytest
 import ray
+from ray import serve
 
 import rayweb
 from rayweb.services.gateway import find_gateway
 from rayweb.services.store import Store
-from tests.integration.test_data_path import BOUND_MIB, GIB, MIB, PeakRSS, _running_replicas
+from tests.integration.test_data_path import BOUND_MIB, GIB, MIB, PeakRSS
 
 pytestmark = pytest.mark.cluster
 
@@ -69,20 +70,31 @@ def encoded():
     return api
 
 
+def _replicas(app_name: str) -> int:
+    """The endpoint's replicas in any state (starting, running, stopping)."""
+    status = serve.status().applications.get(app_name)
+    if status is None:
+        return 0
+    return sum(sum(d.replica_states.values()) for d in status.deployments.values())
+
+
 def _wait_for_zero(*apps: str, timeout: float = 120) -> None:
-    """Until no replica runs and none is still registered (a stopping replica serves what
-    the gateway sends it until it deregisters)."""
+    """Until no replica exists in any state and none is still registered (a stopping replica
+    serves what the gateway sends it until it deregisters; a starting one registers soon),
+    twice in a row."""
 
     def warm() -> bool:
         gateway = find_gateway()
         table, settled = ray.get([gateway.table.remote(), gateway.settled.remote()])
         # until HAProxy serves the table, a dropped replica still gets requests directly
-        return not settled or any(_running_replicas(a) or table[a]["servers"] for a in apps)
+        return not settled or any(_replicas(a) or table[a]["servers"] for a in apps)
 
     deadline = time.monotonic() + timeout  # min_containers=0: the deploy's replica goes away
-    while warm() and time.monotonic() < deadline:
+    cold_checks = 0
+    while cold_checks < 2 and time.monotonic() < deadline:
+        cold_checks = 0 if warm() else cold_checks + 1
         time.sleep(0.5)
-    assert not warm(), "the endpoints never scaled to zero"
+    assert cold_checks >= 2, "the endpoints never scaled to zero"
 
 
 def _gateway_side_pids() -> dict[str, list[int]]:
@@ -103,7 +115,8 @@ def _gateway_side_pids() -> dict[str, list[int]]:
 
 def test_a_1_gib_chunked_upload_to_a_scaled_to_zero_endpoint_stays_within_256_mib(served):
     handle = served(cold)
-    _wait_for_zero("coldpath-plain", "coldpath-encoded")
+    names = ("coldpath-plain", "coldpath-encoded")
+    _wait_for_zero(*names)
     pids = _gateway_side_pids()
     everyone = [pid for group in pids.values() for pid in group]
 
@@ -117,11 +130,16 @@ def test_a_1_gib_chunked_upload_to_a_scaled_to_zero_endpoint_stays_within_256_mi
         # `-` as %2D: the holder matches the decoded path too
         "encoded": handle.urls["encoded"].replace("/coldpath-encoded", "/coldpath%2Dencoded"),
     }
-    relayed = ray.get(find_gateway().holder_stats.remote())["relayed"]
     for case, url in urls.items():
+        # each went through the holder (not Serve's proxy, which would read the whole body)
+        gateway = find_gateway()
+        relayed, table = ray.get([gateway.holder_stats.remote(), gateway.table.remote()])
+        before = {app: (_replicas(app), table[app]["servers"]) for app in names}
         with PeakRSS(everyone) as peak:
             r = httpx.post(url + "/upload", content=chunks(), timeout=600)
         assert r.status_code == 200, (case, r.text)
+        after = ray.get(gateway.holder_stats.remote())["relayed"]
+        assert after >= relayed["relayed"] + 1, f"{case} was not relayed; before it: {before}"
         got = r.json()
         assert got["bytes"] == GIB, case
         assert got["growth_mib"] <= BOUND_MIB, f"{case}: the replica grew {got['growth_mib']:.0f}"
@@ -130,8 +148,6 @@ def test_a_1_gib_chunked_upload_to_a_scaled_to_zero_endpoint_stays_within_256_mi
             worst = max(growth.get(pid, 0.0) for pid in group)
             assert worst <= BOUND_MIB, f"{case}: {role} grew {worst:.0f} MiB (bound {BOUND_MIB})"
         print(case, {role: max(growth.get(p, 0.0) for p in g) for role, g in pids.items()}, got)
-    # both went through the holder (not Serve's proxy, which would have read the whole body)
-    assert ray.get(find_gateway().holder_stats.remote())["relayed"] >= relayed + 2
 
 
 guarded = rayweb.App("coldguard")
@@ -170,8 +186,8 @@ def test_refusals_for_a_scaled_to_zero_endpoint_do_not_wake_it(served):
     assert limited.status_code == 429, limited.text
     assert int(limited.headers["retry-after"]) >= 1
     time.sleep(3)
-    assert _running_replicas("coldguard-locked") == 0, "a 401 woke the endpoint"
-    assert _running_replicas("coldguard-throttled") == 0, "a 429 woke the endpoint"
+    assert _replicas("coldguard-locked") == 0, "a 401 woke the endpoint"
+    assert _replicas("coldguard-throttled") == 0, "a 429 woke the endpoint"
     key, secret = Store().create_token("cold-path")
     headers = {"Modal-Key": key, "Modal-Secret": secret}
     deadline = time.monotonic() + 10  # a new token reaches the gateway within ~0.2 s
