@@ -316,9 +316,12 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
             for name, route in self.routes.items()
             if (name in apps and route.serve_app is None) or route.serve_app in apps
         ]
+        stopped: dict[str, str] = {}  # a class pool's replica serves several routes
         for name in gone:
-            for server in self.routes.pop(name).servers.values():
-                self._replica_stopped(server.host)
+            for replica, server in self.routes.pop(name).servers.items():
+                stopped[replica] = server.host
+        for host in stopped.values():
+            self._replica_stopped(host)
         if gone:
             await self._apply()
 
@@ -328,14 +331,15 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
 
     def _drop(self, replicas: list[str]) -> bool:
         """Remove these replicas' servers; an endpoint left with none keeps its route."""
-        changed = False
+        stopped: dict[str, str] = {}  # a class pool's replica serves several routes
         for route in self.routes.values():
             for replica in replicas:
                 server = route.servers.pop(replica, None)
                 if server is not None:
-                    changed = True
-                    self._replica_stopped(server.host)
-        return changed
+                    stopped[replica] = server.host
+        for host in stopped.values():
+            self._replica_stopped(host)
+        return bool(stopped)
 
     async def _apply(self) -> None:
         """Make HAProxy serve the current table; concurrent changes share one reload."""

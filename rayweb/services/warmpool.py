@@ -169,6 +169,7 @@ class WarmPool:
     def replica_stopped(self) -> None:
         """A replica on this node left the gateway's table."""
         now = self.clock()
+        self.bursts = [burst for burst in self.bursts if now - burst[0] < BURST_MEMORY_S]
         if self.bursts and now - self.bursts[-1][0] < BURST_GAP_S:
             self.bursts[-1] = (now, self.bursts[-1][1] + 1)
         else:
