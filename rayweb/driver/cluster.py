@@ -93,6 +93,7 @@ def ensure_ray(
         if imported_first and (resolved or "").startswith(("127.0.0.1:", "localhost:")):
             _loopback_even_if_imported_first(address)
         ray.init(address=resolved, **kwargs)
+        quiet_serve_actors()
         return False
     from ..services.warmpool import system_config
 
@@ -109,8 +110,42 @@ def ensure_ray(
         _system_config=system_config(),
         **kwargs,
     )
+    quiet_serve_actors()
     _state.started_ray = True
     return True
+
+
+# Serve's own actors, whose output Ray would print in this process too.
+SERVE_ACTORS = ("ServeController", "ProxyActor")
+
+
+def from_serve_actor(batch: dict[str, Any]) -> bool:
+    """Whether a batch of worker output Ray forwards to the driver is Serve's controller's or
+    proxy's (its ``actor_name``)."""
+    return str(batch.get("actor_name") or "").startswith(SERVE_ACTORS)
+
+
+def quiet_serve_actors() -> None:
+    """Keep the output of Serve's controller and proxy out of this process's terminal (it
+    stays in the session's log files): when a replica fails, rayweb says so in one line with
+    the user's traceback, and the controller's copy would print Serve's stack on top, as
+    often as not before rayweb's (a race with Ray's log forwarding). Replicas' and rayweb's
+    own actors' output still shows."""
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:  # another Ray: its output shows as it is
+        return
+    with dispatcher._lock:
+        for index, (name, handler) in enumerate(dispatcher.handlers):
+            if name != "ray_print_logs" or getattr(handler, "rayweb_quiet", False):
+                continue
+
+            def quiet(batch: dict[str, Any], print_batch: Any = handler) -> None:
+                if not from_serve_actor(batch):
+                    print_batch(batch)
+
+            quiet.rayweb_quiet = True  # type: ignore[attr-defined]
+            dispatcher.handlers[index] = (name, quiet)
 
 
 def _apply_loopback() -> None:

@@ -51,3 +51,21 @@ def test_a_cluster_finds_its_processes_by_whole_path_components():
     # cluster `relprobe` must not claim the processes of cluster `relprobe-0`
     assert not names_dir("--temp-dir=/tmp/rayweb-relprobe-0", "/tmp/rayweb-relprobe")
     assert not in_dir("/tmp/rayweb-relprobe-0/logs/gcs.out", "/tmp/rayweb-relprobe")
+
+
+def test_serve_controller_and_proxy_output_stays_out_of_the_terminal(monkeypatch):
+    """What Ray forwards to the driver passes through its dispatcher's ``ray_print_logs``
+    handler (ray.init adds it); rayweb's filter in front of it drops Serve's actors only."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    printed: list[str] = []
+    monkeypatch.setattr(
+        dispatcher, "handlers", [("ray_print_logs", lambda b: printed.append(b["actor_name"]))]
+    )
+    cluster.quiet_serve_actors()
+    cluster.quiet_serve_actors()  # once is enough: not wrapped twice
+    for name in ("ServeController", "ProxyActor", "ServeReplica:app:ep", "GatewayActor", None):
+        dispatcher.emit({"actor_name": name, "lines": ["x"], "is_err": True, "pid": 1})
+    assert printed == ["ServeReplica:app:ep", "GatewayActor", None]
+    assert cluster.from_serve_actor({"actor_name": "ServeController"})
+    assert not cluster.from_serve_actor({"task_name": "f"})
