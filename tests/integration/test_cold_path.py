@@ -133,13 +133,13 @@ def test_a_1_gib_chunked_upload_to_a_scaled_to_zero_endpoint_stays_within_256_mi
     for case, url in urls.items():
         # each went through the holder (not Serve's proxy, which would read the whole body)
         gateway = find_gateway()
-        relayed, table = ray.get([gateway.holder_stats.remote(), gateway.table.remote()])
+        stats, table = ray.get([gateway.holder_stats.remote(), gateway.table.remote()])
         before = {app: (_replicas(app), table[app]["servers"]) for app in names}
         with PeakRSS(everyone) as peak:
             r = httpx.post(url + "/upload", content=chunks(), timeout=600)
         assert r.status_code == 200, (case, r.text)
         after = ray.get(gateway.holder_stats.remote())["relayed"]
-        assert after >= relayed["relayed"] + 1, f"{case} was not relayed; before it: {before}"
+        assert after >= stats["relayed"] + 1, f"{case} was not relayed; before it: {before}"
         got = r.json()
         assert got["bytes"] == GIB, case
         assert got["growth_mib"] <= BOUND_MIB, f"{case}: the replica grew {got['growth_mib']:.0f}"

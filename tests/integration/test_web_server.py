@@ -206,7 +206,10 @@ def test_port_never_opening_fails_with_modals_message_and_output(served, tmp_pat
     assert "bound to 0.0.0.0" in text and "startup_timeout" in text
     assert "warming up the model, please wait" in text  # the server's last output lines
     child = int(pid_file.read_text())
-    deadline = time.monotonic() + 20
+    # The last try may still have been starting when the failed deploy was deleted: then
+    # Serve stops its replica (and the sidecar with its group) within the replica's graceful
+    # shutdown timeout, 30 s here, not at the startup timeout.
+    deadline = time.monotonic() + 60
     while psutil.pid_exists(child) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
