@@ -5,7 +5,8 @@
 - the gateway's header names and the autoscaling metric a replica reports;
 - :func:`remote_error` (an actor's own exception instead of Ray's wrapper);
 - :func:`local_modules` / :func:`drop_local_modules` (the app's own modules, which the dev
-  loop and a hot-swapping replica both re-import), and :func:`free_port`.
+  loop and a hot-swapping replica both re-import), :func:`free_port` and
+  :func:`port_unavailable`.
 """
 
 from __future__ import annotations
@@ -145,6 +146,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_unavailable(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, as a message naming the fix (None: free).
+
+    A plain bind, without ``SO_REUSEPORT``: it fails too where another process holds the
+    port with that option (gRPC servers do, Ray's own workers among them, on ports
+    10002-19999). HAProxy sets the option as well, and would share such a port silently,
+    handing some of the connections to the other process."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return (
+                f"Port {port} on {host} is not available ({exc.strerror}). "
+                f"Suggestion: --port {port + 1} (or rayweb.serve(app, port={port + 1}))."
+            )
+    return None
 
 
 def child_pids(parent: int) -> list[int]:

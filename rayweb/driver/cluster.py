@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..common import free_port, use_ray_token
+from ..common import free_port, port_unavailable, use_ray_token
 from ..urls import DOMAIN_ENV, Reach, check_domain
 
 DEFAULT_HOST = "127.0.0.1"
@@ -121,8 +121,17 @@ SERVE_ACTORS = ("ServeController", "ProxyActor")
 
 def from_serve_actor(batch: dict[str, Any]) -> bool:
     """Whether a batch of worker output Ray forwards to the driver is Serve's controller's or
-    proxy's (its ``actor_name``)."""
-    return str(batch.get("actor_name") or "").startswith(SERVE_ACTORS)
+    proxy's (its ``actor_name``), or the raylet's notes on their tasks only (a retried
+    ``graceful_shutdown`` while Serve stops)."""
+    if str(batch.get("actor_name") or "").startswith(SERVE_ACTORS):
+        return True
+    lines = batch.get("lines") or []
+    about_serve = tuple(f"Task {actor}." for actor in SERVE_ACTORS)
+    return (
+        batch.get("pid") == "raylet"
+        and bool(lines)
+        and all(line.lstrip().startswith(about_serve) for line in lines)
+    )
 
 
 def quiet_serve_actors() -> None:
@@ -268,8 +277,15 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
         try:
             ray.get(gateway.address.remote())
         except Exception as exc:
+            # Serve started here without its gateway: the next serve would find it running
+            # and take it for a Serve without rayweb; stop both so that a retry starts both.
+            ray.kill(gateway)
+            serve.shutdown()
+            cause = remote_error(exc)
+            if isinstance(cause, InvalidError):  # the port is taken: says which, and the fix
+                raise InvalidError(str(cause)) from None
             raise InvalidError(
-                f"rayweb: could not start the gateway on {host}:{port}: {remote_error(exc)}. "
+                f"rayweb: could not start the gateway on {host}:{port}: {cause}. "
                 "Suggestion: RAYWEB_DATA_PATH=serve to use Serve's HTTP proxy only."
             ) from None
     elif running:
@@ -357,20 +373,11 @@ def _serve_running() -> bool:
 def _check_port_free(host: str, port: int) -> None:
     """Fail fast on a taken port: Serve's proxy would otherwise die quietly and every
     request would be refused."""
-    import socket
-
     from ..exception import InvalidError
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise InvalidError(
-                f"Port {port} on {host} is not available ({exc.strerror}). "
-                f"Suggestion: --port {port + 1} (or rayweb.serve(app, port={port + 1}))."
-            ) from None
+    why = port_unavailable(host, port)
+    if why is not None:
+        raise InvalidError(why)
 
 
 def available_accelerators() -> set[str]:

@@ -26,7 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..common import free_port
+from ..common import free_port, port_unavailable
+from ..exception import InvalidError
 from .haproxy import HAProxyProcess, max_connections
 from .haproxy_config import Route, parse_trusted, render_config, routes_from_json
 from .liveservers import LiveServers, snapshot
@@ -69,6 +70,9 @@ class GatewayFollower:
         adopted = HAProxyProcess.adopt(self.dir, watch_pid=os.getppid())
         if adopted is not None:  # a restarted actor: start afresh, the head pushes the table
             adopted.stop()
+        taken = port_unavailable(*self.bind)
+        if taken is not None:
+            raise InvalidError(f"rayweb: the gateway on node {self.node_ip}: {taken}")
         self.haproxy = HAProxyProcess(self.dir, self._render(), watch_pid=os.getppid())
         self.haproxy.wait_listening(self.node_ip, self.bind[1])
         self.live.reloaded(snapshot(self.routes), self.haproxy.master_pid)

@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..common import port_unavailable
+from ..exception import InvalidError
 from .actors import NAMESPACE, cluster_actor
 from .gateway_inspect import GatewayInspect
 from .gateway_nodes import GatewayNodes
@@ -100,6 +102,13 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
         domain: str | None = "localhost",
     ) -> None:
         self.bind = (host, port)
+        self.dir = state_dir()
+        # A taken port (another process's, even one it shares: port_unavailable) is refused
+        # before anything starts; address() says so and the driver removes this actor.
+        adopted = HAProxyProcess.adopt(self.dir, watch_pid=os.getppid())
+        self.refused = port_unavailable(host, port) if adopted is None else None
+        if self.refused is not None:
+            return
         self.domain = domain  # each endpoint also at http://<label>.<domain>:<port>/
         self.every_node = every_node  # an HAProxy on every node (followers.py)
         self.followers: dict[str, Any] = {}
@@ -111,7 +120,6 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
         self.applied = 0
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self.dir = state_dir()
         self.live = LiveServers()  # replicas change through the runtime API, not reloads
         self.tokens = TokenMap(self.dir)  # what direct routes check proxy auth against
         self.sessions = SessionTable(self.dir)  # @rayweb.sessioned() Servers' live sessions
@@ -124,8 +132,7 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
         self.waking = Waking(self.routes.get)
         self.holder = Holder(self._prefixes, self.waking.wake, self.serve, self.waking.admit)
         self.holder.start_in_thread()
-        # The keeper watches this node's raylet (the actor's parent), not this worker.
-        adopted = HAProxyProcess.adopt(self.dir, watch_pid=os.getppid())
+        # The keeper (adopted above) watches this node's raylet (the actor's parent).
         state = self._load_state() if adopted is not None else None
         if adopted is not None and state is not None:
             # A restarted actor: HAProxy kept serving; take over its key and its table.
@@ -223,6 +230,8 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
         return {name: route.prefix for name, route in list(self.routes.items())}
 
     async def address(self) -> tuple[str, int, str, int]:
+        if self.refused is not None:
+            raise InvalidError(self.refused)
         self._start_tasks()
         return (*self.bind, *self.serve)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +66,28 @@ def _connect_with_ray_imported_first(name: str) -> None:
     assert "Suggestion: import rayweb before ray" in refused.stderr
 
 
+def _refused_while_another_process_shares_the_port(name: str, port: int) -> None:
+    """A listener with SO_REUSEPORT (a gRPC server, one of Ray's own workers) on the port:
+    HAProxy would share it and hand it some of the connections. The first serve onto the
+    cluster says so in one line, and leaves nothing started that would keep the next
+    serve from starting its gateway."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    with holder:
+        refused = _cli(
+            "serve", str(EXAMPLES / "fastapi_endpoint.py"), "--address", name,
+            "--port", str(port), "--no-reload",
+        )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert f"Port {port} on 127.0.0.1 is not available" in refused.stderr, refused.stderr
+    assert f"Suggestion: --port {port + 1}" in refused.stderr
+    assert "Traceback" not in refused.stderr and "(raylet)" not in refused.stderr, refused.stderr[
+        -3000:
+    ]
+
+
 def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
     monkeypatch.setenv("RAYWEB_CLUSTERS_DIR", str(tmp_path / "clusters"))
     name = f"t{uuid.uuid4().hex[:6]}"
@@ -77,6 +100,7 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
         assert "resources: CPU=2" in status.stdout, status.stderr[-2000:]
 
         port = _free_port()
+        _refused_while_another_process_shares_the_port(name, port)
         proc = _start(
             [
                 "serve",

@@ -69,3 +69,8 @@ def test_serve_controller_and_proxy_output_stays_out_of_the_terminal(monkeypatch
     assert printed == ["ServeReplica:app:ep", "GatewayActor", None]
     assert cluster.from_serve_actor({"actor_name": "ServeController"})
     assert not cluster.from_serve_actor({"task_name": "f"})
+    # the raylet's note when Serve stops, and only that kind of raylet batch
+    note = "Task ServeController.graceful_shutdown failed. There are infinite retries remaining"
+    assert cluster.from_serve_actor({"pid": "raylet", "lines": [note]})
+    assert not cluster.from_serve_actor({"pid": "raylet", "lines": [note, "Task f failed."]})
+    assert not cluster.from_serve_actor({"pid": "raylet", "lines": []})
