@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from . import cluster
 from .output import Progress
 
 POLL_S = 0.25
+FAST_POLL_S = 0.05  # the gateway's table (one actor call), between two serve.status() calls
 STALE_S = 10.0  # how long a failure from before an update may still show in its status
 
 
@@ -35,9 +36,16 @@ def deploy(
     timeout: float,
     progress: Progress,
     delete_on_failure: bool = True,
+    first_replica: bool = False,
 ) -> None:
     """Deploy ``endpoints`` together and wait until all run; on failure delete them all
-    (unless ``delete_on_failure`` is False: a reload keeps the old version serving)."""
+    (unless ``delete_on_failure`` is False: a reload keeps the old version serving).
+
+    ``first_replica``: an endpoint new to the cluster counts as running once one replica
+    has registered with the gateway (it serves from then on: its code is loaded, ``@enter``
+    ran and its app started), not only when Serve's status says so, up to a control-loop
+    round and a status poll later. An update always waits for Serve: until its rollout
+    ends, old replicas serve too."""
     from ray import serve
 
     targets = [
@@ -46,9 +54,18 @@ def deploy(
     ]
     # An update's status can still show the previous deploy's failure for a moment.
     names = {ep.name for ep in endpoints}
-    before = {
-        name for name, app in serve.status().applications.items() if name in names and _failing(app)
-    }
+    existing = serve.status().applications
+    before = {name for name, app in existing.items() if name in names and _failing(app)}
+    new = names - set(existing) if first_replica else set()
+    known = _servers(_on_gateway("table") or {}) if new else {}
+
+    def registered() -> set[str]:
+        """The new endpoints with a replica registered since this deploy began, once HAProxy
+        sends requests to it (the table, then ``settled``: it covers what the table shows)."""
+        now = _servers(_on_gateway("table") or {})
+        up = {name for name in new if now.get(name, set()) - known.get(name, set())}
+        return up if up and _on_gateway("settled") else set()
+
     try:
         declare_routes(endpoints)
         serve.run_many(
@@ -56,7 +73,13 @@ def deploy(
             wait_for_ingress_deployment_creation=False,
             wait_for_applications_running=False,
         )
-        _wait_running(endpoints, timeout=timeout, progress=progress, before=before)
+        _wait_running(
+            endpoints,
+            timeout=timeout,
+            progress=progress,
+            before=before,
+            registered=registered if new else None,
+        )
         # Variants of a redeployed class run its old code: the next call starts them again.
         functions = [ep.name for ep in endpoints if ep.route_prefix is None]
         stale = variants_of(functions, serve.status().applications) if functions else []
@@ -76,23 +99,40 @@ def _wait_running(
     timeout: float,
     progress: Progress,
     before: set[str] | None = None,
+    registered: Callable[[], set[str]] | None = None,
 ) -> None:
     """Wait until every endpoint runs. ``before``: endpoints that were failing before this
     deploy; their failure counts only once they have been seen not failing, or after
-    ``STALE_S`` (Serve's status can lag the update by a control-loop round)."""
+    ``STALE_S`` (Serve's status can lag the update by a control-loop round).
+    ``registered``: the endpoints that count as running already (``deploy``'s
+    ``first_replica``), asked every ``FAST_POLL_S`` between Serve's status polls."""
     from ray import serve
 
     stale = set(before or ())
     stale_until = time.monotonic() + STALE_S
     deadline = time.monotonic() + timeout
     announced: set[str] = set()
+
+    def running(ep: CompiledEndpoint) -> None:
+        if ep.name not in announced:
+            announced.add(ep.name)
+            progress(f"{ep.tag} is running")
+
+    status = serve.status()
+    next_status = time.monotonic() + POLL_S
     while True:
-        status = serve.status()
+        if time.monotonic() >= next_status:  # the gateway's table is asked more often
+            status = serve.status()
+            next_status = time.monotonic() + POLL_S
+        up = registered() if registered is not None else set()
         pending: dict[str, str] = {}
         for ep in endpoints:
             app_status = status.applications.get(ep.name)
-            if app_status is None:
+            if app_status is None and ep.name not in up:
                 pending[ep.name] = "not created yet"
+                continue
+            if app_status is None:  # registered before this status was taken
+                running(ep)
                 continue
             if ep.name in stale:
                 if _failing(app_status) and time.monotonic() < stale_until:
@@ -111,10 +151,8 @@ def _wait_running(
                         user_traceback=tb,
                     )
             state = str(app_status.status)
-            if state.endswith("RUNNING"):
-                if ep.name not in announced:
-                    announced.add(ep.name)
-                    progress(f"{ep.tag} is running")
+            if state.endswith("RUNNING") or ep.name in up:
+                running(ep)
                 continue
             if state.endswith("DEPLOY_FAILED") or state.endswith("UNHEALTHY"):
                 # The deployment's message says why; the app's only says that it failed.
@@ -128,7 +166,16 @@ def _wait_running(
         if time.monotonic() > deadline:
             have = cluster.cluster_resources()
             raise DeployTimeoutError(timeout_message(endpoints, pending, timeout, have))
-        time.sleep(POLL_S)
+        time.sleep(FAST_POLL_S if registered is not None else POLL_S)
+
+
+def _servers(table: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:
+    """The replicas registered with the gateway (its ``table()``), by Serve application (a
+    class pool's web methods are routes of the pool's application)."""
+    found: dict[str, set[str]] = {}
+    for name, route in table.items():
+        found.setdefault(route.get("serve_app") or name, set()).update(route["servers"])
+    return found
 
 
 def _what(ep: CompiledEndpoint) -> str:

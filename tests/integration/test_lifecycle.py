@@ -179,3 +179,32 @@ def test_duplicate_labels_fail_before_deploying(served):
 
     with pytest.raises(rayweb.exception.InvalidError, match="Duplicate URL label 'same'"):
         served(app)
+
+
+def test_serve_returns_once_the_first_replica_serves(served, tmp_path):
+    """A new endpoint is served once one replica has registered with the gateway (its
+    @enter ran, its app started): rayweb.serve does not wait for all min_containers, nor
+    for Serve's status to say RUNNING."""
+    claimed = tmp_path / "claimed"
+    app = rayweb.App("firstrep")
+
+    @app.cls(serialized=True, min_containers=2, max_containers=2)
+    class Slow:
+        @rayweb.enter()
+        def setup(self):
+            import os
+            import time
+
+            try:
+                os.close(os.open(claimed, os.O_CREAT | os.O_EXCL))  # the first replica
+            except FileExistsError:
+                time.sleep(30)  # the second one is still in @enter when serve returns
+
+        @rayweb.fastapi_endpoint()
+        def hit(self) -> str:
+            return "ok"
+
+    handle = served(app)
+    assert httpx.get(handle.urls["Slow.hit"]).text == '"ok"'
+    (name,) = [ep.name for ep in [*handle.endpoints, *handle.functions] if ep.tag == "Slow"]
+    assert not str(serve.status().applications[name].status).endswith("RUNNING")
