@@ -79,3 +79,11 @@ def cluster_status(name: NameOption = "default") -> None:
         shown = ", ".join(f"{k}={v:g}" for k, v in sorted(found.resources.items()))
         out.print(f"resources: {shown}")
         out.print(f"nodes: {found.nodes_alive} alive")
+    pool = found.warm_pool
+    if pool is not None:
+        out.print(
+            "warm workers: off" if pool["off"] else
+            f"warm workers: {pool['idle']} idle on the head node, kept at {pool['wanted']} "
+            f"now ({pool['floor']} to {pool['ceiling']}); {pool['started']} started so far",
+            soft_wrap=True,
+        )  # fmt: skip

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ..common import free_port
 from ..exception import InvalidError, NotFoundError
@@ -300,6 +301,7 @@ class ClusterStatus:
     processes: int
     resources: dict[str, float] | None = None  # None when it is down
     nodes_alive: int | None = None
+    warm_pool: dict[str, Any] | None = None  # the gateway's (None: no gateway runs yet)
 
 
 def status(name: str) -> ClusterStatus:
@@ -313,6 +315,10 @@ def status(name: str) -> ClusterStatus:
     cluster.ensure_ray(found.address)  # before importing Ray: it sets up token auth
     import ray
 
+    from ..services.gateway import find_gateway
+
     resources = {k: v for k, v in cluster.cluster_resources().items() if not k.startswith("node:")}
     alive = sum(1 for n in ray.nodes() if n["Alive"])
-    return ClusterStatus(found, len(pids), resources, alive)
+    gateway = find_gateway()
+    pool = ray.get(gateway.warm_pool.remote(), timeout=10) if gateway is not None else None
+    return ClusterStatus(found, len(pids), resources, alive, pool)

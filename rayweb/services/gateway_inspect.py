@@ -15,6 +15,7 @@ from .haproxy_config import Route
 from .holder import Holder
 from .liveservers import LiveServers
 from .requestlog import RequestLog
+from .warmpool import WarmPool
 
 
 class GatewayInspect:
@@ -31,6 +32,8 @@ class GatewayInspect:
     version: int
     applied: int
     _lock: asyncio.Lock
+
+    pool: WarmPool
 
     def _served(self) -> dict[str, Route]:
         raise NotImplementedError
@@ -102,6 +105,10 @@ class GatewayInspect:
             }
             for name, r in self._served().items()
         }
+
+    async def warm_pool(self) -> dict[str, Any]:
+        """The warm pool on this node (``WarmPool.describe``; a /proc scan, off the loop)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.pool.describe)
 
     def settled(self) -> bool:
         """Whether HAProxy serves ``table()`` (no change of it still being applied: a replica

@@ -201,6 +201,19 @@ class WarmPool:
         self.seen = pooled + asked  # those asked for count from the next round on
         return asked
 
+    def describe(self) -> dict[str, Any]:
+        """The pool now, for ``rayweb cluster status``: idle (or starting) workers, the
+        floor, the size it grows to now, its ceiling, and workers asked for so far."""
+        idle = 0 if self.off else len(pooled_workers(self.raylet_pid))
+        return {
+            "off": self.off,
+            "idle": idle,
+            "floor": self.size,
+            "wanted": 0 if self.off else self.wanted(),
+            "ceiling": self.ceiling,
+            "started": self.started,
+        }
+
     def _connect(self) -> Any:
         import ray
         from ray._private.grpc_utils import init_grpc_channel

@@ -115,6 +115,10 @@ def test_cluster_lifecycle_and_serving_with_address(tmp_path, monkeypatch):
         r = _wait_for(f"http://127.0.0.1:{port}/api-service-search-dev?query=k&limit=1", proc)
         assert r.json() == {"query": "k", "results": ["k-0"]}
         _wait_for_line(proc, "Serving.")
+        shown = _cli("cluster", "status", "--name", name)
+        assert "warm workers: " in shown.stdout and " idle on the head node" in shown.stdout, (
+            shown.stdout + shown.stderr[-2000:]
+        )
         listed = _cli("app", "list", "--address", name)
         assert "api-service-search-dev" in listed.stdout and "RUNNING" in listed.stdout, (
             listed.stderr[-2000:]
