@@ -130,7 +130,7 @@ def serve(
         base = reach.base
         limit = deploy_timeout if deploy_timeout is not None else compiler.deploy_timeout(endpoints)
         say(f"Deploying {sum(len(ep.web_routes) for ep in endpoints + functions)} endpoint(s)")
-        deploy(endpoints + functions, timeout=limit, progress=say, first_replica=True)
+        deploy(endpoints + functions, timeout=limit, progress=say, registered=True)
         say("Waiting for the HTTP routes")
         wait_for_routes(base, endpoints, timeout=max(10.0, limit))
     except BaseException:

@@ -36,16 +36,16 @@ def deploy(
     timeout: float,
     progress: Progress,
     delete_on_failure: bool = True,
-    first_replica: bool = False,
+    registered: bool = False,
 ) -> None:
     """Deploy ``endpoints`` together and wait until all run; on failure delete them all
     (unless ``delete_on_failure`` is False: a reload keeps the old version serving).
 
-    ``first_replica``: an endpoint new to the cluster counts as running once one replica
-    has registered with the gateway (it serves from then on: its code is loaded, ``@enter``
-    ran and its app started), not only when Serve's status says so, up to a control-loop
-    round and a status poll later. An update always waits for Serve: until its rollout
-    ends, old replicas serve too."""
+    ``registered``: a web endpoint new to the cluster counts as running once each replica
+    Serve starts for it (``initial_replicas``) has registered with the gateway and HAProxy
+    routes to it (its code loaded, ``@enter`` run, its app started), not only when Serve's
+    status says so, up to a control-loop round and a status poll later. An update always
+    waits for Serve: until its rollout ends, old replicas serve too."""
     from ray import serve
 
     targets = [
@@ -56,15 +56,18 @@ def deploy(
     names = {ep.name for ep in endpoints}
     existing = serve.status().applications
     before = {name for name, app in existing.items() if name in names and _failing(app)}
-    new = names - set(existing) if first_replica else set()
+    new = {
+        ep.name: starting_replicas(ep)
+        for ep in endpoints
+        if registered and ep.web_routes and ep.name not in existing
+    }
     known = _servers(_on_gateway("table") or {}) if new else {}
 
-    def registered() -> set[str]:
-        """The new endpoints with a replica registered since this deploy began, once HAProxy
-        sends requests to it (the table, then ``settled``: it covers what the table shows)."""
-        now = _servers(_on_gateway("table") or {})
-        up = {name for name in new if now.get(name, set()) - known.get(name, set())}
-        return up if up and _on_gateway("settled") else set()
+    def up() -> set[str]:
+        """The new endpoints whose replicas registered since this deploy began, once HAProxy
+        sends requests to them (the table, then ``settled``: it covers what the table had)."""
+        found = registered_apps(new, known, _servers(_on_gateway("table") or {}))
+        return found if found and _on_gateway("settled") else set()
 
     try:
         declare_routes(endpoints)
@@ -78,7 +81,7 @@ def deploy(
             timeout=timeout,
             progress=progress,
             before=before,
-            registered=registered if new else None,
+            registered=up if new else None,
         )
         # Variants of a redeployed class run its old code: the next call starts them again.
         functions = [ep.name for ep in endpoints if ep.route_prefix is None]
@@ -105,7 +108,7 @@ def _wait_running(
     deploy; their failure counts only once they have been seen not failing, or after
     ``STALE_S`` (Serve's status can lag the update by a control-loop round).
     ``registered``: the endpoints that count as running already (``deploy``'s
-    ``first_replica``), asked every ``FAST_POLL_S`` between Serve's status polls."""
+    ``registered``), asked every ``FAST_POLL_S`` between Serve's status polls."""
     from ray import serve
 
     stale = set(before or ())
@@ -167,6 +170,25 @@ def _wait_running(
             have = cluster.cluster_resources()
             raise DeployTimeoutError(timeout_message(endpoints, pending, timeout, have))
         time.sleep(FAST_POLL_S if registered is not None else POLL_S)
+
+
+def starting_replicas(ep: CompiledEndpoint) -> int:
+    """How many replicas Serve starts for a new endpoint (rayweb starts one even when it
+    scales to zero: ``compiler.core``)."""
+    options = ep.deployment_options
+    scaling = options.get("autoscaling_config") or {}
+    return max(1, int(scaling.get("initial_replicas") or options.get("num_replicas") or 1))
+
+
+def registered_apps(
+    new: Mapping[str, int], known: Mapping[str, set[str]], now: Mapping[str, set[str]]
+) -> set[str]:
+    """The applications in ``new`` (with how many replicas each starts) that have that many
+    replicas registered now (``now``) that were not before the deploy (``known``)."""
+    return {
+        name for name, want in new.items()
+        if len(now.get(name, set()) - known.get(name, set())) >= want
+    }  # fmt: skip
 
 
 def _servers(table: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:

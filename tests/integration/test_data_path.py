@@ -290,6 +290,9 @@ def test_sparse_traffic_inside_the_scaledown_window_never_scales_to_zero(served)
     waited for a cold start)."""
     handle = served(sparse_app)
     wait_registered("sparse-tick")
+    settle = time.monotonic() + 30  # serve() returns at the first replica registered; Serve
+    while _running_replicas("sparse-tick") < 1 and time.monotonic() < settle:  # counts it
+        time.sleep(0.1)  # as RUNNING a control-loop round later
     url = handle.urls["tick"]
     pids, slowest, lowest = set(), 0.0, 99
     deadline = time.monotonic() + 30  # 3 windows of 10 s, 6 of Serve's look-back

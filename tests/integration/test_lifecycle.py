@@ -10,6 +10,7 @@ from ray import serve
 
 import rayweb
 from rayweb.exception import DeploymentError, DeployTimeoutError
+from tests.integration.test_data_path import gateway_table
 
 
 def _assert_gone_or_deleting(name: str) -> None:
@@ -181,30 +182,32 @@ def test_duplicate_labels_fail_before_deploying(served):
         served(app)
 
 
-def test_serve_returns_once_the_first_replica_serves(served, tmp_path):
-    """A new endpoint is served once one replica has registered with the gateway (its
-    @enter ran, its app started): rayweb.serve does not wait for all min_containers, nor
-    for Serve's status to say RUNNING."""
-    claimed = tmp_path / "claimed"
-    app = rayweb.App("firstrep")
+def test_serve_returns_with_every_min_containers_replica_serving(served):
+    """rayweb.serve returns once each replica Serve starts for a new endpoint has
+    registered with the gateway (it looks at the gateway's table, not only at Serve's
+    status, which says RUNNING a control-loop round later): all min_containers serve."""
+    app = rayweb.App("allrep")
 
     @app.cls(serialized=True, min_containers=2, max_containers=2)
-    class Slow:
+    class Pair:
         @rayweb.enter()
         def setup(self):
             import os
-            import time
 
-            try:
-                os.close(os.open(claimed, os.O_CREAT | os.O_EXCL))  # the first replica
-            except FileExistsError:
-                time.sleep(30)  # the second one is still in @enter when serve returns
+            self.pid = os.getpid()
 
         @rayweb.fastapi_endpoint()
-        def hit(self) -> str:
-            return "ok"
+        def hit(self) -> int:
+            return self.pid
 
     handle = served(app)
-    assert httpx.get(handle.urls["Slow.hit"]).text == '"ok"'
-    (name,) = [ep.name for ep in [*handle.endpoints, *handle.functions] if ep.tag == "Slow"]
-    assert not str(serve.status().applications[name].status).endswith("RUNNING")
+    (name,) = [ep.name for ep in [*handle.endpoints, *handle.functions] if ep.tag == "Pair"]
+    table = gateway_table()
+    servers = {
+        server
+        for label, route in table.items()
+        if (route["serve_app"] or label) == name
+        for server in route["servers"]
+    }
+    assert len(servers) == 2, table
+    assert httpx.get(handle.urls["Pair.hit"]).status_code == 200

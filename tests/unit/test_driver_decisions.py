@@ -9,10 +9,16 @@ import warnings
 import pytest
 
 import rayweb
-from rayweb.compiler import ResourcePlan, compile_app, compile_endpoint, deploy_timeout
+from rayweb.compiler import (
+    ResourcePlan,
+    compile_app,
+    compile_endpoint,
+    compile_functions,
+    deploy_timeout,
+)
 from rayweb.driver.deploy import removed_endpoints, rollback_plan
 from rayweb.driver.dev import plan_reload
-from rayweb.driver.status import timeout_message
+from rayweb.driver.status import _servers, registered_apps, starting_replicas, timeout_message
 from rayweb.exception import InvalidError
 
 app = rayweb.App("decide")
@@ -136,3 +142,33 @@ def test_non_volumes_and_environments_are_refused_not_ignored():
     assert rayweb.App("v3", volumes={}).name == "v3"  # empty is fine
     with pytest.raises(InvalidError, match="no environments"):
         rayweb.Secret.from_name("s", environment_name="main")
+
+
+def test_a_new_endpoint_is_up_when_each_replica_it_starts_has_registered():
+    """rayweb.serve's early look at the gateway's table: every replica Serve starts for a
+    new endpoint (one even when it scales to zero; min_containers when more) registered
+    since the deploy began, a class pool's web methods counted by their pool."""
+    pooled = rayweb.App("decide-pool")
+
+    @pooled.cls(min_containers=3)
+    class Model:
+        @rayweb.fastapi_endpoint()
+        def web(self) -> str:
+            return ""
+
+    (scaled_to_zero,) = [ep for ep in compile_app(app) if ep.tag == "a"]
+    assert starting_replicas(scaled_to_zero) == 1
+    (pool,) = compile_functions(pooled, pool=True)  # the class's pool serves its web methods
+    assert starting_replicas(pool) == 3
+    table = {
+        "a-label": {"servers": {"r1": {}}, "serve_app": None},
+        "Model.web-label": {"servers": {"p1": {}, "p2": {}}, "serve_app": "pool-app"},
+        "Model.other-label": {"servers": {"p3": {}}, "serve_app": "pool-app"},
+    }
+    now = _servers(table)
+    assert now == {"a-label": {"r1"}, "pool-app": {"p1", "p2", "p3"}}
+    new = {"a-label": 1, "pool-app": 3}
+    assert registered_apps(new, {}, now) == {"a-label", "pool-app"}
+    # a replica that was registered before the deploy (a stale one) does not count
+    assert registered_apps(new, {"pool-app": {"p1"}}, now) == {"a-label"}
+    assert registered_apps(new, {}, {"pool-app": {"p1", "p2"}}) == set()
