@@ -85,14 +85,17 @@ def test_config_trusts_forwarded_for_only_from_named_proxies(tmp_path):
 class _Upstream:
     """A tiny HTTP server that answers with its name and the headers it got."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, keep_alive: bool = False) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_GET(self) -> None:  # noqa: N802
                 outer.seen.append({k.lower(): v for k, v in self.headers.items()})
+                outer.peers.append(self.client_address[1])  # one port per connection
                 body = name.encode()
                 self.send_response(200)
                 self.send_header("content-length", str(len(body)))
@@ -107,6 +110,7 @@ class _Upstream:
                 pass
 
         self.seen: list[dict[str, str]] = []
+        self.peers: list[int] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -145,6 +149,26 @@ def test_haproxy_process_routes_reloads_and_stops(tmp_path):
         replica.close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_a_new_client_connection_goes_on_an_idle_connection_to_the_replica(tmp_path):
+    """``http-reuse always`` in a replica's backend: a client's first request reuses an
+    idle connection to the replica (no connect, no accept in the replica's Python)."""
+    replica = _Upstream("replica", keep_alive=True)
+    port = _free_port()
+    routes = {"app": Route("/app", {"r": Server("127.0.0.1", replica.port, 4)})}
+    config = render_config(bind=("127.0.0.1", port), serve=("127.0.0.1", 1), key="k", routes=routes)
+    assert config.count("    http-reuse always") == 1  # the replica's backend only
+    proc = HAProxyProcess(tmp_path, config)
+    try:
+        proc.wait_listening("127.0.0.1", port)
+        for _ in range(3):
+            with httpx.Client() as client:  # a new client connection each time
+                assert client.get(f"http://127.0.0.1:{port}/app/x").text == "replica"
+        assert len(replica.peers) == 3 and len(set(replica.peers)) == 1, replica.peers
+    finally:
+        proc.stop()
+        replica.close()
 
 
 def test_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path):
