@@ -3,10 +3,11 @@
     python bench/hops.py [--duration 5] [--rounds 2] [--out bench/RESULTS.md]
 
 The trivial GET of ``bench/run.py`` (one replica, 32 inputs), measured with wrk at 1 and 32
-clients three ways, interleaved: through the gateway (HAProxy, then the replica's own
-port), straight to the replica's own port (the gateway's key header added, as HAProxy adds
-it: the replica's chain and its Ray worker process, without HAProxy), and plain uvicorn
-running the same FastAPI app. Best of the rounds per cell.
+clients, and at 1 client with a new connection per request ("1 new"), three ways,
+interleaved: through the gateway (HAProxy, then the replica's own port), straight to the
+replica's own port (the gateway's key header added, as HAProxy adds it: the replica's chain
+and its Ray worker process, without HAProxy), and plain uvicorn running the same FastAPI
+app. Best of the rounds per cell.
 """
 
 from __future__ import annotations
@@ -39,11 +40,15 @@ def main() -> None:
     import rayweb
     from rayweb.driver import cluster
 
-    best: dict[tuple[str, int], float] = {}
+    best: dict[tuple[str, str], float] = {}
+    # wrk's clients per cell; "1 new" opens a connection per request (a browser's
+    # EventSource, a webhook): the gateway's connections to the replica are what it tests.
+    cells = {"1": (1, ()), "32": (32, ()), "1 new": (1, ("Connection: close",))}
 
-    def keep(name: str, clients: int, url: str, headers: tuple[str, ...] = ()) -> None:
-        rps = wrk(url, clients, args.duration, headers=headers)["rps"]
-        best[(name, clients)] = max(best.get((name, clients), 0.0), rps)
+    def keep(name: str, url: str, headers: tuple[str, ...] = ()) -> None:
+        for cell, (clients, extra) in cells.items():
+            rps = wrk(url, clients, args.duration, headers=headers + extra)["rps"]
+            best[(name, cell)] = max(best.get((name, cell), 0.0), rps)
 
     port = free_port()
     handle = rayweb.serve(bench_app.app, port=port, quiet=True)
@@ -60,16 +65,14 @@ def main() -> None:
         own_port = f"http://{server['host']}:{server['port']}{table[label]['prefix']}"
         wait_200(url)
         for _ in range(args.rounds):
-            for clients in (1, 32):
-                keep("through the gateway", clients, url)
-                keep("the replica's own port", clients, own_port, (f"x-rayweb-gateway-key: {key}",))
+            keep("through the gateway", url)
+            keep("the replica's own port", own_port, (f"x-rayweb-gateway-key: {key}",))
     finally:
         handle.stop()
         cluster.stop_embedded()
     with plain_uvicorn("bench_app:api", work) as uv_url:
         for _ in range(args.rounds):
-            for clients in (1, 32):
-                keep("plain uvicorn", clients, uv_url)
+            keep("plain uvicorn", uv_url)
 
     lines = [
         f"## {datetime.date.today().isoformat()}: the steady-state gap hop by hop (bench/hops.py)",
@@ -81,11 +84,11 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     for name in ("through the gateway", "the replica's own port", "plain uvicorn"):
-        for clients in (1, 32):
-            rps = best[(name, clients)]
-            base = best[("plain uvicorn", clients)]
-            added = f"{1000 / rps - 1000 / base:.3f}" if clients == 1 else ""
-            lines.append(f"| {name} | {clients} | {rps:.0f} | {rps / base:.2f}x | {added} |")
+        for cell in cells:
+            rps = best[(name, cell)]
+            base = best[("plain uvicorn", cell)]
+            added = f"{1000 / rps - 1000 / base:.3f}" if cell.startswith("1") else ""
+            lines.append(f"| {name} | {cell} | {rps:.0f} | {rps / base:.2f}x | {added} |")
     lines.append("")
     append_results(Path(args.out), lines)
 
