@@ -82,9 +82,8 @@ def _without_secrets(payload: Any) -> Any:
 def ensure_gateway(spec: dict[str, Any]) -> Any:
     """Start the cluster's gateway (or find it running) and wait until HAProxy listens; an
     error here fails the application's deploy, where KubeRay shows it."""
-    import ray
 
-    from .services.gateway import start_gateway
+    from .services.gateway import start_gateway, started_gateway_address
 
     gateway = start_gateway(
         str(spec.get("host", "0.0.0.0")),
@@ -95,5 +94,5 @@ def ensure_gateway(spec: dict[str, Any]) -> Any:
         bool(spec.get("every_node", False)),
         spec.get("domain", "localhost"),
     )
-    ray.get(gateway.address.remote())
+    started_gateway_address(gateway)
     return gateway

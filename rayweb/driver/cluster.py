@@ -231,7 +231,7 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
 
     from ray import serve
 
-    from ..services.gateway import find_gateway, start_gateway
+    from ..services.gateway import find_gateway, start_gateway, started_gateway_address
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     use_gateway = data_path() == "gateway"
@@ -269,17 +269,14 @@ def ensure_serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> tuple[st
         logging_config={"log_level": "CRITICAL", "enable_access_log": False},
     )
     if gateway is not None:
-        import ray
-
         from ..common import remote_error
         from ..exception import InvalidError
 
         try:
-            ray.get(gateway.address.remote())
+            started_gateway_address(gateway)
         except Exception as exc:
             # Serve started here without its gateway: the next serve would find it running
-            # and take it for a Serve without rayweb; stop both so that a retry starts both.
-            ray.kill(gateway)
+            # and take it for a Serve without rayweb; stop it so that a retry starts both.
             serve.shutdown()
             cause = remote_error(exc)
             if isinstance(cause, InvalidError):  # the port is taken: says which, and the fix

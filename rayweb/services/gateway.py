@@ -396,6 +396,18 @@ def find_gateway() -> Any | None:
         return None
 
 
+def started_gateway_address(gateway: Any) -> tuple[str, int, str, int]:
+    """Wait until a gateway just started listens (``address``). One that failed, or refused
+    its port, is removed: ``start_gateway`` would find it again (``get_if_exists``)."""
+    import ray
+
+    try:
+        return tuple(ray.get(gateway.address.remote()))
+    except Exception:
+        ray.kill(gateway)
+        raise
+
+
 def start_gateway(
     host: str,
     port: int,

@@ -323,7 +323,10 @@ def render_config(
     if domain:  # a host under the domain that names no route
         lines.append("    use_backend unknown_origin if { var(txn.rw_origin) -m found }")
     lines.append("    default_backend serve")
-    backup = f"server hold {_addr(*holder)}" if holder else f"server serve {_addr(*serve)}"
+    # No idle connection to the holder: it relays a connection's rest to one replica after
+    # admitting its first request, so a reused one would skip admission and the wake-up.
+    hold = f"server hold {_addr(*holder)} pool-max-conn 0" if holder else ""
+    backup = hold or f"server serve {_addr(*serve)}"
     for index, (name, route) in enumerate(live):
         log = request_log is not None
         lines += [f"backend b{index}  # {name}", "    balance leastconn"]
@@ -333,13 +336,9 @@ def render_config(
             lines += direct_rules(index, route.prefix, route.direct, cap, tokens_map)
         lines += _sticky()
         if route.direct is None:
-            # A client's first request may go on any idle connection to a replica (HAProxy's
-            # default sends it on a new one): the replica's server keeps idle connections
-            # 120 s, HAProxy purges its idle ones sooner, and a deregistered replica gets
-            # no new request. A new client connection then costs no connect and no accept
-            # in the replica's Python (+20% req/s with a connection per request, a stream's
-            # first byte sooner). A user's own server (direct routes) may close idle
-            # connections at any time: HAProxy's default there.
+            # A client's first request may reuse an idle connection to a replica (no accept
+            # in Python): replicas keep them 120 s, a deregistered one gets no new request.
+            # A user's own server (direct routes) may close them any time: the default.
             lines.append("    http-reuse always")
         for replica, server in sorted(route.servers.items()):
             lines.append(f"    server {server_name(replica)} {server_args(server)}")
