@@ -104,7 +104,8 @@ class GatewayActor(HotSwapMethods, GatewayTasks, GatewaySessions, GatewayNodes, 
         self.bind = (host, port)
         self.dir = state_dir()
         # A taken port (another process's, even one it shares: port_unavailable) is refused
-        # before anything starts; address() says so and the driver removes this actor.
+        # before anything starts; address() says so, and started_gateway_address (whoever
+        # started it) removes this actor.
         adopted = HAProxyProcess.adopt(self.dir, watch_pid=os.getppid())
         self.refused = port_unavailable(host, port) if adopted is None else None
         if self.refused is not None:
