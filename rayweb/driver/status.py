@@ -61,13 +61,15 @@ def deploy(
         for ep in endpoints
         if registered and ep.web_routes and ep.name not in existing
     }
-    known = _servers(_on_gateway("table") or {}) if new else {}
+    gateway = _find_gateway() if new else None  # looked up once, asked every FAST_POLL_S
+    known = _servers(_on_gateway("table", gateway=gateway) or {}) if gateway is not None else {}
 
     def up() -> set[str]:
         """The new endpoints whose replicas registered since this deploy began, once HAProxy
         sends requests to them (the table, then ``settled``: it covers what the table had)."""
-        found = registered_apps(new, known, _servers(_on_gateway("table") or {}))
-        return found if found and _on_gateway("settled") else set()
+        now = _servers(_on_gateway("table", gateway=gateway) or {})
+        found = registered_apps(new, known, now)
+        return found if found and _on_gateway("settled", gateway=gateway) else set()
 
     try:
         declare_routes(endpoints)
@@ -81,7 +83,7 @@ def deploy(
             timeout=timeout,
             progress=progress,
             before=before,
-            registered=up if new else None,
+            registered=up if gateway is not None else None,
         )
         # Variants of a redeployed class run its old code: the next call starts them again.
         functions = [ep.name for ep in endpoints if ep.route_prefix is None]
@@ -294,15 +296,24 @@ def endpoint_labels(endpoints: list[CompiledEndpoint]) -> dict[str, str]:
     return {tag: label for ep in endpoints for tag, label, _ in ep.web_routes}
 
 
-def _on_gateway(method: str, *args: object) -> Any:
-    """Call the gateway if this cluster runs one (it is rebuilt by replicas otherwise);
-    its answer, or None (no gateway, or it did not answer)."""
+def _find_gateway() -> Any:
+    """This cluster's gateway actor, or None (none runs, or Ray did not answer)."""
+    from ..services.gateway import find_gateway
+
+    with contextlib.suppress(Exception):
+        return find_gateway()
+    return None
+
+
+def _on_gateway(method: str, *args: object, gateway: Any = None) -> Any:
+    """Call the gateway (``gateway``, else this cluster's if it runs one: it is rebuilt by
+    replicas otherwise); its answer, or None (no gateway, or it did not answer)."""
     import ray
 
     from ..services.gateway import find_gateway
 
     with contextlib.suppress(Exception):
-        gateway = find_gateway()
+        gateway = gateway if gateway is not None else find_gateway()
         if gateway is not None:
             return ray.get(getattr(gateway, method).remote(*args), timeout=10)
     return None
