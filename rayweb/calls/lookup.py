@@ -132,13 +132,13 @@ def web_url(app_name: str, name: str, label: str) -> str:
     if not connected():
         raise failed
     import ray
-    from ray import serve
 
     from ..services.gateway import find_gateway
+    from ..services.serve_apps import app_states
 
-    running = set(serve.status().applications)
     dev = os.environ.get(DEV_ENV) == "1"
     names = [f"{label}-dev", label] if dev else [label, f"{label}-dev"]
+    running = set(app_states(names))
     found = next((n for n in names if n in running), None)
     if found is None:
         raise failed

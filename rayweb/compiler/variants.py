@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..exception import DeploymentError
+from ..services.serve_apps import app_states
 from .app import build_application
 from .functions import compile_function, ship
 
@@ -37,12 +38,10 @@ def variants_of(names: Iterable[str], applications: Iterable[str]) -> list[str]:
 
 
 def _status(name: str) -> tuple[str, str]:
-    from ray import serve
-
-    app = serve.status().applications.get(name)
+    app = app_states([name]).get(name)
     if app is None:
         return "", ""
-    return str(app.status).rsplit(".", 1)[-1], app.message or ""  # ApplicationStatus.RUNNING
+    return app.status, app.message
 
 
 def start_variant(variant: Any, name: str, *, dev: bool) -> None:

@@ -1,6 +1,6 @@
 """Deploying endpoints and watching them come up, and what runs on a cluster now.
 
-``deploy`` runs every endpoint at once (``serve.run_many``) and watches ``serve.status()``
+``deploy`` runs every endpoint at once (``serve.run_many``) and watches Serve's status
 itself with a deadline: a user failure (the replica's marked traceback) fails within seconds,
 a replica that cannot be placed times out naming what the cluster lacks (from the compiler's
 :class:`~rayweb.compiler.ResourcePlan`). Also: waiting for the HTTP routes, deleting apps,
@@ -21,12 +21,13 @@ from ..common import extract_user_error
 from ..compiler import CompiledEndpoint, build_application
 from ..compiler.variants import variants_of
 from ..exception import DeploymentError, DeployTimeoutError, InvalidError, NotFoundError
+from ..services.serve_apps import AppState, app_states
 from ..spec import FUNCTION_APP_PREFIX, FunctionPayload
 from . import cluster
 from .output import Progress
 
 POLL_S = 0.25
-FAST_POLL_S = 0.05  # the gateway's table (one actor call), between two serve.status() calls
+FAST_POLL_S = 0.05  # the gateway's table (one actor call), between two polls of Serve's status
 STALE_S = 10.0  # how long a failure from before an update may still show in its status
 
 
@@ -54,8 +55,8 @@ def deploy(
     ]
     # An update's status can still show the previous deploy's failure for a moment.
     names = {ep.name for ep in endpoints}
-    existing = serve.status().applications
-    before = {name for name, app in existing.items() if name in names and _failing(app)}
+    existing = app_states(names)
+    before = {name for name, app in existing.items() if _failing(app)}
     new = {
         ep.name: starting_replicas(ep)
         for ep in endpoints
@@ -87,7 +88,7 @@ def deploy(
         )
         # Variants of a redeployed class run its old code: the next call starts them again.
         functions = [ep.name for ep in endpoints if ep.route_prefix is None]
-        stale = variants_of(functions, serve.status().applications) if functions else []
+        stale = variants_of(functions, app_states()) if functions else []
         if stale:
             delete_apps(stale, wait_s=10)
     except BaseException:
@@ -111,8 +112,6 @@ def _wait_running(
     ``STALE_S`` (Serve's status can lag the update by a control-loop round).
     ``registered``: the endpoints that count as running already (``deploy``'s
     ``registered``), asked every ``FAST_POLL_S`` between Serve's status polls."""
-    from ray import serve
-
     stale = set(before or ())
     stale_until = time.monotonic() + STALE_S
     deadline = time.monotonic() + timeout
@@ -123,16 +122,17 @@ def _wait_running(
             announced.add(ep.name)
             progress(f"{ep.tag} is running")
 
-    status = serve.status()
+    names = [ep.name for ep in endpoints]
+    status = app_states(names)
     next_status = time.monotonic() + POLL_S
     while True:
         if time.monotonic() >= next_status:  # the gateway's table is asked more often
-            status = serve.status()
+            status = app_states(names)
             next_status = time.monotonic() + POLL_S
         up = registered() if registered is not None else set()
         pending: dict[str, str] = {}
         for ep in endpoints:
-            app_status = status.applications.get(ep.name)
+            app_status = status.get(ep.name)
             if app_status is None and ep.name not in up:
                 pending[ep.name] = "not created yet"
                 continue
@@ -144,9 +144,7 @@ def _wait_running(
                     pending[ep.name] = "updating"
                     continue
                 stale.discard(ep.name)
-            messages = [app_status.message] + [
-                d.message for d in app_status.deployments.values() if d.message
-            ]
+            messages = app_status.messages
             for message in messages:
                 found = extract_user_error(message or "")
                 if found:
@@ -155,17 +153,17 @@ def _wait_running(
                         f"rayweb: endpoint {_what(ep)} failed to start: {summary}",
                         user_traceback=tb,
                     )
-            state = str(app_status.status)
-            if state.endswith("RUNNING") or ep.name in up:
+            state = app_status.status
+            if state == "RUNNING" or ep.name in up:
                 running(ep)
                 continue
-            if state.endswith("DEPLOY_FAILED") or state.endswith("UNHEALTHY"):
+            if app_status.failing:
                 # The deployment's message says why; the app's only says that it failed.
                 detail = next((m for m in reversed(messages) if m), state)
                 raise DeploymentError(
                     f"rayweb: endpoint {_what(ep)} failed to deploy: {one_line(detail)}"
                 )
-            pending[ep.name] = state.split(".")[-1]
+            pending[ep.name] = state
         if not pending:
             return
         if time.monotonic() > deadline:
@@ -209,12 +207,8 @@ def _what(ep: CompiledEndpoint) -> str:
     return f"{ep.tag!r} ({ep.name})"
 
 
-def _failing(app_status: Any) -> bool:
-    state = str(app_status.status)
-    messages = [app_status.message] + [d.message for d in app_status.deployments.values()]
-    return state.endswith(("DEPLOY_FAILED", "UNHEALTHY")) or any(
-        extract_user_error(m or "") for m in messages
-    )
+def _failing(app_status: AppState) -> bool:
+    return app_status.failing or any(extract_user_error(m) for m in app_status.messages)
 
 
 def timeout_message(
@@ -328,7 +322,7 @@ def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
     from ray import serve
 
     with contextlib.suppress(Exception):  # a class's variants (with_options) go with it
-        names = [*names, *variants_of(names, serve.status().applications)]
+        names = [*names, *variants_of(names, app_states())]
     for name in names:
         with contextlib.suppress(Exception):  # already gone, or Serve is shutting down
             serve.delete(name, _blocking=False)
@@ -336,7 +330,7 @@ def delete_apps(names: list[str], *, wait_s: float = 60) -> None:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
-            remaining = set(serve.status().applications) & set(names)
+            remaining = set(app_states(names))
         except Exception:
             return
         if not remaining:
@@ -405,9 +399,7 @@ def require_endpoint(name: str, address: str) -> str:
     """Join the cluster; the Serve application that serves endpoint ``name`` (a pooled web
     method's is its class's pool); fail with what runs there if there is none."""
     cluster.ensure_ray(address)
-    from ray import serve
-
-    running = sorted(serve.status().applications)
+    running = sorted(app_states())
     if name in running:
         return name
     pool = _pooled_labels().get(name)

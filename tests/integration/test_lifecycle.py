@@ -211,3 +211,33 @@ def test_serve_returns_with_every_min_containers_replica_serving(served):
     }
     assert len(servers) == 2, table
     assert httpx.get(handle.urls["Pair.hit"]).status_code == 200
+
+
+def test_the_deploy_reads_the_same_statuses_as_serve_status(served):
+    """rayweb watches deploys through Serve's protobuf status overview
+    (``services/serve_apps.py``), not ``serve.status()``'s pydantic details: both say the
+    same of every application, and names Serve does not run are left out."""
+    from rayweb.services.serve_apps import app_states
+
+    app = rayweb.App("sameview")
+
+    @app.function(serialized=True)
+    @rayweb.fastapi_endpoint()
+    def ping() -> str:
+        return "pong"
+
+    handle = served(app)
+    (name,) = [ep.name for ep in handle.endpoints]
+    deadline = time.monotonic() + 30
+    while serve.status().applications[name].status != "RUNNING":  # Serve's view lags
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    light = app_states()
+    full = serve.status().applications
+    both = set(light) & set(full)  # another test's app may finish deleting in between
+    assert name in both
+    assert {n: light[n].status for n in both} == {n: str(full[n].status.value) for n in both}
+    assert {n: light[n].message for n in both} == {n: full[n].message for n in both}
+    assert set(app_states([name, "no-such-app"])) == {name}
+    handle.stop()
+    assert name not in app_states()
