@@ -25,7 +25,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -120,14 +120,22 @@ def plain_uvicorn(app: str, cwd: Path, port: int | None = None, workers: int = 1
         proc.wait(30)
 
 
-def ws_round_trips(url: str, seconds: float) -> float:
-    """WebSocket echo round trips per second, one client, 64-byte text messages."""
+def ws_round_trips(
+    url: str,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+    before_main: Callable[[], object] | None = None,
+) -> float:
+    """WebSocket echo round trips per second, one client, 64-byte text messages.
+    ``before_main``: called after the warm-up, right before the measured run."""
     from websockets.sync.client import connect
 
-    with connect(url, max_size=None) as ws:
+    with connect(url, max_size=None, additional_headers=headers) as ws:
         for _ in range(50):  # warm-up
             ws.send("x" * 64)
             ws.recv()
+        if before_main is not None:
+            before_main()
         count, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
             ws.send("x" * 64)
@@ -190,14 +198,18 @@ def wrk(
     duration: int,
     host: str | None = None,
     headers: tuple[str, ...] = (),
+    before_main: Callable[[], object] | None = None,
 ) -> dict[str, float]:
     """``host``: the request's ``Host`` header (an endpoint's own origin, at 127.0.0.1);
-    ``headers``: more, as ``"name: value"``."""
+    ``headers``: more, as ``"name: value"``; ``before_main``: called after wrk's 2 s
+    warm-up, right before the measured run."""
     threads = 1 if connections == 1 else 2
     header = ["-H", f"Host: {host}"] if host else []
     for extra in headers:
         header += ["-H", extra]
     subprocess.run(["wrk", "-t1", "-c1", "-d2s", *header, url], capture_output=True, check=True)
+    if before_main is not None:
+        before_main()
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", *header, url],
         capture_output=True,
