@@ -128,16 +128,50 @@ ONTO = textwrap.dedent(
     while httpx.get(handle.urls["search"], params={"query": "x"}).status_code != 200:
         time.sleep(0.01)
     marks["first 200"] = time.monotonic() - start
+    marks["port"] = handle.reach.port
     print("ONTO " + json.dumps(marks))
     handle.stop()
     """
 )
 
 
+def cli_first_200(name: str, env: dict[str, str], port: int, fork: bool) -> float:
+    """Seconds from starting ``rayweb serve examples/fastapi_endpoint.py --address NAME`` to
+    the first 200 of its ``search`` endpoint; with ``fork``, the command runs in a fork of
+    the driver kept imported beside the cluster (``rayweb/driver/forkserver.py``)."""
+    import signal
+    import urllib.request
+
+    env = {**env, "RAYWEB_FORK_DRIVER": "1" if fork else "0"}
+    start = time.monotonic()
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "rayweb.cli", "serve", "examples/fastapi_endpoint.py",
+         "--address", name, "--no-reload"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api-service-search-dev?query=x"
+    took = None
+    while took is None and time.monotonic() - start < 120:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    took = time.monotonic() - start
+        except OSError:
+            time.sleep(0.01)
+    serving.send_signal(signal.SIGINT)
+    _, err = serving.communicate(timeout=120)
+    if took is None:
+        sys.exit(err.decode()[-3000:])
+    return took
+
+
 def onto_running_cluster(runs: int, gap: float) -> list[dict[str, float]]:
     """Serve in a new process onto a running local cluster, ``runs`` times (after one
     serve that starts Serve and the gateway there), ``gap`` seconds after the previous
-    one stopped (a user restarting ``rayweb serve``; the warm pool refills meanwhile)."""
+    one stopped (a user restarting ``rayweb serve``; the warm pool refills meanwhile).
+    Then ``rayweb serve`` itself, ``runs`` times in a fork of the driver kept imported
+    beside the cluster and ``runs`` times in its own process, alternated (``cli`` and
+    ``cli alone`` in each run's marks)."""
     import os
     import tempfile
     import uuid
@@ -160,6 +194,10 @@ def onto_running_cluster(runs: int, gap: float) -> list[dict[str, float]]:
             if line is None:
                 sys.exit(out.stderr[-3000:])
             found.append(json.loads(line.removeprefix("ONTO ")))
+        for run in found[1:]:  # the cluster's gateway kept the first serve's port
+            for key, fork in (("cli", True), ("cli alone", False)):
+                time.sleep(gap)
+                run[key] = cli_first_200(name, env, int(found[0]["port"]), fork)
     finally:
         subprocess.run([*rayweb, "down", "--name", name], env=env, capture_output=True,
                        timeout=300)  # fmt: skip
@@ -223,7 +261,13 @@ def main() -> None:
             + f" (median {statistics.median(run[mark] for run in onto):.2f})"
             for mark in ("connected", "deployed", "first 200")
         )
-        + ".",
+        + ". `rayweb serve examples/fastapi_endpoint.py --address NAME` to the first 200 "
+        "of `search`, in a fork of the driver kept imported beside the cluster: "
+        + ", ".join(f"{run['cli']:.2f}" for run in onto)
+        + f" s (median {statistics.median(run['cli'] for run in onto):.2f}); in a process "
+        "of its own (`RAYWEB_FORK_DRIVER=0`), alternated with those: "
+        + ", ".join(f"{run['cli alone']:.2f}" for run in onto)
+        + f" s (median {statistics.median(run['cli alone'] for run in onto):.2f}).",
         "",
     ]
     append_results(Path(args.out), lines)

@@ -109,11 +109,18 @@ def remote_error(exc: BaseException) -> BaseException:
 
 # --- the app's own modules ------------------------------------------------------------------
 def local_modules(root: Path) -> list[tuple[str, Path]]:
-    """Imported modules whose file lives under ``root`` (the app's own code)."""
+    """Imported modules whose file lives under ``root`` (the app's own code). Those of the
+    interpreter and its installed packages are skipped before their paths are resolved (a
+    driver has ~2,000 modules imported, Ray's, Serve's and FastAPI's: 0.15 s of resolving)."""
+    installed = tuple(
+        prefix + os.sep
+        for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}
+        if not _under(root, Path(prefix).resolve())
+    )
     out = []
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if not file or name.startswith("rayweb"):
+        if not file or name.startswith("rayweb") or file.startswith(installed):
             continue
         path = Path(file).resolve()
         if path.suffix == ".py" and _under(path, root) and "site-packages" not in path.parts:

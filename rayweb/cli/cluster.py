@@ -87,3 +87,11 @@ def cluster_status(name: NameOption = "default") -> None:
             f"now ({pool['floor']} to {pool['ceiling']}); {pool['started']} started so far",
             soft_wrap=True,
         )  # fmt: skip
+    if found.processes:
+        out.print(
+            f"fast start: a driver kept imported (pid {found.fork_driver}); `rayweb serve` "
+            "onto this cluster starts in a fork of it"
+            if found.fork_driver is not None
+            else "fast start: off (no driver kept imported; RAYWEB_FORK_DRIVER=0, or it exited)",
+            soft_wrap=True,
+        )

@@ -63,9 +63,7 @@ def serve(
     not load or start, the last good version keeps serving. Without --address it runs on
     the running local cluster (`rayweb cluster up`, or one kept warm) if there is one, else
     on a new Ray of its own (`--address local`: always the latter)."""
-    from ..driver.cluster import kill_embedded
-    from ..driver.dev import DevSession
-    from ..driver.local_cluster import serve_address
+    from ..driver.local_cluster import forked_serve, serve_address
 
     err = Console(stderr=True, soft_wrap=True)
 
@@ -74,6 +72,14 @@ def serve(
 
     with user_errors(err, "reading the options"):
         use_domain(domain)
+    # Onto a running local cluster, in a fork of the driver kept imported beside it: the
+    # same command in this terminal, without importing Ray, Serve and FastAPI first.
+    code = forked_serve(address, sys.argv[1:])
+    if code is not None:
+        raise typer.Exit(code)
+    from ..driver.cluster import kill_embedded
+    from ..driver.dev import DevSession
+
     with user_errors(err, "starting the local cluster"):
         address = serve_address(address, keep_warm, say)
     session = DevSession.from_ref(

@@ -24,6 +24,7 @@ from typing import Any
 from ..common import free_port
 from ..exception import InvalidError, NotFoundError
 from ..services.warmpool import system_config
+from . import forkserver
 
 STATE_DIR = Path.home() / ".rayweb" / "clusters"
 DEFAULT_NAME = "default"
@@ -176,6 +177,7 @@ def up(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(cluster)))
+    forkserver.start(temp_dir)  # a driver kept imported: the next `rayweb serve` starts in it
     return cluster
 
 
@@ -286,6 +288,25 @@ def serve_address(address: str | None, keep_warm: bool, say: Callable[[str], Non
     return picked
 
 
+def forked_serve(address: str | None, argv: list[str]) -> int | None:
+    """Run ``rayweb serve`` (``argv``) in a fork of the driver kept imported beside the local
+    cluster it would run on (``forkserver.py``); its exit code, or None when it runs here
+    (no such cluster or server, or the server refused)."""
+    from .cluster import LOCAL, pick_address
+
+    if address == LOCAL or not forkserver.enabled() or os.environ.get(forkserver.CHILD_ENV):
+        return None
+    name = pick_address(address)
+    if name is None or ":" in name or "/" in name:
+        return None
+    try:
+        found = load(name)
+    except (NotFoundError, InvalidError, OSError, ValueError, TypeError):
+        return None
+    forkserver.driver_env()  # as the command would before importing Ray, and the server did
+    return forkserver.hand_off(found.temp_dir, argv)
+
+
 def resolve_address(address: str | None) -> str | None:
     """``--address`` may name a rayweb cluster (``default``) as well as host:port."""
     if address and ":" not in address and "/" not in address:
@@ -302,6 +323,7 @@ class ClusterStatus:
     resources: dict[str, float] | None = None  # None when it is down
     nodes_alive: int | None = None
     warm_pool: dict[str, Any] | None = None  # the gateway's (None: no gateway runs yet)
+    fork_driver: int | None = None  # the pid of the driver kept imported (forkserver.py)
 
 
 def status(name: str) -> ClusterStatus:
@@ -310,6 +332,7 @@ def status(name: str) -> ClusterStatus:
     pids = found.pids()
     if not pids:
         return ClusterStatus(found, 0)
+    forked = forkserver.running_pid(found.temp_dir)
     from . import cluster
 
     cluster.ensure_ray(found.address)  # before importing Ray: it sets up token auth
@@ -321,4 +344,4 @@ def status(name: str) -> ClusterStatus:
     alive = sum(1 for n in ray.nodes() if n["Alive"])
     gateway = find_gateway()
     pool = ray.get(gateway.warm_pool.remote(), timeout=10) if gateway is not None else None
-    return ClusterStatus(found, len(pids), resources, alive, pool)
+    return ClusterStatus(found, len(pids), resources, alive, pool, forked)

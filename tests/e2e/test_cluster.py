@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -166,8 +167,12 @@ def test_serve_keeps_a_local_cluster_warm_and_the_next_serve_joins_it(tmp_path, 
         assert _tagged(temp_dir), "the kept-warm cluster stopped with the serve that started it"
         status = _cli("cluster", "status", "--name", name)
         assert "resources: CPU=" in status.stdout, status.stderr[-2000:]
+        kept = re.search(r"fast start: a driver kept imported \(pid (\d+)\)", status.stdout)
+        assert kept, status.stdout
+        server = psutil.Process(int(kept.group(1)))
 
-        # no flag, no address: the running cluster serves (no Ray of its own is started)
+        # no flag, no address: the running cluster serves (no Ray of its own is started), in
+        # a fork of the driver kept imported beside it, in this command's output
         second = _start(["serve", example, "--port", str(port), "--no-reload"])
         lines = _wait_for_line(second, "Serving.", timeout=180)
         assert any(f"On the running local cluster '{name}'" in line for line in lines), lines
@@ -175,8 +180,12 @@ def test_serve_keeps_a_local_cluster_warm_and_the_next_serve_joins_it(tmp_path, 
         assert not any(
             "gcs_server" in " ".join(p.cmdline()) for p in psutil.Process(second.pid).children(True)
         ), "the second serve started a Ray of its own"
-        second.send_signal(2)
+        (forked,) = server.children()  # the serve runs there, not in `second`'s process
+        assert forked.cwd() == os.getcwd() != server.cwd()  # it took the command's folder
+        second.send_signal(2)  # Ctrl-C reaches the fork; its exit code comes back
         assert second.wait(90) == 0
+        assert not server.children()
+        assert httpx.get(url, timeout=30).status_code == 404  # stopped: the endpoint is gone
 
         both = _cli("serve", example, "--keep-warm", "--address", "local")
         assert both.returncode == 1 and "Suggestion: drop one of them" in both.stderr
