@@ -135,21 +135,38 @@ ONTO = textwrap.dedent(
 )
 
 
-def cli_first_200(name: str, env: dict[str, str], port: int, fork: bool) -> float:
-    """Seconds from starting ``rayweb serve examples/fastapi_endpoint.py --address NAME`` to
-    the first 200 of its ``search`` endpoint; with ``fork``, the command runs in a fork of
-    the driver kept imported beside the cluster (``rayweb/driver/forkserver.py``)."""
+ONE_ENDPOINT = """
+import rayweb
+
+app = rayweb.App("one")
+
+
+@app.function()
+@rayweb.fastapi_endpoint()
+def hello(name: str = "world") -> dict:
+    return {"hello": name}
+"""
+# `rayweb serve` of these, to the first 200 of the path: five endpoints, and one
+CLI_APPS = {
+    "examples/fastapi_endpoint.py": "api-service-search-dev?query=x",
+    "bench/out/one_endpoint.py": "one-hello-dev",
+}
+
+
+def cli_first_200(name: str, env: dict[str, str], port: int, app: str, fork: bool) -> float:
+    """Seconds from starting ``rayweb serve APP --address NAME`` to the first 200 of its
+    ``CLI_APPS`` path; with ``fork``, the command runs in a fork of the driver kept imported
+    beside the cluster (``rayweb/driver/forkserver.py``)."""
     import signal
     import urllib.request
 
     env = {**env, "RAYWEB_FORK_DRIVER": "1" if fork else "0"}
     start = time.monotonic()
     serving = subprocess.Popen(
-        [sys.executable, "-m", "rayweb.cli", "serve", "examples/fastapi_endpoint.py",
-         "--address", name, "--no-reload"],
+        [sys.executable, "-m", "rayweb.cli", "serve", app, "--address", name, "--no-reload"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api-service-search-dev?query=x"
+    url = f"http://127.0.0.1:{port}/{CLI_APPS[app]}"
     took = None
     while took is None and time.monotonic() - start < 120:
         try:
@@ -169,9 +186,9 @@ def onto_running_cluster(runs: int, gap: float) -> list[dict[str, float]]:
     """Serve in a new process onto a running local cluster, ``runs`` times (after one
     serve that starts Serve and the gateway there), ``gap`` seconds after the previous
     one stopped (a user restarting ``rayweb serve``; the warm pool refills meanwhile).
-    Then ``rayweb serve`` itself, ``runs`` times in a fork of the driver kept imported
-    beside the cluster and ``runs`` times in its own process, alternated (``cli`` and
-    ``cli alone`` in each run's marks)."""
+    Then ``rayweb serve`` itself of each of ``CLI_APPS``, ``runs`` times in a fork of the
+    driver kept imported beside the cluster and ``runs`` times in its own process,
+    alternated (``"<app> True"`` and ``"<app> False"`` in each run's marks)."""
     import os
     import tempfile
     import uuid
@@ -194,10 +211,13 @@ def onto_running_cluster(runs: int, gap: float) -> list[dict[str, float]]:
             if line is None:
                 sys.exit(out.stderr[-3000:])
             found.append(json.loads(line.removeprefix("ONTO ")))
+        (HERE / "out").mkdir(exist_ok=True)
+        (HERE / "out" / "one_endpoint.py").write_text(ONE_ENDPOINT)
         for run in found[1:]:  # the cluster's gateway kept the first serve's port
-            for key, fork in (("cli", True), ("cli alone", False)):
-                time.sleep(gap)
-                run[key] = cli_first_200(name, env, int(found[0]["port"]), fork)
+            for app in CLI_APPS:
+                for fork in (True, False):
+                    time.sleep(gap)
+                    run[f"{app} {fork}"] = cli_first_200(name, env, found[0]["port"], app, fork)
     finally:
         subprocess.run([*rayweb, "down", "--name", name], env=env, capture_output=True,
                        timeout=300)  # fmt: skip
@@ -261,15 +281,24 @@ def main() -> None:
             + f" (median {statistics.median(run[mark] for run in onto):.2f})"
             for mark in ("connected", "deployed", "first 200")
         )
-        + ". `rayweb serve examples/fastapi_endpoint.py --address NAME` to the first 200 "
-        "of `search`, in a fork of the driver kept imported beside the cluster: "
-        + ", ".join(f"{run['cli']:.2f}" for run in onto)
-        + f" s (median {statistics.median(run['cli'] for run in onto):.2f}); in a process "
-        "of its own (`RAYWEB_FORK_DRIVER=0`), alternated with those: "
-        + ", ".join(f"{run['cli alone']:.2f}" for run in onto)
-        + f" s (median {statistics.median(run['cli alone'] for run in onto):.2f}).",
+        + ".",
         "",
+        "`rayweb serve APP --address NAME` to its first 200, in a fork of the driver kept "
+        "imported beside the cluster, and in a process of its own (`RAYWEB_FORK_DRIVER=0`), "
+        f"alternated, {args.gap:g} s apart:",
+        "",
+        "| app | in a fork (s) | in its own process (s) |",
+        "|---|---|---|",
     ]
+    for app in CLI_APPS:
+        cells = []
+        for fork in (True, False):
+            times = [run[f"{app} {fork}"] for run in onto]
+            cells.append(
+                ", ".join(f"{t:.2f}" for t in times) + f" (median {statistics.median(times):.2f})"
+            )
+        lines.append(f"| `{app}` | {cells[0]} | {cells[1]} |")
+    lines.append("")
     append_results(Path(args.out), lines)
 
 
