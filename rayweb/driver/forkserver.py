@@ -26,6 +26,7 @@ Ray is imported only by ``preload_driver``, in the server (``rayweb.cli.forkserv
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -105,17 +106,17 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
     path = socket_path(temp_dir)
     if not enabled() or os.environ.get(CHILD_ENV) or not path.exists():
         return None
-    header = {
-        "argv": list(argv),
-        "argv0": sys.argv[0],
-        "env": dict(os.environ),
-        "cwd": os.getcwd(),
-        "path": list(sys.path),
-        "umask": _umask(),
-        "fingerprint": fingerprint(),
-    }
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        header = {
+            "argv": list(argv),
+            "argv0": sys.argv[0],
+            "env": dict(os.environ),
+            "cwd": os.getcwd(),
+            "path": list(sys.path),
+            "umask": _umask(),
+            "fingerprint": fingerprint(),
+        }
         conn.connect(str(path))
         data = json.dumps(header).encode()
         socket.send_fds(conn, [struct.pack("!I", len(data)) + data], [0, 1, 2])
@@ -384,6 +385,10 @@ def _child(
 
         traceback.print_exc()
     finally:
+        # As the command's own process would end (Ray's shutdown, among others), but
+        # without unwinding into the server's loop, whose cleanup is not the child's.
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
