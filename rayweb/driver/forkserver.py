@@ -26,7 +26,6 @@ Ray is imported only by ``preload_driver``, in the server (``rayweb.cli.forkserv
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -41,11 +40,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .forkchild import CHILD_ENV, MAX_HEADER, become_command, read_exact, read_message, send_message
+
 SOCKET_NAME = "rayweb-driver.sock"
 PID_NAME = "rayweb-driver.pid"
 ENV_OFF = "RAYWEB_FORK_DRIVER"  # "0": no server, no hand-off
-CHILD_ENV = "RAYWEB_FORKED_DRIVER"  # set in a forked child: it runs the command, never hands off
-MAX_HEADER = 4 * 1024 * 1024  # an environment and a sys.path fit well under this
 CHECK_S = 2.0  # how often the server looks whether its socket is still there
 STALE = "rayweb's files changed"  # the refusal that makes the server import them again
 
@@ -99,13 +98,28 @@ def start(temp_dir: str) -> subprocess.Popen[bytes] | None:
 
 
 # --- the command's side -------------------------------------------------------------------
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
     """Run ``argv`` (the command's own arguments) in a fork of the server for the cluster in
     ``temp_dir``, in this terminal; its exit code, or None when there is no server or it
-    refused (then the caller runs the command itself)."""
+    refused (then the caller runs the command itself). The terminal's signals are taken
+    from the start: one that comes before the child exists is sent to it once it does."""
     path = socket_path(temp_dir)
     if not enabled() or os.environ.get(CHILD_ENV) or not path.exists():
         return None
+    child: list[int] = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if not child:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child[0], signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         header = {
@@ -120,35 +134,32 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
         conn.connect(str(path))
         data = json.dumps(header).encode()
         socket.send_fds(conn, [struct.pack("!I", len(data)) + data], [0, 1, 2])
-        reply = _read_message(conn)
+        reply = read_message(conn)
     except (OSError, ValueError):
+        reply = None
+    if reply is None or "pid" not in reply:  # refused (reply["why"]), or no server
         conn.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            raise KeyboardInterrupt  # stopped while asking: the command stops here
         return None
-    if reply is None or "pid" not in reply:
-        conn.close()
-        return None  # refused: reply["why"]
-    return _wait_child(conn, int(reply["pid"]))
+    child.append(int(reply["pid"]))
+    for waiting in pending:
+        forward(waiting, None)
+    return _wait_child(conn)
 
 
-def _wait_child(conn: socket.socket, pid: int) -> int:
-    """Forward the terminal's signals to the child until the server reports its exit."""
-
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM if signum == signal.SIGHUP else signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
+def _wait_child(conn: socket.socket) -> int:
+    """Until the child's exit code comes (from the child, or from the server that reaped it)."""
     with conn:
         while True:
             try:
-                reply = _read_message(conn)
-            except InterruptedError:
-                continue
+                reply = read_message(conn)
             except OSError:
                 reply = None
             if reply is None:
-                return 1  # the server went away
+                return 1  # both went away without a word
             if "exit" in reply:
                 return int(reply["exit"])
 
@@ -157,34 +168,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _read_message(conn: socket.socket) -> dict[str, Any] | None:
-    size = _read_exact(conn, 4)
-    if size is None:
-        return None
-    (length,) = struct.unpack("!I", size)
-    if length > MAX_HEADER:
-        raise ValueError("message too large")
-    data = _read_exact(conn, length)
-    return None if data is None else json.loads(data)
-
-
-def _read_exact(conn: socket.socket, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = conn.recv(left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def _send_message(conn: socket.socket, message: dict[str, Any]) -> None:
-    data = json.dumps(message).encode()
-    with contextlib.suppress(OSError):
-        conn.sendall(struct.pack("!I", len(data)) + data)
 
 
 # --- the server's side --------------------------------------------------------------------
@@ -289,15 +272,15 @@ def _accept(
         header = _header(conn, first)
         why = _refusal(header, fds, expected)
         if why is not None:
-            _send_message(conn, {"why": why})
+            send_message(conn, {"why": why})
             conn.close()
             return why.startswith(STALE)
         conn.settimeout(None)
         pid = os.fork()
         if pid == 0:
             peers = [held for held in children.values() if held is not None]
-            _child(header, fds, [conn, *peers, *own], run)
-        _send_message(conn, {"pid": pid})
+            become_command(header, fds, conn, [*peers, *own], run)
+        send_message(conn, {"pid": pid})
         children[pid] = conn
     except (OSError, ValueError) as exc:
         print(f"rayweb: a hand-off failed: {exc}", file=sys.stderr, flush=True)
@@ -318,7 +301,7 @@ def _header(conn: socket.socket, first: bytes) -> dict[str, Any]:
         raise ValueError("header too large")
     data = first[4:]
     if len(data) < length:
-        rest = _read_exact(conn, length - len(data))
+        rest = read_exact(conn, length - len(data))
         if rest is None:
             raise ValueError("the command went away")
         data += rest
@@ -341,80 +324,6 @@ def _refusal(header: dict[str, Any], fds: list[int], expected: dict[str, Any]) -
     return None
 
 
-def _child(
-    header: dict[str, Any], fds: list[int], inherited: list[Any], run: Callable[[], object]
-) -> None:
-    """In the fork: become the command (its terminal, environment, folder), run, exit."""
-    code = 1
-    try:
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        for fd in fds:
-            if fd > 2:
-                os.close(fd)
-        for item in inherited:
-            with contextlib.suppress(OSError):
-                item.close() if isinstance(item, socket.socket) else os.close(item)
-        signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(
-                signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
-            )
-        # Not the terminal's foreground process group: a read or a mode change must not stop it.
-        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
-        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-        os.environ.clear()
-        os.environ.update(header["env"])
-        os.environ[CHILD_ENV] = "1"
-        os.chdir(str(header["cwd"]))
-        os.umask(int(header["umask"]))
-        sys.path[:] = list(header["path"])
-        sys.argv[:] = [str(header["argv0"]), *header["argv"]]
-        _reopen_stdio()
-        try:
-            run()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if exc.code is not None and not isinstance(exc.code, int):
-                print(exc.code, file=sys.stderr)
-        except KeyboardInterrupt:
-            code = 130
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        # As the command's own process would end (Ray's shutdown, among others), but
-        # without unwinding into the server's loop, whose cleanup is not the child's.
-        with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _reopen_stdio() -> None:
-    """sys.std* were made for the server's own files (a log): make them again for the
-    terminal, line-buffered where it is one, as Python does at start."""
-    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
-        old = getattr(sys, name)
-        tty = os.isatty(fd)
-        stream: Any = open(  # noqa: SIM115 - replaces sys.std*, closed at exit
-            fd,
-            mode,
-            buffering=-1,
-            encoding=getattr(old, "encoding", None) or "utf-8",
-            errors=getattr(old, "errors", None) or "strict",
-            closefd=False,
-        )
-        if mode == "w":
-            stream.reconfigure(line_buffering=tty or name == "stderr")
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
-
-
 def _reap(children: dict[int, socket.socket | None]) -> None:
     """Tell each command whose child exited its exit code."""
     while children:
@@ -426,7 +335,7 @@ def _reap(children: dict[int, socket.socket | None]) -> None:
             return
         conn = children.pop(pid, None)
         if conn is not None:  # None: the command died first
-            _send_message(conn, {"exit": os.waitstatus_to_exitcode(status) % 256})
+            send_message(conn, {"exit": os.waitstatus_to_exitcode(status) % 256})
             conn.close()
 
 

@@ -34,9 +34,12 @@ TARGET = textwrap.dedent(
         if mode == "wait":
             with open(sys.argv[2], "w") as f:
                 f.write(str(os.getpid()))
-            print("ready", flush=True)
-            try:
-                time.sleep(60)
+            try:  # a Ctrl-C right after "ready" is caught too
+                print("ready", flush=True)
+                # Short sleeps, as a serve loop waits: CPython runs a handler for a signal
+                # that lands just before a blocking call only once that call returns.
+                for _ in range(1200):
+                    time.sleep(0.05)
             except KeyboardInterrupt:
                 print("interrupted", flush=True)
                 sys.exit(130)
@@ -135,6 +138,25 @@ def test_a_dead_command_takes_its_child_with_it(server, tmp_path):
         time.sleep(0.1)
 
 
+def test_the_child_outlives_a_killed_server_and_its_command_still_gets_the_exit_code(
+    server, tmp_path
+):
+    """The server is gone (OOM-killed, say): the command keeps waiting and forwarding its
+    signals to the child, which reports its own exit code."""
+    cluster_dir, proc = server
+    client = _client(cluster_dir, "wait", str(tmp_path / "pid"))
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "ready"
+    proc.kill()
+    proc.wait(10)
+    time.sleep(0.5)
+    assert client.poll() is None, "the command ended while its child still ran"
+    client.send_signal(signal.SIGINT)
+    out, _ = client.communicate(timeout=30)
+    assert "interrupted" in out
+    assert client.returncode == 130
+
+
 def test_a_command_with_other_ray_settings_runs_on_its_own(server):
     cluster_dir, _ = server
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -163,10 +185,9 @@ def test_the_server_exits_when_its_socket_is_removed(server):
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
         return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     return state != "Z"
 
 
@@ -183,7 +204,7 @@ STALE_CLIENT = textwrap.dedent(
     conn.connect(str(forkserver.socket_path(sys.argv[1])))
     data = json.dumps(header).encode()
     socket.send_fds(conn, [struct.pack("!I", len(data)) + data], [0, 1, 2])
-    print(forkserver._read_message(conn)["why"])
+    print(forkserver.read_message(conn)["why"])
     """
 )
 
