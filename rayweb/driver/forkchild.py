@@ -76,6 +76,8 @@ def become_command(
         # Not the terminal's foreground process group: a read or a mode change must not stop it.
         signal.signal(signal.SIGTTIN, signal.SIG_IGN)
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        # The server held the terminal's signals over the fork: the handlers are ours now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         os.environ.clear()
         os.environ.update(header["env"])
         os.environ[CHILD_ENV] = "1"
@@ -93,6 +95,8 @@ def become_command(
                 print(exc.code, file=sys.stderr)
         except KeyboardInterrupt:
             code = 130
+    except KeyboardInterrupt:  # Ctrl-C before the command began
+        code = 130
     except BaseException:
         import traceback
 

@@ -276,10 +276,18 @@ def _accept(
             conn.close()
             return why.startswith(STALE)
         conn.settimeout(None)
-        pid = os.fork()
+        # A signal the command forwards may reach the child before it has its own handlers:
+        # held until then (the server's would unwind it into this loop's cleanup).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+            raise
         if pid == 0:
             peers = [held for held in children.values() if held is not None]
             become_command(header, fds, conn, [*peers, *own], run)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         send_message(conn, {"pid": pid})
         children[pid] = conn
     except (OSError, ValueError) as exc:
