@@ -36,7 +36,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,8 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
         }
         conn.connect(str(path))
         data = json.dumps(header).encode()
-        socket.send_fds(conn, [struct.pack("!I", len(data)) + data], [0, 1, 2])
+        with _terminal() as fds:
+            socket.send_fds(conn, [struct.pack("!I", len(data)) + data], fds)
         reply = read_message(conn)
     except (OSError, ValueError):
         reply = None
@@ -148,6 +149,26 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
     for waiting in pending:
         forward(waiting, None)
     return _wait_child(conn)
+
+
+@contextlib.contextmanager
+def _terminal() -> Iterator[list[int]]:
+    """This process's stdin, stdout and stderr, each one that is closed (a CI runner's
+    stdin) replaced by /dev/null, as a process started there would have nothing to read."""
+    opened = []
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            fd = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            opened.append(fd)
+        fds.append(fd)
+    try:
+        yield fds
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def _wait_child(conn: socket.socket) -> int:

@@ -113,6 +113,18 @@ def test_the_command_runs_in_a_fork_with_its_terminal_environment_and_folder(ser
     assert "ppid is the server True" in out
 
 
+def test_a_command_without_stdin_still_hands_over(server, tmp_path):
+    """A CI runner starts commands with no standard input at all (fd 0 closed): the child
+    gets /dev/null there, as the command's own process would read nothing."""
+    cluster_dir, proc = server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(FOO="nostdin", SERVER_PID=str(proc.pid))
+    client = _client(cluster_dir, "show", env=env, preexec_fn=lambda: os.close(0))
+    out, _ = client.communicate(timeout=30)
+    assert client.returncode == 3, out
+    assert "env nostdin 1" in out and "ppid is the server True" in out
+
+
 def test_ctrl_c_reaches_the_child_and_its_exit_code_comes_back(server, tmp_path):
     cluster_dir, _ = server
     client = _client(cluster_dir, "wait", str(tmp_path / "pid"))
