@@ -36,7 +36,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,7 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
             os.kill(child[0], signal.SIGTERM if signum == signal.SIGHUP else signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
+    _ensure_terminal()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         header = {
@@ -133,8 +134,7 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
         }
         conn.connect(str(path))
         data = json.dumps(header).encode()
-        with _terminal() as fds:
-            socket.send_fds(conn, [struct.pack("!I", len(data)) + data], fds)
+        socket.send_fds(conn, [struct.pack("!I", len(data)) + data], [0, 1, 2])
         reply = read_message(conn)
     except (OSError, ValueError):
         reply = None
@@ -151,24 +151,18 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
     return _wait_child(conn)
 
 
-@contextlib.contextmanager
-def _terminal() -> Iterator[list[int]]:
-    """This process's stdin, stdout and stderr, each one that is closed (a CI runner's
-    stdin) replaced by /dev/null, as a process started there would have nothing to read."""
-    opened = []
-    fds = []
+def _ensure_terminal() -> None:
+    """Each of stdin, stdout and stderr that is closed (a CI runner's stdin) becomes
+    /dev/null, before anything else can take its number: the child gets what a process
+    started here would have, and never this process's connection to the server."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:
-            fd = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
-            opened.append(fd)
-        fds.append(fd)
-    try:
-        yield fds
-    finally:
-        for fd in opened:
-            os.close(fd)
+            opened = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
 
 
 def _wait_child(conn: socket.socket) -> int:

@@ -31,6 +31,9 @@ TARGET = textwrap.dedent(
             print("argv", sys.argv[1:])
             print("ppid is the server", str(os.getppid()) == os.environ["SERVER_PID"])
             sys.exit(3)
+        if mode == "stdin":
+            print("stdin is /dev/null", os.path.samestat(os.fstat(0), os.stat(os.devnull)))
+            sys.exit(3)
         if mode == "wait":
             with open(sys.argv[2], "w") as f:
                 f.write(str(os.getpid()))
@@ -119,10 +122,10 @@ def test_a_command_without_stdin_still_hands_over(server, tmp_path):
     cluster_dir, proc = server
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(FOO="nostdin", SERVER_PID=str(proc.pid))
-    client = _client(cluster_dir, "show", env=env, preexec_fn=lambda: os.close(0))
+    client = _client(cluster_dir, "stdin", env=env, preexec_fn=lambda: os.close(0))
     out, _ = client.communicate(timeout=30)
     assert client.returncode == 3, out
-    assert "env nostdin 1" in out and "ppid is the server True" in out
+    assert "stdin is /dev/null True" in out
 
 
 def test_ctrl_c_reaches_the_child_and_its_exit_code_comes_back(server, tmp_path):
