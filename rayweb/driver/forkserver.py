@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .forkchild import CHILD_ENV, MAX_HEADER, become_command, read_exact, read_message, send_message
+from .forkchild import CHILD_ENV, become_command, read_message, send_message
 
 SOCKET_NAME = "rayweb-driver.sock"
 PID_NAME = "rayweb-driver.pid"
@@ -57,16 +57,15 @@ def socket_path(temp_dir: str) -> Path:
     return Path(temp_dir) / SOCKET_NAME
 
 
-def fingerprint(env: dict[str, str] | None = None) -> dict[str, Any]:
+def fingerprint() -> dict[str, Any]:
     """What must be the same in the command and the server for the fork to run the same
     code the command would: the interpreter, rayweb's files, and Ray's variables."""
-    env = dict(os.environ if env is None else env)
     package = Path(__file__).resolve().parent.parent
     newest = max((p.stat().st_mtime_ns for p in package.rglob("*.py")), default=0)
     return {
         "executable": os.path.realpath(sys.executable),
         "rayweb": [str(package), newest],
-        "ray_env": sorted((k, v) for k, v in env.items() if k.startswith("RAY_")),
+        "ray_env": sorted((k, v) for k, v in os.environ.items() if k.startswith("RAY_")),
     }
 
 
@@ -133,8 +132,7 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
             "fingerprint": fingerprint(),
         }
         conn.connect(str(path))
-        data = json.dumps(header).encode()
-        socket.send_fds(conn, [struct.pack("!I", len(data)) + data], [0, 1, 2])
+        send_command(conn, header)
         reply = read_message(conn)
     except (OSError, ValueError):
         reply = None
@@ -149,6 +147,13 @@ def hand_off(temp_dir: str, argv: Sequence[str]) -> int | None:
     for waiting in pending:
         forward(waiting, None)
     return _wait_child(conn)
+
+
+def send_command(conn: socket.socket, header: dict[str, Any]) -> None:
+    """The terminal (fds 0-2, on one byte of their own), then the header as a message."""
+    socket.send_fds(conn, [b"\0"], [0, 1, 2])
+    data = json.dumps(header).encode()
+    conn.sendall(struct.pack("!I", len(data)) + data)
 
 
 def _ensure_terminal() -> None:
@@ -283,8 +288,10 @@ def _accept(
     fds: list[int] = []
     try:
         conn.settimeout(5)
-        first, fds, _, _ = socket.recv_fds(conn, 65536, 3)
-        header = _header(conn, first)
+        _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+        header = read_message(conn)
+        if header is None:
+            raise ValueError("the command went away")
         why = _refusal(header, fds, expected)
         if why is not None:
             send_message(conn, {"why": why})
@@ -313,22 +320,6 @@ def _accept(
             with contextlib.suppress(OSError):
                 os.close(fd)
     return False
-
-
-def _header(conn: socket.socket, first: bytes) -> dict[str, Any]:
-    """The command's header: a length, then JSON (the first recv may hold part of it)."""
-    if len(first) < 4:
-        raise ValueError("short header")
-    (length,) = struct.unpack("!I", first[:4])
-    if length > MAX_HEADER:
-        raise ValueError("header too large")
-    data = first[4:]
-    if len(data) < length:
-        rest = read_exact(conn, length - len(data))
-        if rest is None:
-            raise ValueError("the command went away")
-        data += rest
-    return json.loads(data)
 
 
 def _refusal(header: dict[str, Any], fds: list[int], expected: dict[str, Any]) -> str | None:

@@ -146,7 +146,7 @@ def _wait_running(
                 stale.discard(ep.name)
             messages = app_status.messages
             for message in messages:
-                found = extract_user_error(message or "")
+                found = extract_user_error(message)
                 if found:
                     summary, tb = found
                     raise DeploymentError(

@@ -13,7 +13,7 @@ status and message, each deployment's status and message), which is all a deploy
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class AppState:
 
     status: str
     message: str = ""
-    deployment_messages: tuple[str, ...] = field(default=())
+    deployment_messages: tuple[str, ...] = ()
 
     @property
     def messages(self) -> list[str]:

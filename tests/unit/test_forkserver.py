@@ -208,7 +208,7 @@ def _alive(pid: int) -> bool:
 
 STALE_CLIENT = textwrap.dedent(
     """
-    import json, os, socket, struct, sys
+    import os, socket, sys
     from rayweb.driver import forkserver
     forkserver.driver_env()
     found = forkserver.fingerprint()
@@ -217,8 +217,7 @@ STALE_CLIENT = textwrap.dedent(
               "path": sys.path, "umask": 0o22, "fingerprint": found}
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(str(forkserver.socket_path(sys.argv[1])))
-    data = json.dumps(header).encode()
-    socket.send_fds(conn, [struct.pack("!I", len(data)) + data], [0, 1, 2])
+    forkserver.send_command(conn, header)
     print(forkserver.read_message(conn)["why"])
     """
 )
